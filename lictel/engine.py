@@ -1,0 +1,481 @@
+"""The concurrency engine: ordered license events in, exact minute rows out (DESIGN.md).
+
+Pure: no Faust, Kafka, ClickHouse or I/O. The Faust agents (``streams/``), the batch recompute
+and the tests all drive the same :class:`Engine`.
+
+Invariants
+----------
+- Time is integer microseconds (UTC). A minute is ``[t0, t0 + 60 s)``.
+- Events of a server are applied in ``(ts, seq)`` order; events at one instant are simultaneous,
+  so only the state after all of them counts. Duplicates (same ``event_id``) apply once.
+- A server's watermark is ``max(ts seen, last HEARTBEAT) - lateness``; minutes that end at or
+  before it are *final* and emitted exactly once per engine state. Events older than the final
+  boundary are *late*: returned for the late topic, applied to ``held`` from now on.
+- An estate minute ``(org, feature)`` is final once every non-idle server serving the feature is
+  final past it; its curve is the sum of the servers' curves (peak of the sum, not sum of peaks).
+- The whole state round-trips through :meth:`Engine.to_state` / :meth:`Engine.from_state` (plain
+  JSON types) so that a stream worker can keep it in a changelog-backed table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from lictel.events import (
+    DENIED,
+    DEQUEUED,
+    HEARTBEAT,
+    IN,
+    OUT,
+    QUEUED,
+    RESTART,
+    Event,
+)
+from lictel.timeutil import MINUTE_US, floor_minute
+
+POOL = "pool"
+ESTATE = "estate"
+_SEP = "\x1f"
+
+
+class MinuteRow(NamedTuple):
+    """One key's metrics for one minute. ``server`` is empty at estate level."""
+
+    level: str
+    org: str
+    server: str
+    feature: str
+    minute: int
+    peak: int
+    low: int
+    license_us: int
+    checkouts: int
+    checkins: int
+    forced_releases: int
+    denials: int
+    queued: int
+    orphans: int
+
+    @property
+    def license_seconds(self) -> float:
+        return self.license_us / 1_000_000
+
+    @property
+    def avg(self) -> float:
+        return self.license_us / MINUTE_US
+
+
+# A step curve inside one minute: (offset from t0 in µs, value from there on), offsets rising.
+Steps = list[tuple[int, int]]
+
+
+@dataclass(slots=True)
+class _Pool:
+    org: str
+    server: str
+    feature: str
+    final_upto: int
+    held: dict[str, int] = field(default_factory=dict)
+    c: int = 0
+    pending: list[Event] = field(default_factory=list)
+    pending_ids: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _Server:
+    org: str
+    server: str
+    max_ts: int | None = None
+    last_hb: int | None = None
+    boundary: int | None = None  # every minute before it is final
+    last_seen_wall: int = 0
+    restarts: list[Event] = field(default_factory=list)
+    restart_ids: set[str] = field(default_factory=set)
+    pools: set[str] = field(default_factory=set)  # features
+
+
+@dataclass(slots=True)
+class _Estate:
+    org: str
+    feature: str
+    final_upto: int | None = None
+    servers: set[str] = field(default_factory=set)
+    # minute -> list of (counters of the pool row, steps)
+    buf: dict[int, list[tuple[MinuteRow, Steps]]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Output:
+    """What one call to :meth:`Engine.process` produced."""
+
+    rows: list[MinuteRow] = field(default_factory=list)
+    late: list[Event] = field(default_factory=list)
+    duplicates: int = 0
+    estate_late_rows: int = 0
+
+
+class Engine:
+    """Event-time concurrency state for any set of servers and features.
+
+    ``lateness_us``: how far behind the newest event of a server an event may arrive and still be
+    on time. ``idle_timeout_us``: a server silent (by the caller's wall clock) for longer no longer
+    holds back estate minutes.
+    """
+
+    def __init__(self, lateness_us: int = 60_000_000, idle_timeout_us: int = 300_000_000) -> None:
+        self.lateness_us = lateness_us
+        self.idle_timeout_us = idle_timeout_us
+        self._servers: dict[str, _Server] = {}
+        self._pools: dict[str, _Pool] = {}
+        self._estates: dict[str, _Estate] = {}
+        self.late_events = 0
+        self.duplicate_events = 0
+
+    # ------------------------------------------------------------------ intake
+
+    def process(self, events: Iterable[Event], now_wall_us: int = 0) -> Output:
+        """Take events in any order; return the rows of every minute that became final."""
+        out = Output()
+        touched: set[str] = set()
+        servers = self._servers
+        for ev in events:
+            skey = ev.org + _SEP + ev.server
+            srv = servers.get(skey)
+            if srv is None:
+                srv = servers[skey] = _Server(ev.org, ev.server)
+            srv.last_seen_wall = max(srv.last_seen_wall, now_wall_us)
+            touched.add(skey)
+            action = ev.action
+            if action == HEARTBEAT:
+                if srv.last_hb is None or ev.ts > srv.last_hb:
+                    srv.last_hb = ev.ts
+                continue
+            if srv.max_ts is None or ev.ts > srv.max_ts:
+                srv.max_ts = ev.ts
+            late = srv.boundary is not None and ev.ts < srv.boundary
+            if action == RESTART:
+                if ev.event_id in srv.restart_ids:
+                    out.duplicates += 1
+                    continue
+                if late:
+                    self._late(out, ev)
+                    for feature in srv.pools:
+                        self._apply_restart(self._pools[skey + _SEP + feature], ev)
+                    continue
+                srv.restarts.append(ev)
+                srv.restart_ids.add(ev.event_id)
+                continue
+            pkey = skey + _SEP + ev.feature
+            pool = self._pools.get(pkey)
+            if pool is None:
+                start = floor_minute(ev.ts)
+                if srv.boundary is not None:
+                    start = max(start, srv.boundary)
+                pool = self._pools[pkey] = _Pool(ev.org, ev.server, ev.feature, start)
+                srv.pools.add(ev.feature)
+                ekey = ev.org + _SEP + ev.feature
+                est = self._estates.get(ekey)
+                if est is None:
+                    est = self._estates[ekey] = _Estate(ev.org, ev.feature)
+                est.servers.add(ev.server)
+            if ev.event_id in pool.pending_ids:
+                out.duplicates += 1
+                continue
+            if late:
+                self._late(out, ev)
+                self._apply(pool, ev, _Counters())
+                continue
+            if ev.ts < pool.final_upto:
+                # Nothing of this pool is final yet before its first event: start earlier.
+                pool.final_upto = floor_minute(ev.ts)
+            pool.pending.append(ev)
+            pool.pending_ids.add(ev.event_id)
+        self.duplicate_events += out.duplicates
+        for skey in touched:
+            srv = servers[skey]
+            mark = max(t for t in (srv.max_ts, srv.last_hb) if t is not None) if (
+                srv.max_ts is not None or srv.last_hb is not None) else None
+            if mark is None:
+                continue
+            boundary = floor_minute(mark - self.lateness_us)
+            if srv.boundary is None or boundary > srv.boundary:
+                self._finalize_server(srv, boundary, out)
+        self._finalize_estates(now_wall_us, out)
+        return out
+
+    def flush(self, until_us: int, now_wall_us: int = 0) -> Output:
+        """Finalize every server up to ``until_us`` (a minute boundary): the end of a batch input."""
+        out = Output()
+        for srv in self._servers.values():
+            if srv.boundary is None or until_us > srv.boundary:
+                self._finalize_server(srv, floor_minute(until_us), out)
+        self._finalize_estates(now_wall_us, out, ignore_idle=True)
+        return out
+
+    def final_upto(self, now_wall_us: int = 0) -> int | None:
+        """Everything before this instant is final for every non-idle server this engine knows."""
+        active = [s.boundary for s in self._servers.values()
+                  if s.boundary is not None and not self._idle(s, now_wall_us)]
+        if active:
+            return min(active)
+        known = [s.boundary for s in self._servers.values() if s.boundary is not None]
+        return max(known) if known else None
+
+    # ------------------------------------------------------------------ state changes
+
+    def _late(self, out: Output, ev: Event) -> None:
+        out.late.append(ev)
+        self.late_events += 1
+
+    @staticmethod
+    def _apply_restart(pool: _Pool, ev: Event) -> int:
+        prefix = ev.vendor + _SEP
+        released = 0
+        for ident in [k for k in pool.held if k.startswith(prefix)]:
+            released += pool.held.pop(ident)
+        pool.c -= released
+        return released
+
+    @staticmethod
+    def _apply(pool: _Pool, ev: Event, cnt: _Counters) -> bool:
+        """Apply one event; return whether it is an event of the pool key (for row existence)."""
+        action = ev.action
+        if action == OUT:
+            ident = _SEP.join((ev.vendor, ev.user, ev.host, ev.handle or ""))
+            pool.held[ident] = pool.held.get(ident, 0) + ev.count
+            pool.c += ev.count
+            cnt.checkouts += ev.count
+        elif action == IN:
+            ident = _SEP.join((ev.vendor, ev.user, ev.host, ev.handle or ""))
+            have = pool.held.get(ident, 0)
+            if have <= 0:
+                cnt.orphans += 1
+            else:
+                released = min(ev.count, have)
+                if have == released:
+                    del pool.held[ident]
+                else:
+                    pool.held[ident] = have - released
+                pool.c -= released
+                cnt.checkins += released
+        elif action == DENIED:
+            cnt.denials += 1
+        elif action == QUEUED:
+            cnt.queued += 1
+        elif action == RESTART:
+            released = Engine._apply_restart(pool, ev)
+            cnt.forced += released
+            return released > 0
+        elif action != DEQUEUED:  # pragma: no cover - validated at intake
+            raise ValueError(f"unknown action {action!r}")
+        return True
+
+    def _finalize_server(self, srv: _Server, boundary: int, out: Output) -> None:
+        skey = srv.org + _SEP + srv.server
+        restarts = sorted((r for r in srv.restarts if r.ts < boundary), key=_order)
+        for feature in sorted(srv.pools):
+            pool = self._pools[skey + _SEP + feature]
+            if pool.final_upto >= boundary:
+                continue
+            due = [e for e in pool.pending if e.ts < boundary]
+            if due:
+                pool.pending = [e for e in pool.pending if e.ts >= boundary]
+                pool.pending_ids = {e.event_id for e in pool.pending}
+            evs = sorted([*due, *(r for r in restarts if r.ts >= pool.final_upto)], key=_order)
+            est = self._estates[srv.org + _SEP + feature]
+            for row, steps in _pool_minutes(pool, evs, boundary):
+                out.rows.append(row)
+                if est.final_upto is not None and row.minute < est.final_upto:
+                    out.estate_late_rows += 1
+                else:
+                    est.buf.setdefault(row.minute, []).append((row, steps))
+            pool.final_upto = boundary
+        if restarts:
+            srv.restarts = [r for r in srv.restarts if r.ts >= boundary]
+            srv.restart_ids = {r.event_id for r in srv.restarts}
+        srv.boundary = boundary
+
+    def _idle(self, srv: _Server, now_wall_us: int) -> bool:
+        return now_wall_us - srv.last_seen_wall > self.idle_timeout_us
+
+    def _finalize_estates(self, now_wall_us: int, out: Output, ignore_idle: bool = False) -> None:
+        for est in self._estates.values():
+            servers = [self._servers[est.org + _SEP + s] for s in est.servers]
+            active = [s for s in servers if ignore_idle or not self._idle(s, now_wall_us)] or servers
+            bounds = [s.boundary for s in active]
+            if any(b is None for b in bounds):
+                continue
+            boundary = min(b for b in bounds if b is not None)
+            if est.final_upto is not None and boundary <= est.final_upto:
+                continue
+            for minute in sorted(m for m in est.buf if m < boundary):
+                out.rows.append(_estate_row(est, minute, est.buf.pop(minute)))
+            est.final_upto = boundary
+
+    # ------------------------------------------------------------------ persistence
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain-JSON snapshot of the whole engine."""
+        return {
+            "v": 1,
+            "late": self.late_events,
+            "dup": self.duplicate_events,
+            "servers": [
+                [s.org, s.server, s.max_ts, s.last_hb, s.boundary, s.last_seen_wall,
+                 [list(r) for r in s.restarts]]
+                for s in self._servers.values()
+            ],
+            "pools": [
+                [p.org, p.server, p.feature, p.final_upto, p.held, p.c,
+                 [list(e) for e in p.pending]]
+                for p in self._pools.values()
+            ],
+            "estates": [
+                [e.org, e.feature, e.final_upto,
+                 [[m, [[list(r), [list(s) for s in st]] for r, st in items]]
+                  for m, items in e.buf.items()]]
+                for e in self._estates.values()
+            ],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], lateness_us: int = 60_000_000,
+                   idle_timeout_us: int = 300_000_000) -> Engine:
+        """Rebuild an engine from :meth:`to_state` output."""
+        eng = cls(lateness_us, idle_timeout_us)
+        eng.late_events = state.get("late", 0)
+        eng.duplicate_events = state.get("dup", 0)
+        for org, server, max_ts, last_hb, boundary, wall, restarts in state["servers"]:
+            srv = _Server(org, server, max_ts, last_hb, boundary, wall,
+                          [Event(*r) for r in restarts])
+            srv.restart_ids = {r.event_id for r in srv.restarts}
+            eng._servers[org + _SEP + server] = srv
+        for org, server, feature, final_upto, held, c, pending in state["pools"]:
+            pool = _Pool(org, server, feature, final_upto, dict(held), c,
+                         [Event(*e) for e in pending])
+            pool.pending_ids = {e.event_id for e in pool.pending}
+            eng._pools[org + _SEP + server + _SEP + feature] = pool
+            eng._servers[org + _SEP + server].pools.add(feature)
+            ekey = org + _SEP + feature
+            if ekey not in eng._estates:
+                eng._estates[ekey] = _Estate(org, feature)
+            eng._estates[ekey].servers.add(server)
+        for org, feature, final_upto, buf in state["estates"]:
+            est = eng._estates.setdefault(org + _SEP + feature, _Estate(org, feature))
+            est.final_upto = final_upto
+            est.buf = {m: [(MinuteRow(*r), [(a, b) for a, b in st]) for r, st in items]
+                       for m, items in buf}
+        return eng
+
+
+class _Counters:
+    __slots__ = ("checkouts", "checkins", "forced", "denials", "queued", "orphans")
+
+    def __init__(self) -> None:
+        self.checkouts = self.checkins = self.forced = 0
+        self.denials = self.queued = self.orphans = 0
+
+
+def _order(ev: Event) -> tuple[int, int]:
+    return (ev.ts, ev.seq)
+
+
+def _pool_minutes(pool: _Pool, evs: list[Event], boundary: int) -> Iterable[tuple[MinuteRow, Steps]]:
+    """Apply sorted ``evs`` to ``pool`` minute by minute up to ``boundary``; yield rows + curves."""
+    n = len(evs)
+    i = 0
+    m = pool.final_upto
+    while m < boundary:
+        if pool.c == 0:
+            if i >= n:
+                break
+            first = floor_minute(evs[i].ts)
+            if first > m:
+                m = first
+                if m >= boundary:
+                    break
+        end = m + MINUTE_US
+        cnt = _Counters()
+        had_event = False
+        v = pool.c
+        cursor = m
+        steps: Steps = []
+        while i < n and evs[i].ts < end:
+            s = evs[i].ts
+            if s > cursor:
+                steps.append((cursor - m, v))
+                cursor = s
+            while i < n and evs[i].ts == s:
+                if Engine._apply(pool, evs[i], cnt):
+                    had_event = True
+                i += 1
+            v = pool.c
+        steps.append((cursor - m, v))
+        if had_event or steps[0][1] > 0:
+            yield _row(POOL, pool.org, pool.server, pool.feature, m, steps, cnt), steps
+        m = end
+
+
+def _row(level: str, org: str, server: str, feature: str, minute: int, steps: Steps,
+         cnt: _Counters) -> MinuteRow:
+    peak = low = steps[0][1]
+    lic = 0
+    for j, (off, v) in enumerate(steps):
+        nxt = steps[j + 1][0] if j + 1 < len(steps) else MINUTE_US
+        lic += v * (nxt - off)
+        if v > peak:
+            peak = v
+        if v < low:
+            low = v
+    return MinuteRow(level, org, server, feature, minute, peak, low, lic, cnt.checkouts,
+                     cnt.checkins, cnt.forced, cnt.denials, cnt.queued, cnt.orphans)
+
+
+def _estate_row(est: _Estate, minute: int, items: list[tuple[MinuteRow, Steps]]) -> MinuteRow:
+    # Sum the servers' step curves: at every breakpoint, the sum of each curve's current value.
+    points = sorted({off for _, steps in items for off, _ in steps})
+    summed: Steps = []
+    idx = [0] * len(items)
+    for off in points:
+        total = 0
+        for k, (_, steps) in enumerate(items):
+            j = idx[k]
+            while j + 1 < len(steps) and steps[j + 1][0] <= off:
+                j += 1
+            idx[k] = j
+            if steps[j][0] <= off:
+                total += steps[j][1]
+        if not summed or summed[-1][1] != total:
+            summed.append((off, total))
+    cnt = _Counters()
+    for row, _ in items:
+        cnt.checkouts += row.checkouts
+        cnt.checkins += row.checkins
+        cnt.forced += row.forced_releases
+        cnt.denials += row.denials
+        cnt.queued += row.queued
+        cnt.orphans += row.orphans
+    return _row(ESTATE, est.org, "", est.feature, minute, summed, cnt)
+
+
+def compute_rows(events: Iterable[Event], until_us: int | None = None,
+                 lateness_us: int = 60_000_000) -> list[MinuteRow]:
+    """Batch recompute: every row of every key from a complete event list, sorted.
+
+    ``until_us`` defaults to the end of the minute of the last event.
+    """
+    evs = [e for e in events if e.action != HEARTBEAT]
+    eng = Engine(lateness_us, idle_timeout_us=2**62)
+    out = eng.process(sorted(evs, key=_order))
+    rows = list(out.rows)
+    if until_us is None:
+        until_us = floor_minute(max(e.ts for e in evs)) + MINUTE_US if evs else 0
+    rows.extend(eng.flush(until_us).rows)
+    return sort_rows(rows)
+
+
+def sort_rows(rows: Iterable[MinuteRow]) -> list[MinuteRow]:
+    """The export order: level, org, server, feature, minute."""
+    return sorted(rows, key=lambda r: (r.level, r.org, r.server, r.feature, r.minute))

@@ -1,0 +1,54 @@
+"""Event time: integer microseconds since the Unix epoch, always UTC.
+
+Everything inside lictel carries time as ``int`` microseconds; conversion to ``datetime`` happens
+only at the edges (parsing input, printing output). Naive datetimes are never accepted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+US = 1_000_000
+MINUTE_US = 60 * US
+HOUR_US = 3600 * US
+DAY_US = 86400 * US
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def floor_minute(ts_us: int) -> int:
+    """Start of the minute that contains ``ts_us``."""
+    return ts_us - ts_us % MINUTE_US
+
+
+def parse_ts(text: str) -> int:
+    """Parse an ISO-8601 timestamp that names its offset (``Z`` or ``+HH:MM``) to microseconds.
+
+    Raises ``ValueError`` for text without an offset: event time must never be ambiguous.
+    """
+    value = dt.datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no UTC offset (write it like 2026-03-02T08:15:03Z)")
+    return to_us(value)
+
+
+def to_us(value: dt.datetime) -> int:
+    """Aware datetime to microseconds since the epoch."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime: event time must carry a time zone")
+    delta = value - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * US + delta.microseconds
+
+
+def from_us(ts_us: int) -> dt.datetime:
+    """Microseconds since the epoch to an aware UTC datetime."""
+    return _EPOCH + dt.timedelta(microseconds=ts_us)
+
+
+def iso_us(ts_us: int) -> str:
+    """``2026-03-02T08:15:03.250000Z`` (canonical event form)."""
+    return from_us(ts_us).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def iso_s(ts_us: int) -> str:
+    """``2026-03-02T10:01:00Z`` (period starts in exports)."""
+    return from_us(ts_us).strftime("%Y-%m-%dT%H:%M:%SZ")

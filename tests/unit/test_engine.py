@@ -1,0 +1,227 @@
+"""The concurrency contract of DESIGN.md, case by case, with hand-computed expectations."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from lictel.engine import ESTATE, POOL, Engine, MinuteRow, compute_rows, sort_rows
+from lictel.events import Event, heartbeat
+from lictel.timeutil import MINUTE_US, US, floor_minute, parse_ts
+
+_seq = iter(range(1, 10**9))
+
+
+def ev(ts: str, action: str, user: str = "u1", *, server: str = "lic01", feature: str = "F",
+       host: str = "h1", count: int = 1, vendor: str = "CITRIX", handle: str | None = None,
+       event_id: str | None = None) -> Event:
+    seq = next(_seq)
+    return Event(event_id or f"{server}:log:{seq}", parse_ts(f"2026-03-02T{ts}Z"), "acme", server,
+                 vendor, feature, action, user, host, handle, count, None, f"{server}:log", seq)
+
+
+def m(hhmm: str) -> int:
+    return parse_ts(f"2026-03-02T{hhmm}:00Z")
+
+
+def row(hhmm: str, peak: int, low: int, lic_s: float, *, checkouts: int = 0, checkins: int = 0,
+        forced: int = 0, denials: int = 0, queued: int = 0, orphans: int = 0,
+        level: str = POOL, server: str = "lic01", feature: str = "F") -> MinuteRow:
+    return MinuteRow(level, "acme", server if level == POOL else "", feature, m(hhmm), peak, low,
+                     round(lic_s * US), checkouts, checkins, forced, denials, queued, orphans)
+
+
+def pool_rows(events: list[Event]) -> list[MinuteRow]:
+    return [r for r in compute_rows(events) if r.level == POOL]
+
+
+def test_checkout_inside_one_minute() -> None:
+    rows = pool_rows([ev("10:00:15", "OUT"), ev("10:00:45", "IN")])
+    assert rows == [row("10:00", 1, 0, 30, checkouts=1, checkins=1)]
+
+
+def test_checkout_spanning_minutes_carries_level() -> None:
+    rows = pool_rows([ev("10:00:30", "OUT"), ev("10:02:30", "IN")])
+    assert rows == [
+        row("10:00", 1, 0, 30, checkouts=1),
+        row("10:01", 1, 1, 60),
+        row("10:02", 1, 0, 30, checkins=1),
+    ]
+
+
+def test_event_exactly_at_minute_boundary_belongs_to_new_minute() -> None:
+    rows = pool_rows([ev("10:00:30", "OUT"), ev("10:01:00", "IN")])
+    # c(10:01:00) is the state after the IN stamped exactly 10:01:00: zero, so peak 0.
+    assert rows == [row("10:00", 1, 0, 30, checkouts=1), row("10:01", 0, 0, 0, checkins=1)]
+
+
+def test_checkout_at_minute_start_counts_from_t0() -> None:
+    rows = pool_rows([ev("10:00:00", "OUT"), ev("10:00:30", "IN")])
+    assert rows == [row("10:00", 1, 0, 30, checkouts=1, checkins=1)]
+
+
+def test_zero_length_checkout_never_counts() -> None:
+    rows = pool_rows([ev("10:00:10", "OUT"), ev("10:00:10", "IN")])
+    assert rows == [row("10:00", 0, 0, 0, checkouts=1, checkins=1)]
+
+
+def test_simultaneous_events_only_final_state_counts() -> None:
+    # At 10:00:20: u2 leaves, u3 and u4 arrive, in arbitrary seq order. Before: u1,u2 (2).
+    # Intermediate states (1 or 3) never count; after the instant: u1,u3,u4 (3).
+    evs = [ev("10:00:00", "OUT", "u1"), ev("10:00:00", "OUT", "u2"),
+           ev("10:00:20", "OUT", "u3"), ev("10:00:20", "IN", "u2"), ev("10:00:20", "OUT", "u4"),
+           ev("10:00:40", "IN", "u3"), ev("10:00:40", "OUT", "u5"), ev("10:00:40", "IN", "u4")]
+    rows = pool_rows(evs)
+    # 0-20 s: 2, 20-40 s: 3, 40-60 s: u1,u5 = 2. low is 2: the 1 inside an instant never counts.
+    assert rows == [row("10:00", 3, 2, 40 + 60 + 40, checkouts=5, checkins=3)]
+
+
+def test_multi_count_checkout_and_partial_release() -> None:
+    evs = [ev("10:00:00", "OUT", count=3), ev("10:00:20", "IN", count=2), ev("10:00:40", "IN", count=5)]
+    # 3 for 20 s, 1 for 20 s, 0 for 20 s; the second IN releases only the 1 still held.
+    assert pool_rows(evs) == [row("10:00", 3, 0, 80, checkouts=3, checkins=3)]
+
+
+def test_orphan_in_is_counted_and_changes_nothing() -> None:
+    evs = [ev("10:00:00", "OUT", "u1"), ev("10:00:30", "IN", "u2")]
+    rows = pool_rows(evs)
+    assert rows[0] == row("10:00", 1, 1, 60, checkouts=1, orphans=1)
+
+
+def test_identity_includes_host_and_handle() -> None:
+    evs = [ev("10:00:00", "OUT", host="a"), ev("10:00:00", "OUT", host="b", handle="7"),
+           ev("10:00:30", "IN", host="b")]  # wrong handle: orphan
+    assert pool_rows(evs) == [row("10:00", 2, 2, 120, checkouts=2, orphans=1)]
+
+
+def test_restart_releases_every_feature_of_the_vendor() -> None:
+    evs = [ev("10:00:00", "OUT", "u1", feature="A"), ev("10:00:00", "OUT", "u2", feature="A"),
+           ev("10:00:00", "OUT", "u3", feature="B"),
+           ev("10:00:00", "OUT", "u4", feature="C", vendor="OTHER"),
+           ev("10:00:30", "RESTART", feature="")]
+    rows = {(r.feature, r.minute): r for r in compute_rows(evs, until_us=m("10:02")) if r.level == POOL}
+    assert rows[("A", m("10:00"))] == row("10:00", 2, 0, 60, checkouts=2, forced=2, feature="A")
+    assert rows[("B", m("10:00"))] == row("10:00", 1, 0, 30, checkouts=1, forced=1, feature="B")
+    # Another vendor's daemon keeps its checkouts.
+    assert rows[("C", m("10:00"))] == row("10:00", 1, 1, 60, checkouts=1, feature="C")
+    assert ("A", m("10:01")) not in rows and ("C", m("10:01")) in rows
+
+
+def test_restart_that_releases_nothing_is_not_an_event_of_the_key() -> None:
+    evs = [ev("10:00:00", "OUT", feature="A"), ev("10:00:10", "IN", feature="A"),
+           ev("10:05:00", "RESTART", feature="")]
+    rows = pool_rows(evs)
+    assert [r.minute for r in rows] == [m("10:00")]
+
+
+def test_denied_queued_dequeued_count_but_hold_nothing() -> None:
+    evs = [ev("10:00:05", "DENIED"), ev("10:00:06", "DENIED"), ev("10:00:07", "QUEUED"),
+           ev("10:00:08", "DEQUEUED")]
+    assert pool_rows(evs) == [row("10:00", 0, 0, 0, denials=2, queued=1)]
+
+
+def test_row_exists_only_with_events_or_carried_level() -> None:
+    evs = [ev("10:00:00", "OUT"), ev("10:00:10", "IN"), ev("10:03:00", "DENIED")]
+    assert [r.minute for r in pool_rows(evs)] == [m("10:00"), m("10:03")]
+
+
+def test_duplicates_apply_once() -> None:
+    out = ev("10:00:00", "OUT", count=2)
+    evs = [out, out, ev("10:00:30", "IN", count=2), out]
+    assert pool_rows(evs) == [row("10:00", 2, 0, 60, checkouts=2, checkins=2)]
+
+
+def test_estate_peak_is_peak_of_the_sum() -> None:
+    evs = [ev("10:00:00", "OUT", server="a"), ev("10:00:30", "IN", server="a"),
+           ev("10:00:30", "OUT", server="b"), ev("10:01:00", "IN", server="b")]
+    rows = compute_rows(evs)
+    estate = [r for r in rows if r.level == ESTATE]
+    pools = [r for r in rows if r.level == POOL and r.minute == m("10:00")]
+    assert sum(r.peak for r in pools) == 2
+    assert estate == [
+        row("10:00", 1, 1, 60, checkouts=2, checkins=1, level=ESTATE),
+        row("10:01", 0, 0, 0, checkins=1, level=ESTATE),
+    ]
+
+
+def test_estate_overlap_adds_up() -> None:
+    evs = [ev("10:00:00", "OUT", server="a"), ev("10:00:20", "OUT", server="b", count=2),
+           ev("10:00:40", "IN", server="a")]
+    estate = [r for r in compute_rows(evs) if r.level == ESTATE]
+    # 0-20: 1, 20-40: 3, 40-60: 2 -> 120 license-seconds
+    assert estate[0] == row("10:00", 3, 1, 120, checkouts=3, checkins=1, level=ESTATE)
+
+
+def _estate_with_heartbeats(events: list[Event], lateness: int) -> list[MinuteRow]:
+    eng = Engine(lateness_us=lateness * US)
+    rows: list[MinuteRow] = []
+    for i in range(0, len(events), 7):
+        rows += eng.process(events[i:i + 7]).rows
+    end = max(e.ts for e in events) + MINUTE_US + lateness * US
+    rows += eng.process([heartbeat("acme", s, end, "test", 0) for s in {e.server for e in events}]).rows
+    return sort_rows(rows)
+
+
+def _random_day(seed: int, n: int = 400) -> list[Event]:
+    rnd = random.Random(seed)
+    base = parse_ts("2026-03-02T08:00:00Z")
+    events: list[Event] = []
+    held: dict[tuple[str, str], list[str]] = {}
+    for i in range(n):
+        ts = base + i * 7 * US + rnd.choice([0, 0, 500_000])
+        server = rnd.choice(["a", "b"])
+        feature = rnd.choice(["F", "G"])
+        user = f"u{rnd.randrange(12)}"
+        action = rnd.choices(["OUT", "IN", "DENIED", "RESTART"], [10, 9, 1, 0.2])[0]
+        events.append(Event(f"{server}:{i}", ts, "acme", server, "CITRIX", feature, action, user,
+                            "h", None, rnd.choice([1, 1, 2]), None, server, i))
+        held.setdefault((server, feature), []).append(user)
+    return events
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_streaming_equals_batch_for_in_order_and_shuffled_arrival(seed: int) -> None:
+    events = _random_day(seed)
+    expected = compute_rows(events)
+    assert _estate_with_heartbeats(events, 60) == expected
+    # Shuffle within 30 s windows (inside the 60 s lateness): same rows.
+    rnd = random.Random(seed)
+    shuffled = sorted(events, key=lambda e: e.ts + rnd.randrange(30 * US))
+    assert shuffled != events
+    assert _estate_with_heartbeats(shuffled, 60) == expected
+
+
+def test_state_round_trip_mid_stream() -> None:
+    events = _random_day(9)
+    end = events[-1].ts + 3 * MINUTE_US
+    expected = compute_rows(events, until_us=floor_minute(end - MINUTE_US))
+    eng = Engine()
+    rows = eng.process(events[:200]).rows
+    snap = json.loads(json.dumps(eng.to_state()))
+    eng2 = Engine.from_state(snap)
+    rows += eng2.process(events[200:]).rows
+    rows += eng2.process([heartbeat("acme", s, end, "t", 0)
+                          for s in ("a", "b")]).rows
+    assert sort_rows(rows) == expected
+
+
+def test_late_event_is_reported_and_applied_from_now_on() -> None:
+    eng = Engine(lateness_us=60 * US)
+    eng.process([ev("10:00:00", "OUT", "u1"), ev("10:05:00", "DENIED")])
+    # lic01 is final up to 10:04; an OUT stamped 10:01 is late.
+    late = ev("10:01:00", "OUT", "u2")
+    out = eng.process([late])
+    assert out.late == [late] and eng.late_events == 1
+    out = eng.process([heartbeat("acme", "lic01", m("10:08"), "t", 0)])
+    r = {x.minute: x for x in out.rows if x.level == POOL}
+    assert r[m("10:05")].peak == 2  # u1 and the late u2 are held from now on
+
+
+def test_heartbeat_alone_finalizes_minutes() -> None:
+    eng = Engine(lateness_us=60 * US)
+    assert eng.process([ev("10:00:10", "OUT")]).rows == []
+    out = eng.process([heartbeat("acme", "lic01", m("10:03"), "t", 0)])
+    assert [r.minute for r in out.rows if r.level == POOL] == [m("10:00"), m("10:01")]
+    assert eng.final_upto() == m("10:02")
