@@ -1,0 +1,1 @@
+"""Producers: one module per source kind, all feeding the events topic through ``base``."""

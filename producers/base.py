@@ -1,0 +1,188 @@
+"""What every producer shares: batching events onto the events topic, heartbeats, dead letters.
+
+Invariants
+----------
+- An event goes to ``partition_for(org, feature)``; RESTART and HEARTBEAT go to every partition.
+- A Kafka message is one Avro ``LicenseEventBatch`` of at most ``batch_events`` events; a partition's
+  buffer is flushed when full or ``linger_ms`` after its first event.
+- Every send's delivery report is awaited; a failed delivery stops the producer with an error
+  (aiokafka has already retried it), so nothing is lost silently.
+- Heartbeats: per server, at most every ``heartbeat_s`` of wall clock, stamped with the newest event
+  time read from that server (backfill) or the wall clock (live); :meth:`close` sends a closing
+  heartbeat that makes every minute up to the end of the input final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from lictel.config import Settings
+from lictel.errors import BrokerError, InputError
+from lictel.events import BROADCAST, HEARTBEAT, Event, heartbeat
+from lictel.partitioning import partition_for
+from lictel.serde import Serde
+from lictel.timeutil import MINUTE_US, US, floor_minute
+
+
+@dataclass
+class ProduceStats:
+    """Counters of one producer run (also shown in its summary)."""
+
+    events: int = 0
+    messages: int = 0
+    heartbeats: int = 0
+    dead_letters: int = 0
+    by_action: Counter[str] = field(default_factory=Counter)
+    first_ts: int | None = None
+    last_ts: int | None = None
+    errors: list[str] = field(default_factory=list)  # the first few dead-letter reasons
+
+
+class EventProducer:
+    """Async batching producer of ``LicenseEvent``s onto ``<prefix>.events``."""
+
+    def __init__(self, settings: Settings, bootstrap: str, *, source: str = "lictel", live: bool = False) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.source = source
+        self.live = live
+        self.topic = settings.topic("events")
+        self.dead_topic = settings.topic("deadletter")
+        self.serde = Serde(settings.schema_registry_url,
+                           {t: settings.topic(t) for t in ("events", "usage", "deadletter")})
+        self.partitions = settings.partitions
+        self.stats = ProduceStats()
+        self._buffers: list[list[Event]] = [[] for _ in range(self.partitions)]
+        self._first_at: list[float | None] = [None] * self.partitions
+        self._pending: list[asyncio.Future[Any]] = []
+        self._servers: dict[tuple[str, str], int] = {}  # (org, server) -> newest ts read
+        self._last_hb = time.monotonic()
+        self._hb_seq = 0
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> EventProducer:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
+            max_batch_size=1 << 20, max_request_size=16 << 20, request_timeout_ms=60_000,
+            retry_backoff_ms=200)
+        try:
+            await self._producer.start()
+        except Exception as exc:
+            raise BrokerError(f"cannot reach Kafka at {self.bootstrap}: {exc}") from exc
+        return self
+
+    async def send(self, event: Event) -> None:
+        """Queue one event; flushes batches that are full or have lingered long enough."""
+        st = self.stats
+        st.events += 1
+        st.by_action[event.action] += 1
+        if event.action != HEARTBEAT:
+            if st.first_ts is None or event.ts < st.first_ts:
+                st.first_ts = event.ts
+            if st.last_ts is None or event.ts > st.last_ts:
+                st.last_ts = event.ts
+            key = (event.org, event.server)
+            if event.ts > self._servers.get(key, -1):
+                self._servers[key] = event.ts
+        if event.action in BROADCAST:
+            for p in range(self.partitions):
+                await self._add(p, event)
+        else:
+            await self._add(partition_for(event.org, event.feature, self.partitions), event)
+        now = time.monotonic()
+        if now - self._last_hb >= self.settings.heartbeat_s:
+            await self.heartbeats()
+        if len(self._pending) > 256:
+            await self._drain(128)
+
+    async def _add(self, p: int, event: Event) -> None:
+        buf = self._buffers[p]
+        if not buf:
+            self._first_at[p] = time.monotonic()
+        buf.append(event)
+        if len(buf) >= self.settings.batch_events:
+            await self._flush_partition(p)
+
+    async def tick(self) -> None:
+        """Flush lingering buffers; call this when input is idle."""
+        now = time.monotonic()
+        linger = self.settings.linger_ms / 1000
+        for p in range(self.partitions):
+            first = self._first_at[p]
+            if first is not None and now - first >= linger:
+                await self._flush_partition(p)
+        if now - self._last_hb >= self.settings.heartbeat_s:
+            await self.heartbeats()
+
+    async def heartbeats(self, ts_override: int | None = None) -> None:
+        """A HEARTBEAT per known server to every partition."""
+        self._last_hb = time.monotonic()
+        wall = int(time.time() * US)
+        for (org, server), newest in sorted(self._servers.items()):
+            ts = ts_override if ts_override is not None else (wall if self.live else newest)
+            self._hb_seq += 1
+            hb = heartbeat(org, server, ts, f"{self.source}:{server}", self._hb_seq)
+            self.stats.heartbeats += 1
+            for p in range(self.partitions):
+                await self._add(p, hb)
+
+    async def dead_letter(self, err: InputError, stage: str = "produce") -> None:
+        """Route an unusable input record to the dead-letter topic, counted."""
+        self.stats.dead_letters += 1
+        if len(self.stats.errors) < 20:
+            self.stats.errors.append(err.describe())
+        assert self._producer is not None
+        record = {"ts": int(time.time() * US), "stage": stage, "source": err.source, "line": err.line,
+                  "field": err.field, "reason": err.reason, "raw": err.raw[:4096]}
+        fut = await self._producer.send(self.dead_topic, self.serde.encode_dead(record))
+        self._pending.append(fut)
+
+    async def _flush_partition(self, p: int) -> None:
+        buf = self._buffers[p]
+        if not buf:
+            return
+        self._buffers[p] = []
+        self._first_at[p] = None
+        assert self._producer is not None
+        fut = await self._producer.send(self.topic, self.serde.encode_events(buf), partition=p)
+        self._pending.append(fut)
+        self.stats.messages += 1
+
+    async def _drain(self, keep: int = 0) -> None:
+        """Wait for delivery reports until at most ``keep`` are outstanding."""
+        while len(self._pending) > keep:
+            fut = self._pending.pop(0)
+            try:
+                await fut
+            except Exception as exc:
+                raise BrokerError(f"Kafka did not accept a message after retries: {exc}") from exc
+
+    async def flush(self) -> None:
+        for p in range(self.partitions):
+            await self._flush_partition(p)
+        await self._drain()
+
+    def closing_mark(self) -> int | None:
+        """Heartbeat time that makes every minute up to the last event's minute final."""
+        if self.stats.last_ts is None:
+            return None
+        return floor_minute(self.stats.last_ts) + MINUTE_US + self.settings.lateness_us
+
+    async def close(self, final: bool = True) -> None:
+        """Flush everything; with ``final``, first send the closing heartbeats (end of input)."""
+        try:
+            if final:
+                mark = self.closing_mark()
+                if mark is not None:
+                    await self.heartbeats(ts_override=mark)
+            await self.flush()
+        finally:
+            if self._producer is not None:
+                await self._producer.stop()
+                self._producer = None
