@@ -1,0 +1,382 @@
+"""The ``lictel`` command. Subcommands by noun; every option also reads its ``LICTEL_*`` variable.
+
+    lictel run                  the one-shot job on the embedded stack (simulated or --jsonl input)
+    lictel up                   the embedded stack, until Ctrl-C
+    lictel produce jsonl|simulate
+    lictel stream               one stream worker
+    lictel sink                 the ClickHouse sink
+    lictel db migrate           apply ClickHouse migrations
+    lictel export usage         minute/hour/day/month rows as CSV or JSON
+    lictel report peak          peaks, averages, license-hours, denials per feature
+    lictel config               every setting, its variable and default
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lictel.config import Settings, settings_help
+from lictel.errors import LictelError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="lictel: license telemetry, measured by yourself.")
+produce_app = typer.Typer(no_args_is_help=True, help="Send events to the events topic.")
+db_app = typer.Typer(no_args_is_help=True, help="ClickHouse schema.")
+export_app = typer.Typer(no_args_is_help=True, help="Export stored data.")
+report_app = typer.Typer(no_args_is_help=True, help="Readable reports.")
+app.add_typer(produce_app, name="produce")
+app.add_typer(db_app, name="db")
+app.add_typer(export_app, name="export")
+app.add_typer(report_app, name="report")
+
+console = Console(stderr=True)
+out = Console(highlight=False, soft_wrap=True)
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar="LICTEL_DATA_DIR",
+                                              help="Data directory (chDB, logs, embedded broker).")]
+Workers = Annotated[int, typer.Option("--workers", envvar="LICTEL_WORKERS", min=1,
+                                      help="Stream worker processes.")]
+Users = Annotated[int, typer.Option(envvar="LICTEL_SIM_USERS", min=1, help="Simulated users.")]
+Servers = Annotated[int, typer.Option(envvar="LICTEL_SIM_SERVERS", min=1, help="Simulated license servers.")]
+Days = Annotated[int, typer.Option(envvar="LICTEL_SIM_DAYS", min=1, help="Simulated days.")]
+Seed = Annotated[int, typer.Option(envvar="LICTEL_SIM_SEED", help="Simulation seed (same seed, same events).")]
+Start = Annotated[str, typer.Option(envvar="LICTEL_SIM_START", help="First simulated UTC day (YYYY-MM-DD).")]
+
+
+def settings_for(data_dir: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment, with command-line overrides."""
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(x) for x in first["loc"])
+        raise LictelError(f"invalid setting LICTEL_{name.upper()}: {first['msg']}") from None
+
+
+def _sim_spec(org: str, users: int, servers: int, days: int, seed: int, start: str) -> Any:
+    from producers.simulate import SimSpec
+
+    try:
+        first = dt.date.fromisoformat(start)
+    except ValueError:
+        raise LictelError(f"--start {start!r} is not a date like 2026-03-02") from None
+    return SimSpec(org=org, users=users, servers=servers, days=days, seed=seed, start=first)
+
+
+# --------------------------------------------------------------------------- run / up
+
+
+@app.command()
+def run(
+    data_dir: DataDir = None,
+    workers: Workers = 1,
+    jsonl: Annotated[list[Path] | None, typer.Option("--jsonl", exists=True, dir_okay=False,
+                                                     help="Canonical LicenseEvent JSON Lines file(s).")] = None,
+    users: Users = 2000,
+    servers: Servers = 3,
+    days: Days = 7,
+    seed: Seed = 42,
+    start: Start = "2026-03-02",
+    timeout: Annotated[float, typer.Option(help="Give up waiting for results after this many seconds.")] = 1800,
+) -> None:
+    """Run the whole pipeline once: start the stack, stream the input, wait until every minute
+    is final and stored, stop, and print what was found."""
+    from lictel.pipeline import Stack, run_job
+    from producers.jsonl import produce_jsonl
+    from producers.simulate import simulate
+
+    settings = settings_for(data_dir)
+    t0 = time.monotonic()
+    if jsonl:
+        total = sum(p.stat().st_size for p in jsonl)
+        what = f"{len(jsonl)} JSONL file(s), {total / 1e6:.1f} MB"
+    else:
+        spec = _sim_spec(settings.org, users, servers, days, seed, start)
+        what = f"a simulated estate: {users} users, {servers} servers, {days} days from {start}, seed {seed}"
+    console.print(f"[bold]lictel run[/] on {what}")
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("starting broker, stream workers and sink", total=None)
+        with Stack(settings, workers) as stack:
+            console.print(f"  broker {stack.bootstrap}, {workers} stream worker(s), sink -> "
+                          f"{settings.clickhouse_url or f'chDB {settings.warehouse_dir}'}  "
+                          f"[dim]({time.monotonic() - t0:.1f} s)[/]")
+
+            async def feed(producer: Any) -> None:
+                if jsonl:
+                    progress.update(task, description="streaming JSONL", total=total, completed=0)
+                    await produce_jsonl(producer, list(jsonl),
+                                        on_progress=lambda n: progress.advance(task, n))
+                else:
+                    progress.update(task, description="streaming simulated events", total=None)
+                    for i, event in enumerate(simulate(spec)):
+                        await producer.send(event)
+                        if i % 5000 == 0:
+                            progress.update(task, completed=i)
+
+            def stage(text: str) -> None:
+                progress.update(task, description=text, total=settings.partitions, completed=0)
+
+            def parts(done: int, total_parts: int) -> None:
+                progress.update(task, completed=done)
+
+            result = asyncio.run(run_job(stack, feed, timeout=timeout, on_stage=stage, on_progress=parts))
+    ps = result.produce
+    console.print(f"  produced {ps.events - ps.heartbeats:,} events in {ps.messages:,} messages; "
+                  f"{ps.dead_letters:,} bad input line(s) dead-lettered; all stored in "
+                  f"{result.seconds:.1f} s")
+    for err in ps.errors[:5]:
+        console.print(f"  [yellow]dead letter:[/] {err}")
+    _print_summary(settings)
+
+
+@app.command()
+def up(data_dir: DataDir = None, workers: Workers = 1) -> None:
+    """Run the embedded stack (broker, stream workers, sink) until Ctrl-C."""
+    from lictel.pipeline import Stack
+
+    settings = settings_for(data_dir)
+    stop = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with Stack(settings, workers) as stack:
+        console.print(f"[bold]lictel up[/]: broker {stack.bootstrap}, {workers} stream worker(s), "
+                      f"sink -> {settings.clickhouse_url or settings.warehouse_dir}")
+        console.print(f"  send events with: LICTEL_DATA_DIR={settings.data_dir} lictel produce jsonl FILE")
+        console.print(f"  logs in {stack.logs}; Ctrl-C stops everything")
+        while not stop:
+            stack.check()
+            time.sleep(0.5)
+    console.print("stopped")
+
+
+# --------------------------------------------------------------------------- components
+
+
+@produce_app.command("jsonl")
+def produce_jsonl_cmd(
+    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="JSON Lines files.")],
+    data_dir: DataDir = None,
+    final: Annotated[bool, typer.Option(help="End with closing heartbeats: the input is complete.")] = True,
+) -> None:
+    """Send canonical LicenseEvent JSON Lines to the events topic."""
+    from lictel.broker import ensure_topics, resolve_bootstrap
+    from producers.base import EventProducer
+    from producers.jsonl import produce_jsonl
+
+    settings = settings_for(data_dir)
+    bootstrap = resolve_bootstrap(settings)
+
+    async def go() -> Any:
+        await ensure_topics(bootstrap, settings)
+        producer = await EventProducer(settings, bootstrap, source="jsonl").start()
+        try:
+            await produce_jsonl(producer, files)
+        finally:
+            await producer.close(final=final)
+        return producer.stats
+
+    stats = asyncio.run(go())
+    _print_produce(stats)
+
+
+@produce_app.command("simulate")
+def produce_simulate_cmd(
+    data_dir: DataDir = None, users: Users = 2000, servers: Servers = 3, days: Days = 7,
+    seed: Seed = 42, start: Start = "2026-03-02",
+) -> None:
+    """Send a simulated estate's events to the events topic."""
+    from lictel.broker import ensure_topics, resolve_bootstrap
+    from producers.base import EventProducer
+    from producers.simulate import simulate
+
+    settings = settings_for(data_dir)
+    spec = _sim_spec(settings.org, users, servers, days, seed, start)
+    bootstrap = resolve_bootstrap(settings)
+
+    async def go() -> Any:
+        await ensure_topics(bootstrap, settings)
+        producer = await EventProducer(settings, bootstrap, source="simulate").start()
+        try:
+            for event in simulate(spec):
+                await producer.send(event)
+        finally:
+            await producer.close(final=True)
+        return producer.stats
+
+    _print_produce(asyncio.run(go()))
+
+
+def _print_produce(stats: Any) -> None:
+    kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.by_action.items()))
+    out.print(f"sent {stats.events:,} events ({kinds}) in {stats.messages:,} messages; "
+              f"{stats.dead_letters:,} dead-lettered")
+    for err in stats.errors[:10]:
+        out.print(f"  dead letter: {err}")
+
+
+@app.command()
+def stream(
+    data_dir: DataDir = None,
+    worker_id: Annotated[int, typer.Option(help="Distinguishes workers sharing a data dir.")] = 0,
+    loglevel: Annotated[str, typer.Option(envvar="LICTEL_LOGLEVEL")] = "WARNING",
+) -> None:
+    """Run one stream worker (Faust) until stopped."""
+    from lictel.broker import resolve_bootstrap
+    from streams.app import run_worker
+
+    settings = settings_for(data_dir)
+    bootstrap = resolve_bootstrap(settings)
+    per_worker = settings.model_copy(update={"data_dir": settings.data_dir / f"worker-{worker_id}"})
+    sys.argv = [sys.argv[0]]  # Faust's worker reads argv
+    run_worker(per_worker.model_copy(update={"kafka_bootstrap": bootstrap}), bootstrap, loglevel)
+
+
+@app.command()
+def sink(data_dir: DataDir = None) -> None:
+    """Run the ClickHouse sink until stopped (SIGTERM/SIGINT flush and exit)."""
+    from lictel.broker import resolve_bootstrap
+    from sinks.clickhouse import ClickHouseSink
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = settings_for(data_dir)
+    bootstrap = resolve_bootstrap(settings)
+
+    async def go() -> None:
+        s = ClickHouseSink(settings, bootstrap)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, s.stop.set)
+        await s.run()
+        logging.getLogger("lictel.sink").info("sink stopped: %s", s.stats)
+
+    asyncio.run(go())
+
+
+@db_app.command("migrate")
+def db_migrate(
+    data_dir: DataDir = None,
+    cluster: Annotated[str | None, typer.Option(help="Emit ON CLUSTER / Replicated DDL for this cluster.")] = None,
+    print_only: Annotated[bool, typer.Option("--print", help="Print the DDL instead of applying it.")] = False,
+) -> None:
+    """Apply pending ClickHouse migrations (idempotent)."""
+    from lictel.warehouse import connect, migrate, migration_files, render
+
+    settings = settings_for(data_dir)
+    if print_only:
+        for _, _, path in migration_files():
+            for stmt in render(path, settings, cluster):
+                out.print(stmt + ";\n")
+        return
+    applied = migrate(connect(settings), settings, cluster)
+    out.print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+
+
+# --------------------------------------------------------------------------- export / report
+
+
+@export_app.command("usage")
+def export_usage(
+    data_dir: DataDir = None,
+    level: Annotated[str, typer.Option(help="pool (per server) or estate (summed over servers).")] = "pool",
+    granularity: Annotated[str, typer.Option(help="minute, hour, day or month.")] = "minute",
+    fmt: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
+    org: Annotated[str | None, typer.Option(help="Only this organisation.")] = None,
+    feature: Annotated[str | None, typer.Option(help="Only this feature.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+) -> None:
+    """Print usage rows: org,server,feature,minute,peak,low,avg,license_seconds,checkouts,..."""
+    from lictel.export import to_csv, to_json, usage_rows
+    from lictel.warehouse import connect
+
+    if fmt not in ("csv", "json"):
+        raise LictelError(f"--format must be csv or json, not {fmt!r}")
+    settings = settings_for(data_dir)
+    rows = usage_rows(connect(settings), settings.clickhouse_database, level, granularity, org, feature)
+    text = to_csv(rows) if fmt == "csv" else to_json(rows)
+    if output:
+        output.write_text(text)
+        console.print(f"wrote {len(rows):,} rows to {output}")
+    else:
+        sys.stdout.write(text)
+
+
+@report_app.command("peak")
+def report_peak(data_dir: DataDir = None) -> None:
+    """Per feature: estate and per-server peak, time-weighted average, license-hours, denials."""
+    _print_summary(settings_for(data_dir))
+
+
+def _print_summary(settings: Settings) -> None:
+    from lictel.reports import peak_summary
+    from lictel.warehouse import connect
+
+    client = connect(settings)
+    summary = peak_summary(client, settings.clickhouse_database)
+    if not summary.rows:
+        out.print("no usage stored yet")
+        return
+    table = Table(title=f"License use {summary.period}", title_justify="left")
+    for col, just in (("org", "left"), ("feature", "left"), ("server", "left"), ("peak", "right"),
+                      ("peak at (UTC)", "left"), ("avg", "right"), ("license-hours", "right"),
+                      ("denials", "right")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for r in summary.rows:
+        style = "bold" if r.server == "(estate)" else ""
+        table.add_row(r.org, r.feature, r.server, f"{r.peak:,}", r.peak_at, f"{r.avg:,.2f}",
+                      f"{r.license_hours:,.1f}", f"{r.denials:,}", style=style)
+    out.print(table)
+    out.print("avg is time-weighted over the whole period; estate peak is the peak of the summed "
+              "concurrency, not the sum of server peaks.")
+    out.print(f"data: {settings.clickhouse_url or settings.warehouse_dir} (database "
+              f"{settings.clickhouse_database}: usage_minute, raw_events, dead_letters)")
+    out.print(f"query it: lictel export usage --data-dir {settings.data_dir} --level estate "
+              "--granularity hour --format csv")
+    out.print(f"      or: python -c \"import chdb; print(chdb.query('SELECT * FROM "
+              f"{settings.clickhouse_database}.usage_minute FINAL LIMIT 5', 'Pretty', "
+              f"path='{settings.warehouse_dir}'))\"")
+
+
+@app.command("config")
+def config_cmd() -> None:
+    """Every setting: its environment variable, default and meaning."""
+    table = Table()
+    table.add_column("variable")
+    table.add_column("default")
+    table.add_column("meaning")
+    for var, default, doc in settings_help():
+        table.add_row(var, default, doc)
+    out.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except LictelError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""The embedded stack and the one-shot job.
+
+:class:`Stack` starts, as separate processes, what ``lictel up`` and ``lictel run`` need: the Tansu
+broker (unless ``LICTEL_KAFKA_BOOTSTRAP`` names a cluster), N stream workers (``lictel stream``) and
+the ClickHouse sink (``lictel sink``), each logging to ``<data_dir>/logs/``. :func:`run_job` feeds
+one input through it and returns once every minute up to the minute of the last input event is
+final *and stored*, which it learns from the sink's messages on the progress topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from lictel.broker import EmbeddedBroker, ensure_topics
+from lictel.config import Settings
+from lictel.errors import BrokerError, LictelError
+from producers.base import EventProducer, ProduceStats
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that gives a child process exactly these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LICTEL_")}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"LICTEL_{name.upper()}"] = str(value)
+    env.update(extra)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Stack:
+    """Broker (embedded or external), stream workers and sink as child processes."""
+
+    def __init__(self, settings: Settings, workers: int = 1) -> None:
+        self.settings = settings
+        self.workers = workers
+        self.broker: EmbeddedBroker | None = None
+        self.bootstrap = settings.kafka_bootstrap or ""
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs = settings.data_dir / "logs"
+
+    def start(self) -> Stack:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        if not self.bootstrap:
+            self.broker = EmbeddedBroker(self.settings.data_dir).start()
+            self.bootstrap = self.broker.bootstrap
+        self.settings = self.settings.model_copy(update={"kafka_bootstrap": self.bootstrap})
+        asyncio.run(ensure_topics(self.bootstrap, self.settings))
+        self.spawn("sink", ["sink"])
+        for i in range(self.workers):
+            self.start_worker(i)
+        return self
+
+    def start_worker(self, i: int) -> None:
+        self.spawn(f"stream-{i}", ["stream", "--worker-id", str(i)])
+
+    def spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen([sys.executable, "-m", "lictel.cli", *args],
+                                env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def check(self) -> None:
+        """Raise if a child process died."""
+        for name, proc in self.procs.items():
+            code = proc.poll()
+            if code is not None:
+                tail = _tail(self.logs / f"{name}.log")
+                raise LictelError(f"the {name} process exited with code {code}; last log lines:\n{tail}")
+
+    def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def stop(self) -> None:
+        for name in [n for n in self.procs if n.startswith("stream")]:
+            self.stop_process(name)
+        self.stop_process("sink")
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _tail(path: Path, n: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+@dataclass
+class JobResult:
+    produce: ProduceStats
+    target: int | None
+    seconds: float
+    stored: dict[str, int] = field(default_factory=dict)
+
+
+async def wait_stored(settings: Settings, bootstrap: str, target: int | None,
+                      events_end: dict[int, int], *, check: Callable[[], None] = lambda: None,
+                      timeout: float = 600.0,
+                      on_progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+    """Follow the progress topic until every partition is final past ``target`` and every events
+    message up to ``events_end`` is stored. Returns the sink's stored counts."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    tp = TopicPartition(settings.topic("progress"), 0)
+    consumer.assign([tp])
+    await consumer.seek_to_beginning(tp)
+    final: dict[int, int] = {}
+    stored_offsets: dict[int, int] = {}
+    stored = {"raw_events": 0, "usage_rows": 0, "dead_letters": 0}
+    deadline = time.monotonic() + timeout
+    parts = range(settings.partitions)
+    try:
+        while True:
+            done_parts = sum(1 for p in parts if target is None or final.get(p, -1) >= target)
+            done_events = all(stored_offsets.get(p, 0) >= end for p, end in events_end.items())
+            if on_progress is not None:
+                on_progress(done_parts, settings.partitions)
+            if done_parts == settings.partitions and done_events:
+                return stored
+            if time.monotonic() > deadline:
+                raise BrokerError(
+                    f"timed out after {timeout:.0f} s waiting for the pipeline to store every minute "
+                    f"({done_parts}/{settings.partitions} partitions final); see the logs in "
+                    f"{settings.data_dir / 'logs'}")
+            check()
+            batches = await consumer.getmany(tp, timeout_ms=200)
+            for msgs in batches.values():
+                for msg in msgs:
+                    info = json.loads(msg.value)
+                    for p, f in info.get("final_upto", {}).items():
+                        final[int(p)] = max(final.get(int(p), -1), int(f))
+                    for p, off in info.get("events_offsets", {}).items():
+                        stored_offsets[int(p)] = max(stored_offsets.get(int(p), 0), int(off))
+                    for k, v in info.get("stored", {}).items():
+                        stored[k] = stored.get(k, 0) + int(v)
+    finally:
+        await consumer.stop()
+
+
+async def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: off for tp, off in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def run_job(stack: Stack, feed: Callable[[EventProducer], Awaitable[None]], *,
+                  source: str = "lictel", timeout: float = 900.0,
+                  on_stage: Callable[[str], None] | None = None,
+                  on_progress: Callable[[int, int], None] | None = None) -> JobResult:
+    """Produce with ``feed``, close the input, and wait until everything is final and stored."""
+    settings = stack.settings
+    started = time.monotonic()
+    producer = await EventProducer(settings, stack.bootstrap, source=source).start()
+    try:
+        await feed(producer)
+        await producer.close(final=True)
+    except BaseException:
+        await producer.close(final=False)
+        raise
+    stack.check()
+    if on_stage is not None:
+        on_stage("waiting for every minute to be final and stored")
+    ends = await end_offsets(stack.bootstrap, settings.topic("events"), settings.partitions)
+    target = producer.closing_mark()
+    target = None if target is None else target - settings.lateness_us
+    stored = await wait_stored(settings, stack.bootstrap, target, ends, check=stack.check,
+                               timeout=timeout, on_progress=on_progress)
+    return JobResult(producer.stats, target, time.monotonic() - started, stored)

@@ -1,0 +1,58 @@
+"""Readable reports over the stored minute usage. Every query is parameterised."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clickhouse_connect.driver.client import Client
+
+from lictel.timeutil import US, iso_s
+
+
+@dataclass(frozen=True)
+class PeakRow:
+    org: str
+    feature: str
+    server: str  # "(estate)" for the sum over servers
+    peak: int
+    peak_at: str
+    avg: float
+    license_hours: float
+    denials: int
+
+
+@dataclass(frozen=True)
+class PeakSummary:
+    period: str
+    rows: list[PeakRow]
+
+
+def peak_summary(client: Client, db: str, org: str | None = None) -> PeakSummary:
+    """Per org and feature: the estate line, then one line per server.
+
+    ``avg`` is time-weighted over the whole stored period (first to last stored minute), so a
+    feature idle most of the week shows a low average next to its peak.
+    """
+    params: dict[str, object] = {}
+    where = ""
+    if org:
+        where = "WHERE org = {org:String}"
+        params["org"] = org
+    bounds = client.query(
+        f"SELECT toUnixTimestamp(min(minute)), toUnixTimestamp(max(minute)) + 60, count() "
+        f"FROM {db}.usage_minute FINAL {where}", parameters=params).result_rows[0]
+    if not bounds[2]:
+        return PeakSummary("(empty)", [])
+    start, end = int(bounds[0]), int(bounds[1])
+    seconds = max(end - start, 60)
+    result = client.query(
+        f"SELECT level, org, feature, server, max(peak), toUnixTimestamp(argMax(minute, (peak, -toUnixTimestamp(minute)))), "
+        f"sum(license_us), sum(denials) FROM {db}.usage_minute FINAL {where} "
+        f"GROUP BY level, org, feature, server "
+        f"ORDER BY org, feature, level = 'pool', server", parameters=params)
+    rows = []
+    for level, o, feature, server, peak, peak_at, lic_us, denials in result.result_rows:
+        rows.append(PeakRow(o, feature, "(estate)" if level == "estate" else server, int(peak),
+                            iso_s(int(peak_at) * US), int(lic_us) / US / seconds,
+                            int(lic_us) / US / 3600, int(denials)))
+    return PeakSummary(f"{iso_s(start * US)} to {iso_s(end * US)}", rows)

@@ -1,0 +1,1 @@
+"""Sinks: Kafka topics into stores. One module per store (``clickhouse``)."""
