@@ -25,7 +25,14 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from lictel.config import Settings, settings_help
@@ -138,7 +145,7 @@ def run(
 
             result = asyncio.run(run_job(stack, feed, timeout=timeout, on_stage=stage, on_progress=parts))
     ps = result.produce
-    console.print(f"  produced {ps.events - ps.heartbeats:,} events in {ps.messages:,} messages; "
+    console.print(f"  produced {ps.events:,} events in {ps.messages:,} messages; "
                   f"{ps.dead_letters:,} bad input line(s) dead-lettered; all stored in "
                   f"{result.seconds:.1f} s")
     for err in ps.errors[:5]:

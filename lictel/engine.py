@@ -371,7 +371,7 @@ class Engine:
 
 
 class _Counters:
-    __slots__ = ("checkouts", "checkins", "forced", "denials", "queued", "orphans")
+    __slots__ = ("checkins", "checkouts", "denials", "forced", "orphans", "queued")
 
     def __init__(self) -> None:
         self.checkouts = self.checkins = self.forced = 0

@@ -17,6 +17,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from lictel.engine import MinuteRow
 from lictel.errors import ConfigError
 from lictel.timeutil import US, iso_s
 
@@ -75,17 +76,29 @@ def usage_rows(client: Client, db: str, level: str, granularity: str,
             f"sum(orphans) FROM (SELECT *, {period} AS p FROM ({inner})) "
             f"GROUP BY org, server, feature, p ORDER BY org, server, feature, p")
     result = client.query(sql, parameters=params)
-    out = []
-    for (o, server, feat, p, peak, low, lic_us, seconds_in, co, ci, fr, de, qu, orph) in result.result_rows:
-        out.append({
-            "org": o, "server": server, "feature": feat, "minute": iso_s(int(p) * US),
-            "peak": int(peak), "low": int(low),
-            "avg": fixed6(Decimal(int(lic_us)) / (Decimal(int(seconds_in)) * US)),
-            "license_seconds": fixed6(Decimal(int(lic_us)) / US),
-            "checkouts": int(co), "checkins": int(ci), "forced_releases": int(fr),
-            "denials": int(de), "queued": int(qu), "orphans": int(orph),
-        })
-    return out
+    return [export_row(o, server, feat, int(p) * US, int(peak), int(low), int(lic_us), int(secs),
+                       int(co), int(ci), int(fr), int(de), int(qu), int(orph))
+            for (o, server, feat, p, peak, low, lic_us, secs, co, ci, fr, de, qu, orph) in result.result_rows]
+
+
+def export_row(org: str, server: str, feature: str, period_us: int, peak: int, low: int, license_us: int,
+               seconds: int, checkouts: int, checkins: int, forced_releases: int, denials: int, queued: int,
+               orphans: int) -> dict[str, Any]:
+    """One export row; ``avg`` and ``license_seconds`` exact to six decimals."""
+    return {
+        "org": org, "server": server, "feature": feature, "minute": iso_s(period_us),
+        "peak": peak, "low": low,
+        "avg": fixed6(Decimal(license_us) / (Decimal(seconds) * US)),
+        "license_seconds": fixed6(Decimal(license_us) / US),
+        "checkouts": checkouts, "checkins": checkins, "forced_releases": forced_releases,
+        "denials": denials, "queued": queued, "orphans": orphans,
+    }
+
+
+def minute_row(r: MinuteRow) -> dict[str, Any]:
+    """The export form of an engine row."""
+    return export_row(r.org, r.server, r.feature, r.minute, r.peak, r.low, r.license_us, 60, r.checkouts,
+                      r.checkins, r.forced_releases, r.denials, r.queued, r.orphans)
 
 
 def fixed6(value: Decimal) -> str:

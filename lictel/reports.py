@@ -46,7 +46,8 @@ def peak_summary(client: Client, db: str, org: str | None = None) -> PeakSummary
     start, end = int(bounds[0]), int(bounds[1])
     seconds = max(end - start, 60)
     result = client.query(
-        f"SELECT level, org, feature, server, max(peak), toUnixTimestamp(argMax(minute, (peak, -toUnixTimestamp(minute)))), "
+        f"SELECT level, org, feature, server, max(peak), "
+        f"toUnixTimestamp(argMax(minute, (peak, -toUnixTimestamp(minute)))), "
         f"sum(license_us), sum(denials) FROM {db}.usage_minute FINAL {where} "
         f"GROUP BY level, org, feature, server "
         f"ORDER BY org, feature, level = 'pool', server", parameters=params)
