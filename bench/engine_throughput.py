@@ -1,0 +1,49 @@
+"""Pure engine throughput: simulated events through ``Engine.process`` in 1,000-event batches.
+
+Run: .venv/bin/python bench/engine_throughput.py [--users N --days N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._report import record  # noqa: E402
+from lictel.engine import Engine  # noqa: E402
+from lictel.serde import Serde  # noqa: E402
+from producers.simulate import SimSpec, simulate  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--users", type=int, default=20000)
+    ap.add_argument("--servers", type=int, default=5)
+    ap.add_argument("--days", type=int, default=7)
+    args = ap.parse_args()
+    events = list(simulate(SimSpec(users=args.users, servers=args.servers, days=args.days)))
+    serde = Serde()
+    batches = [serde.encode_events(events[i:i + 1000]) for i in range(0, len(events), 1000)]
+    eng = Engine()
+    t = time.perf_counter()
+    rows = 0
+    for b in batches:
+        rows += len(eng.process(serde.decode_events(b)).rows)
+    took = time.perf_counter() - t
+    t = time.perf_counter()
+    for b in batches:
+        serde.decode_events(b)
+    decode = time.perf_counter() - t
+    record("engine", "Engine: decode + concurrency engine, one core", "bench/engine_throughput.py", [
+        f"- {len(events):,} simulated events ({args.users:,} users, {args.servers} servers, {args.days} days) "
+        f"in {len(batches):,} Avro batches of 1,000",
+        f"- decode + engine: **{len(events) / took:,.0f} events/s** ({took:.2f} s, {rows:,} minute rows)",
+        f"- of which Avro decode alone: {len(events) / decode:,.0f} events/s",
+    ])
+
+
+if __name__ == "__main__":
+    main()
