@@ -92,7 +92,8 @@ def main() -> None:
         f"{settings.partitions} partitions, produced in {produce_s:.1f} s ({events / produce_s:,.0f} events/s)",
         f"- one worker: **{events / took:,.0f} events/s** from its first output to the last partition final "
         f"({took:.1f} s; {rows:,} minute rows emitted; {first - started:.1f} s process start + group join before that)",
-        "- per message: Avro decode, engine, usage batch sent and acknowledged, engine snapshot to the changelog table",
+        "- per message: Avro decode, engine, usage batch sent; every 5 s per partition: producer flush + engine "
+        "snapshot to the changelog table",
     ])
 
 

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     sink_batch_rows: int = Field(10_000, ge=1, description="The sink inserts once this many rows are buffered...")
     sink_flush_s: float = Field(1.0, gt=0, description="...or once the oldest buffered row is this old.")
     raw_ttl_days: int = Field(0, ge=0, description="Keep raw events this many days in ClickHouse; 0 keeps them forever.")
+    snapshot_s: float = Field(5.0, gt=0, description="Stream workers checkpoint each partition's engine this often; recovery replays the events since.")
     stream_store: str = Field("memory://", description="Faust table store: memory:// or rocksdb:// (state survives restarts either way via changelogs).")
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this port (0 = any free port); unset = off.")
 

@@ -2,13 +2,15 @@
 
 Invariants
 ----------
-- One :class:`~lictel.engine.Engine` per events-topic partition. After every message its snapshot
-  and the message's offset are written to the ``engine-state`` table (changelog-backed, on the
-  same partition). Faust flushes the producer before it commits offsets, so the saved state is
-  never behind the committed offset. A worker that restarts, or takes over a partition, reloads
-  the snapshot and skips messages at or below the saved offset: redelivery applies nothing twice.
-- Rows are sent, and their delivery awaited, *before* the state that no longer holds them is saved:
-  a crash between the two re-emits rows (the sink upserts), it never loses them.
+- One :class:`~lictel.engine.Engine` per events-topic partition, checkpointed every
+  ``snapshot_s`` into the ``engine-state`` table (changelog-backed, same partition) together with
+  the offset of the last message it holds. A worker that restarts, or takes over a partition,
+  reloads the snapshot and then (a) skips messages at or below the saved offset, so a redelivery
+  applies nothing twice, and (b) if Faust had committed past the snapshot, reads the missing
+  offsets from the events topic itself before going on, so nothing is skipped either.
+- The producer is flushed *before* a snapshot is saved: rows leave for Kafka before the state
+  that no longer holds them is checkpointed. A crash re-emits rows (the sink upserts), it never
+  loses them.
 - Every output batch names its partition and how far that partition is final, so the sink and
   ``lictel run`` know when a minute is complete.
 - Undecodable messages go to the dead-letter topic with their partition and offset; the worker
@@ -23,6 +25,7 @@ import time
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from lictel.config import Settings
 from lictel.engine import Engine
@@ -31,6 +34,18 @@ from lictel.serde import Serde
 from lictel.timeutil import US
 
 log = logging.getLogger("lictel.streams")
+
+
+class _PartitionState:
+    """One partition's engine, the last offset applied to it, and what was last reported final."""
+
+    __slots__ = ("engine", "final", "offset", "saved_at")
+
+    def __init__(self, engine: Engine, offset: int, final: int | None) -> None:
+        self.engine = engine
+        self.offset = offset
+        self.final = final
+        self.saved_at = time.monotonic()
 
 
 def make_app(settings: Settings, bootstrap: str) -> faust.App:
@@ -69,56 +84,89 @@ def make_app(settings: Settings, bootstrap: str) -> faust.App:
     # Snapshots are our own JSON bytes: store them as they are (set before the changelog exists).
     state.key_serializer = "raw"
     state.value_serializer = "raw"
-    engines: dict[int, tuple[Engine, int, int | None]] = {}
+    engines: dict[int, _PartitionState] = {}
     counters: dict[str, int] = {"messages": 0, "events": 0, "rows": 0, "late": 0, "dead": 0,
-                                "skipped": 0}
+                                "skipped": 0, "caught_up": 0, "snapshots": 0}
     app.lictel_counters = counters  # type: ignore[attr-defined]
+    catchup: dict[str, AIOKafkaConsumer] = {}
 
-    def load(p: int) -> tuple[Engine, int, int | None]:
+    def load(p: int) -> _PartitionState:
         raw = state.get(str(p))
         if raw is None:
-            return Engine(settings.lateness_us, settings.idle_timeout_us), -1, None
+            return _PartitionState(Engine(settings.lateness_us, settings.idle_timeout_us), -1, None)
         snap: dict[str, Any] = json.loads(raw)
         eng = Engine.from_state(snap["engine"], settings.lateness_us, settings.idle_timeout_us)
-        return eng, int(snap["offset"]), snap.get("final")
+        return _PartitionState(eng, int(snap["offset"]), snap.get("final"))
+
+    async def apply(st: _PartitionState, p: int, offset: int, value: bytes) -> None:
+        counters["messages"] += 1
+        now = int(time.time() * US)
+        try:
+            batch = serde.decode_events(value)
+        except SchemaError as exc:
+            counters["dead"] += 1
+            record = {"ts": now, "stage": "stream", "source": f"{settings.topic('events')}[{p}]",
+                      "line": offset, "field": None, "reason": str(exc), "raw": value[:4096].hex()}
+            await dead.send(value=serde.encode_dead(record))
+            log.warning("dead-lettered events[%d]@%d: %s", p, offset, exc)
+        else:
+            counters["events"] += len(batch)
+            out = st.engine.process(batch, now)
+            new_final = st.engine.final_upto(now)
+            if out.rows or new_final != st.final:
+                await usage.send(value=serde.encode_usage(p, new_final, out.rows), partition=p)
+                counters["rows"] += len(out.rows)
+                st.final = new_final
+            if out.late:
+                counters["late"] += len(out.late)
+                await late.send(value=serde.encode_events(out.late), partition=p)
+        st.offset = offset
+
+    async def catch_up(st: _PartitionState, p: int, upto: int) -> None:
+        """Apply messages st.offset+1 .. upto-1, which Faust committed past our last snapshot."""
+        consumer = catchup.get("c")
+        if consumer is None:
+            consumer = catchup["c"] = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                                       max_partition_fetch_bytes=16 << 20)
+            await consumer.start()
+        tp = TopicPartition(settings.topic("events"), p)
+        consumer.assign([tp])
+        consumer.seek(tp, st.offset + 1)
+        while st.offset + 1 < upto:
+            got = await consumer.getmany(tp, timeout_ms=1000)
+            msgs = [m for m in got.get(tp, []) if m.offset < upto]
+            if not got:
+                log.warning("events[%d]: offsets %d..%d unreadable; continuing", p, st.offset + 1, upto - 1)
+                break
+            for m in msgs:
+                await apply(st, p, m.offset, m.value)
+                counters["caught_up"] += 1
+            if len(msgs) < sum(len(v) for v in got.values()):
+                break
+        st.offset = upto - 1
 
     @app.agent(events)
     async def process(stream: faust.Stream) -> None:
         async for event in stream.events():
             msg = event.message
             p, offset = msg.partition, msg.offset
-            if p not in engines:
-                engines[p] = load(p)
-            eng, last, final = engines[p]
-            if offset <= last:
-                counters["skipped"] += 1
+            st = engines.get(p)
+            if st is None:
+                st = engines[p] = load(p)
+            if offset <= st.offset:
+                counters["skipped"] += 1  # redelivered: already in the state we recovered
                 continue
-            counters["messages"] += 1
-            now = int(time.time() * US)
-            try:
-                batch = serde.decode_events(msg.value)
-            except SchemaError as exc:
-                counters["dead"] += 1
-                record = {"ts": now, "stage": "stream", "source": f"{msg.topic}[{p}]", "line": offset,
-                          "field": None, "reason": str(exc), "raw": msg.value[:4096].hex()}
-                await (await dead.send(value=serde.encode_dead(record)))
-                log.warning("dead-lettered %s[%d]@%d: %s", msg.topic, p, offset, exc)
-            else:
-                counters["events"] += len(batch)
-                out = eng.process(batch, now)
-                new_final = eng.final_upto(now)
-                if out.rows or new_final != final:
-                    fut = await usage.send(value=serde.encode_usage(p, new_final, out.rows), partition=p)
-                    await fut
-                    counters["rows"] += len(out.rows)
-                    final = new_final
-                if out.late:
-                    counters["late"] += len(out.late)
-                    await (await late.send(value=serde.encode_events(out.late), partition=p))
-            engines[p] = (eng, offset, final)
-            state[str(p)] = json.dumps(
-                {"offset": offset, "final": final, "engine": eng.to_state()},
-                separators=(",", ":")).encode()
+            if offset > st.offset + 1:
+                await catch_up(st, p, offset)
+            await apply(st, p, offset, msg.value)
+            if time.monotonic() - st.saved_at >= settings.snapshot_s:
+                # Rows must reach Kafka before the state that no longer holds them is saved.
+                await app.producer.flush()
+                state[str(p)] = json.dumps(
+                    {"offset": st.offset, "final": st.final, "engine": st.engine.to_state()},
+                    separators=(",", ":")).encode()
+                st.saved_at = time.monotonic()
+                counters["snapshots"] += 1
 
     @app.timer(interval=30.0)
     async def report() -> None:
