@@ -7,6 +7,7 @@ Invariants
 - Every write is idempotent: raw events are keyed by ``event_id``, minute rows by key and minute
   (ReplacingMergeTree), dead letters by their topic position; each insert also carries an
   ``insert_deduplication_token`` derived from the Kafka offsets it holds.
+- Inserts run in a thread, one at a time and in order, while the next batch is read and decoded.
 - Buffers are flushed at ``sink_batch_rows`` rows or ``sink_flush_s`` after the first buffered
   message, whichever comes first.
 - After a flush the sink publishes what is now stored (per usage partition: final_upto; per
@@ -50,20 +51,29 @@ class SinkStats:
     dead_letters: int = 0
     inserts: int = 0
     undecodable: int = 0
+    first_message_at: float | None = None  # time.monotonic() of the first message taken
     final_upto: dict[int, int] = field(default_factory=dict)
 
 
 class _Buffer:
+    """What awaits the next insert, column by column (the form ClickHouse takes fastest)."""
+
     def __init__(self) -> None:
-        self.raw: list[list[Any]] = []
-        self.usage: list[list[Any]] = []
-        self.dead: list[list[Any]] = []
+        self.raw: dict[str, list[Any]] = {c: [] for c in RAW_COLUMNS}
+        self.usage: dict[str, list[Any]] = {c: [] for c in USAGE_COLUMNS}
+        self.dead: dict[str, list[Any]] = {c: [] for c in DEAD_COLUMNS}
+        self.n_raw = self.n_usage = self.n_dead = 0
         self.offsets: dict[TopicPartition, tuple[int, int]] = {}  # first, last
         self.final: dict[int, int] = {}
         self.first_at: float | None = None
 
     def size(self) -> int:
-        return len(self.raw) + len(self.usage) + len(self.dead)
+        return self.n_raw + self.n_usage + self.n_dead
+
+    def add_dead(self, values: list[Any]) -> None:
+        for c, v in zip(DEAD_COLUMNS, values, strict=True):
+            self.dead[c].append(v)
+        self.n_dead += 1
 
     def note(self, tp: TopicPartition, offset: int) -> None:
         first = self.offsets.get(tp, (offset, offset))[0]
@@ -91,6 +101,7 @@ class ClickHouseSink:
         self.stats = SinkStats()
         self.stop = asyncio.Event()
         self._buf = _Buffer()
+        self._inflight: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
 
@@ -110,7 +121,7 @@ class ClickHouseSink:
             raise BrokerError(f"sink cannot reach Kafka at {self.bootstrap}: {exc}") from exc
         try:
             while not self.stop.is_set():
-                batches = await self._consumer.getmany(timeout_ms=100, max_records=2000)
+                batches = await self._consumer.getmany(timeout_ms=100, max_records=200)
                 for tp, messages in batches.items():
                     for msg in messages:
                         self._take(tp, msg.offset, msg.value)
@@ -119,59 +130,81 @@ class ClickHouseSink:
                         buf.first_at is not None
                         and time.monotonic() - buf.first_at >= self.settings.sink_flush_s):
                     await self.flush()
-            await self.flush()
+            await self.flush(wait=True)
         finally:
             await self._consumer.stop()
             await self._producer.stop()
 
     def _take(self, tp: TopicPartition, offset: int, value: bytes) -> None:
         kind = self.topics[tp.topic]
+        if self.stats.first_message_at is None:
+            self.stats.first_message_at = time.monotonic()
         buf = self._buf
         buf.note(tp, offset)
         try:
             if kind == "events":
-                for e in self.serde.decode_events(value):
-                    if e.action != HEARTBEAT:
-                        buf.raw.append(list(e))
+                events = [e for e in self.serde.events.decode(value)["events"] if e["action"] != HEARTBEAT]
+                for c, col in buf.raw.items():
+                    col.extend([e[c] for e in events])
+                buf.n_raw += len(events)
             elif kind == "usage":
-                p, final, rows = self.serde.decode_usage(value)
+                batch = self.serde.usage.decode(value)
+                rows = batch["rows"]
                 version = int(time.time() * US)
-                for r in rows:
-                    buf.usage.append([r.level, r.org, r.server, r.feature, r.minute // US, r.peak,
-                                      r.low, r.license_us, r.checkouts, r.checkins,
-                                      r.forced_releases, r.denials, r.queued, r.orphans, version])
+                for c, col in buf.usage.items():
+                    if c == "minute":
+                        col.extend([r["minute"] // US for r in rows])
+                    elif c == "version":
+                        col.extend([version] * len(rows))
+                    else:
+                        col.extend([r[c] for r in rows])
+                buf.n_usage += len(rows)
+                p, final = batch["partition"], batch["final_upto"]
                 if final is not None:
                     buf.final[p] = max(final, buf.final.get(p, final))
             else:
                 d = self.serde.decode_dead(value)
-                buf.dead.append([d["ts"], d["stage"], d["source"], d["line"], d["field"],
-                                 d["reason"], d["raw"], tp.topic, tp.partition, offset])
-        except SchemaError as exc:
+                buf.add_dead([d["ts"], d["stage"], d["source"], d["line"], d["field"], d["reason"], d["raw"],
+                              tp.topic, tp.partition, offset])
+        except (SchemaError, KeyError, TypeError) as exc:
             self.stats.undecodable += 1
             log.warning("undecodable message %s[%d]@%d: %s", tp.topic, tp.partition, offset, exc)
-            buf.dead.append([int(time.time() * US), "sink", tp.topic, offset, None, str(exc),
-                             value[:4096].hex(), tp.topic, tp.partition, offset])
+            buf.add_dead([int(time.time() * US), "sink", tp.topic, offset, None, str(exc),
+                          value[:4096].hex(), tp.topic, tp.partition, offset])
 
-    async def flush(self) -> None:
-        """Insert everything buffered, then commit the offsets it came from and publish progress."""
+    async def flush(self, wait: bool = False) -> None:
+        """Hand the buffer to the writer; with ``wait``, return once everything is stored.
+
+        One store runs at a time, in order, while the loop goes on reading and decoding the next
+        batch; so offsets are committed in order, each after its insert was acknowledged.
+        """
         buf = self._buf
-        if not buf.offsets:
-            return
-        self._buf = _Buffer()
+        if buf.offsets:
+            self._buf = _Buffer()
+            if self._inflight is not None:
+                await self._inflight
+            self._inflight = asyncio.create_task(self._store(buf))
+        if wait and self._inflight is not None:
+            await self._inflight
+            self._inflight = None
+
+    async def _store(self, buf: _Buffer) -> None:
+        """Insert one buffer, then commit the offsets it came from and publish progress."""
         db = self.db
-        for table, rows, columns in (("raw_events", buf.raw, RAW_COLUMNS),
-                                     ("usage_minute", buf.usage, USAGE_COLUMNS),
-                                     ("dead_letters", buf.dead, DEAD_COLUMNS)):
-            if rows:
-                await asyncio.to_thread(self._insert, f"{db}.{table}", rows, columns, buf.token(table))
+        for table, columns, n in (("raw_events", buf.raw, buf.n_raw),
+                                  ("usage_minute", buf.usage, buf.n_usage),
+                                  ("dead_letters", buf.dead, buf.n_dead)):
+            if n:
+                await asyncio.to_thread(self._insert, f"{db}.{table}", columns, buf.token(table))
         now = int(time.time() * US)
         if buf.final:
-            rows = [[p, f, now] for p, f in sorted(buf.final.items())]
-            await asyncio.to_thread(self._insert, f"{db}.pipeline_progress", rows,
-                                    ["partition", "final_upto", "updated_at"], buf.token("progress"))
-        self.stats.raw_events += len(buf.raw)
-        self.stats.usage_rows += len(buf.usage)
-        self.stats.dead_letters += len(buf.dead)
+            parts = sorted(buf.final)
+            progress_cols = {"partition": parts, "final_upto": [buf.final[p] for p in parts],
+                             "updated_at": [now] * len(parts)}
+            await asyncio.to_thread(self._insert, f"{db}.pipeline_progress", progress_cols, buf.token("progress"))
+        self.stats.raw_events += buf.n_raw
+        self.stats.usage_rows += buf.n_usage
+        self.stats.dead_letters += buf.n_dead
         self.stats.final_upto.update(buf.final)
         assert self._consumer is not None and self._producer is not None
         await self._consumer.commit({tp: last + 1 for tp, (_, last) in buf.offsets.items()})
@@ -180,13 +213,11 @@ class ClickHouseSink:
             "final_upto": {str(p): f for p, f in buf.final.items()},
             "events_offsets": {str(tp.partition): last + 1 for tp, (_, last) in buf.offsets.items()
                                if tp.topic == events_topic},
-            "stored": {"raw_events": len(buf.raw), "usage_rows": len(buf.usage),
-                       "dead_letters": len(buf.dead)},
+            "stored": {"raw_events": buf.n_raw, "usage_rows": buf.n_usage, "dead_letters": buf.n_dead},
         }
         await self._producer.send_and_wait(self.settings.topic("progress"), json.dumps(progress).encode())
 
-    def _insert(self, table: str, rows: list[list[Any]], columns: list[str], token: str) -> None:
-        columns_data = [list(col) for col in zip(*rows, strict=True)]
-        self.client.insert(table, columns_data, column_names=columns, column_oriented=True,
+    def _insert(self, table: str, columns: dict[str, list[Any]], token: str) -> None:
+        self.client.insert(table, list(columns.values()), column_names=list(columns), column_oriented=True,
                            settings={"insert_deduplication_token": token})
         self.stats.inserts += 1
