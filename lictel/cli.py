@@ -49,8 +49,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(export_app, name="export")
 app.add_typer(report_app, name="report")
 
-console = Console(stderr=True)
-out = Console(highlight=False, soft_wrap=True)
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+# Reports are read in terminals and in files/CI logs alike: never squeeze them to 80 columns.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar="LICTEL_DATA_DIR",
                                               help="Data directory (chDB, logs, embedded broker).")]
