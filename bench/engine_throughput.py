@@ -6,16 +6,13 @@ Run: .venv/bin/python bench/engine_throughput.py [--users N --days N]
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _report import record
 
-from bench._report import record  # noqa: E402
-from lictel.engine import Engine  # noqa: E402
-from lictel.serde import Serde  # noqa: E402
-from producers.simulate import SimSpec, simulate  # noqa: E402
+from lictel.engine import Engine
+from lictel.serde import Serde
+from producers.simulate import SimSpec, simulate
 
 
 def main() -> None:

@@ -14,11 +14,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench._report import record  # noqa: E402
+from _report import record
 
 
 def main() -> None:

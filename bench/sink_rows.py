@@ -9,22 +9,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _report import record
+from aiokafka import AIOKafkaProducer
 
-from aiokafka import AIOKafkaProducer  # noqa: E402
-
-from bench._report import record  # noqa: E402
-from lictel.broker import EmbeddedBroker, ensure_topics  # noqa: E402
-from lictel.config import Settings  # noqa: E402
-from lictel.engine import MinuteRow  # noqa: E402
-from lictel.serde import Serde  # noqa: E402
-from lictel.timeutil import MINUTE_US, parse_ts  # noqa: E402
-from sinks.clickhouse import ClickHouseSink  # noqa: E402
+from lictel.broker import EmbeddedBroker, ensure_topics
+from lictel.config import Settings
+from lictel.engine import MinuteRow
+from lictel.serde import Serde
+from lictel.timeutil import MINUTE_US, parse_ts
+from sinks.clickhouse import ClickHouseSink
 
 
 async def bench(settings: Settings, bootstrap: str, n: int) -> tuple[float, float]:

@@ -15,17 +15,15 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _report import record
+from aiokafka import AIOKafkaConsumer
 
-from aiokafka import AIOKafkaConsumer  # noqa: E402
-
-from bench._report import record  # noqa: E402
-from lictel.broker import EmbeddedBroker, ensure_topics  # noqa: E402
-from lictel.config import Settings  # noqa: E402
-from lictel.pipeline import settings_env  # noqa: E402
-from lictel.serde import Serde  # noqa: E402
-from producers.base import EventProducer  # noqa: E402
-from producers.simulate import SimSpec, simulate  # noqa: E402
+from lictel.broker import EmbeddedBroker, ensure_topics
+from lictel.config import Settings
+from lictel.pipeline import settings_env
+from lictel.serde import Serde
+from producers.base import EventProducer
+from producers.simulate import SimSpec, simulate
 
 
 async def produce(settings: Settings, bootstrap: str, spec: SimSpec) -> tuple[int, int]:
