@@ -272,7 +272,11 @@ def sink(data_dir: DataDir = None) -> None:
     bootstrap = resolve_bootstrap(settings)
 
     async def go() -> None:
+        from lictel import metrics
+
         s = ClickHouseSink(settings, bootstrap)
+        metrics.serve("sink", s.counters, settings.metrics_port, settings.data_dir,
+                      gauges=frozenset({"final_upto_seconds"}))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, s.stop.set)

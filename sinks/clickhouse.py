@@ -105,6 +105,15 @@ class ClickHouseSink:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
 
+    def counters(self) -> dict[str, float]:
+        st = self.stats
+        out: dict[str, float] = {"raw_events": st.raw_events, "usage_rows": st.usage_rows,
+                                 "dead_letters": st.dead_letters, "inserts": st.inserts,
+                                 "undecodable": st.undecodable}
+        if st.final_upto:
+            out["final_upto_seconds"] = min(st.final_upto.values()) / US
+        return out
+
     async def run(self) -> None:
         migrate(self.client, self.settings)
         self._consumer = AIOKafkaConsumer(

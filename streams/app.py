@@ -27,6 +27,7 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from lictel import metrics
 from lictel.config import Settings
 from lictel.engine import Engine
 from lictel.errors import SchemaError
@@ -88,6 +89,7 @@ def make_app(settings: Settings, bootstrap: str) -> faust.App:
     counters: dict[str, int] = {"messages": 0, "events": 0, "rows": 0, "late": 0, "dead": 0,
                                 "skipped": 0, "caught_up": 0, "snapshots": 0}
     app.lictel_counters = counters  # type: ignore[attr-defined]
+    metrics.serve("stream", lambda: counters, settings.metrics_port, settings.data_dir)
     catchup: dict[str, AIOKafkaConsumer] = {}
 
     def load(p: int) -> _PartitionState:
