@@ -24,7 +24,7 @@ run: $(STAMP)
 	$(BIN)/lictel run --data-dir $(DATA) $(ARGS)
 
 ## make test: lint, then the whole suite (unit + integration against real Tansu and chDB)
-test: $(STAMP) lint
+test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 ## make test-long: the long-running tests (crash, scale)

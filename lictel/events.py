@@ -39,7 +39,7 @@ class Event(NamedTuple):
     user: str
     host: str
     handle: str | None
-    count: int
+    count: int  # type: ignore[assignment]  # the field name is the schema's; shadows tuple.count
     reason: str | None
     source: str
     seq: int

@@ -75,9 +75,11 @@ class Codec:
         else:
             raise SchemaError(f"not an Avro single-object or Confluent message (starts {data[:4].hex()})")
         try:
-            result: dict[str, Any] = fastavro.schemaless_reader(body, writer, self.schema)
+            result = fastavro.schemaless_reader(body, writer, self.schema)
         except Exception as exc:  # fastavro raises many types for corrupt bodies
             raise SchemaError(f"corrupt {self.name} message: {exc}") from exc
+        if not isinstance(result, dict):
+            raise SchemaError(f"corrupt {self.name} message: not a record")
         return result
 
 

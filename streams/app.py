@@ -83,8 +83,8 @@ def make_app(settings: Settings, bootstrap: str) -> faust.App:
                      partitions=1)
     state = app.Table("engine-state", default=None, partitions=settings.partitions)
     # Snapshots are our own JSON bytes: store them as they are (set before the changelog exists).
-    state.key_serializer = "raw"
-    state.value_serializer = "raw"
+    state.key_serializer = "raw"  # type: ignore[attr-defined]
+    state.value_serializer = "raw"  # type: ignore[attr-defined]
     engines: dict[int, _PartitionState] = {}
     counters: dict[str, int] = {"messages": 0, "events": 0, "rows": 0, "late": 0, "dead": 0,
                                 "skipped": 0, "caught_up": 0, "snapshots": 0}
@@ -148,7 +148,7 @@ def make_app(settings: Settings, bootstrap: str) -> faust.App:
         st.offset = upto - 1
 
     @app.agent(events)
-    async def process(stream: faust.Stream) -> None:
+    async def process(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             msg = event.message
             p, offset = msg.partition, msg.offset
@@ -160,7 +160,7 @@ def make_app(settings: Settings, bootstrap: str) -> faust.App:
                 continue
             if offset > st.offset + 1:
                 await catch_up(st, p, offset)
-            await apply(st, p, offset, msg.value)
+            await apply(st, p, offset, msg.value or b"")  # a tombstone is dead-lettered
             if time.monotonic() - st.saved_at >= settings.snapshot_s:
                 # Rows must reach Kafka before the state that no longer holds them is saved.
                 await app.producer.flush()

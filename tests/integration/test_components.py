@@ -58,7 +58,7 @@ def test_up_then_produce_then_export(lictel: Lictel) -> None:
         assert list((lictel.data_dir).glob("worker-*/metrics-stream.port"))
     finally:
         up.send_signal(signal.SIGINT)
-        out, err = up.communicate(timeout=60)
+        _out, err = up.communicate(timeout=60)
     assert up.returncode == 0, err
     assert not (lictel.data_dir / "broker.json").exists()
     pool = lictel("export", "usage", "--level", "pool", "--format", "csv")
