@@ -363,11 +363,29 @@ def _print_summary(settings: Settings) -> None:
               "concurrency, not the sum of server peaks.")
     out.print(f"data: {settings.clickhouse_url or settings.warehouse_dir} (database "
               f"{settings.clickhouse_database}: usage_minute, raw_events, dead_letters)")
-    out.print(f"query it: lictel export usage --data-dir {settings.data_dir} --level estate "
+    lictel_cmd, python_cmd = _commands()
+    out.print(f"query it: {lictel_cmd} export usage --data-dir {settings.data_dir} --level estate "
               "--granularity hour --format csv")
-    out.print(f"      or: python -c \"import chdb; print(chdb.query('SELECT * FROM "
+    out.print(f"      or: {python_cmd} -c \"import chdb; print(chdb.query('SELECT * FROM "
               f"{settings.clickhouse_database}.usage_minute FINAL LIMIT 5', 'Pretty', "
               f"path='{settings.warehouse_dir}'))\"")
+
+
+def _commands() -> tuple[str, str]:
+    """How the user can call lictel and this Python again (``.venv/bin/...`` when not on PATH)."""
+    import os
+    import shutil
+
+    def short(path: str) -> str:
+        rel = os.path.relpath(path)
+        return rel if not rel.startswith("..") else path
+
+    me = os.path.realpath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    on_path = shutil.which("lictel")
+    lictel_cmd = "lictel" if on_path and os.path.realpath(on_path) == me else short(
+        os.path.join(os.path.dirname(sys.executable), "lictel"))
+    python_cmd = "python" if shutil.which("python") == sys.executable else short(sys.executable)
+    return lictel_cmd, python_cmd
 
 
 @app.command("config")
