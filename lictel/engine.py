@@ -11,6 +11,8 @@ Invariants
 - A server's watermark is ``max(ts seen, last HEARTBEAT) - lateness``; minutes that end at or
   before it are *final* and emitted exactly once per engine state. Events older than the final
   boundary are *late*: returned for the late topic, applied to ``held`` from now on.
+- Every event that reached final state is remembered by ``(source, seq)`` (as intervals, so it
+  costs next to nothing): a replay of it, however old, is a duplicate, never a late event.
 - An estate minute ``(org, feature)`` is final once every non-idle server serving the feature is
   final past it; its curve is the sum of the servers' curves (peak of the sum, not sum of peaks).
 - The whole state round-trips through :meth:`Engine.to_state` / :meth:`Engine.from_state` (plain
@@ -33,6 +35,7 @@ from lictel.events import (
     RESTART,
     Event,
 )
+from lictel.seqset import SeqSet
 from lictel.timeutil import MINUTE_US, floor_minute
 
 POOL = "pool"
@@ -130,6 +133,7 @@ class Engine:
         self._servers: dict[str, _Server] = {}
         self._pools: dict[str, _Pool] = {}
         self._estates: dict[str, _Estate] = {}
+        self._applied: dict[str, SeqSet] = {}  # source -> seqs applied to final state
         self.late_events = 0
         self.duplicate_events = 0
 
@@ -155,6 +159,9 @@ class Engine:
             if srv.max_ts is None or ev.ts > srv.max_ts:
                 srv.max_ts = ev.ts
             late = srv.boundary is not None and ev.ts < srv.boundary
+            if late and self._seen(ev):
+                out.duplicates += 1  # a replay of an event already in final state
+                continue
             if action == RESTART:
                 if ev.event_id in srv.restart_ids:
                     out.duplicates += 1
@@ -228,6 +235,17 @@ class Engine:
     def _late(self, out: Output, ev: Event) -> None:
         out.late.append(ev)
         self.late_events += 1
+        self._mark(ev)
+
+    def _seen(self, ev: Event) -> bool:
+        applied = self._applied.get(ev.source)
+        return applied is not None and ev.seq in applied
+
+    def _mark(self, ev: Event) -> None:
+        applied = self._applied.get(ev.source)
+        if applied is None:
+            applied = self._applied[ev.source] = SeqSet()
+        applied.add(ev.seq)
 
     @staticmethod
     def _apply_restart(pool: _Pool, ev: Event) -> int:
@@ -283,6 +301,8 @@ class Engine:
             if due:
                 pool.pending = [e for e in pool.pending if e.ts >= boundary]
                 pool.pending_ids = {e.event_id for e in pool.pending}
+            for e in due:
+                self._mark(e)
             evs = sorted([*due, *(r for r in restarts if r.ts >= pool.final_upto)], key=_order)
             est = self._estates[srv.org + _SEP + feature]
             for row, steps in _pool_minutes(pool, evs, boundary):
@@ -293,6 +313,8 @@ class Engine:
                     est.buf.setdefault(row.minute, []).append((row, steps))
             pool.final_upto = boundary
         if restarts:
+            for r in restarts:
+                self._mark(r)
             srv.restarts = [r for r in srv.restarts if r.ts >= boundary]
             srv.restart_ids = {r.event_id for r in srv.restarts}
         srv.boundary = boundary
@@ -322,6 +344,7 @@ class Engine:
             "v": 1,
             "late": self.late_events,
             "dup": self.duplicate_events,
+            "applied": {src: seqs.intervals() for src, seqs in self._applied.items()},
             "servers": [
                 [s.org, s.server, s.max_ts, s.last_hb, s.boundary, s.last_seen_wall,
                  [list(r) for r in s.restarts]]
@@ -347,6 +370,7 @@ class Engine:
         eng = cls(lateness_us, idle_timeout_us)
         eng.late_events = state.get("late", 0)
         eng.duplicate_events = state.get("dup", 0)
+        eng._applied = {src: SeqSet(iv) for src, iv in state.get("applied", {}).items()}
         for org, server, max_ts, last_hb, boundary, wall, restarts in state["servers"]:
             srv = _Server(org, server, max_ts, last_hb, boundary, wall,
                           [Event(*r) for r in restarts])

@@ -110,16 +110,8 @@ class Registry:
     def parsed(self, schema_id: int) -> Any:
         if schema_id not in self._schemas:
             answer = self._call("GET", f"/schemas/ids/{schema_id}")
-            self._schemas[schema_id] = fastavro.parse_schema(_plain(json.loads(answer["schema"])))
+            self._schemas[schema_id] = fastavro.parse_schema(schemas.strip_logical(json.loads(answer["schema"])))
         return self._schemas[schema_id]
-
-
-def _plain(node: Any) -> Any:
-    if isinstance(node, list):
-        return [_plain(x) for x in node]
-    if isinstance(node, dict):
-        return {k: _plain(v) for k, v in node.items() if k != "logicalType"}
-    return node
 
 
 class Serde:

@@ -55,13 +55,14 @@ def load(name: str, logical: bool = True) -> Any:
     """Parsed schema. With ``logical=False`` timestamps stay integers (the hot path)."""
     schema = expanded(name)
     if not logical:
-        schema = _strip_logical(schema)
+        schema = strip_logical(schema)
     return fastavro.parse_schema(schema)
 
 
-def _strip_logical(node: Any) -> Any:
+def strip_logical(node: Any) -> Any:
+    """The schema without logical types: timestamps decode as plain integers (microseconds)."""
     if isinstance(node, list):
-        return [_strip_logical(x) for x in node]
+        return [strip_logical(x) for x in node]
     if isinstance(node, dict):
-        return {k: _strip_logical(v) for k, v in node.items() if k != "logicalType"}
+        return {k: strip_logical(v) for k, v in node.items() if k != "logicalType"}
     return node

@@ -225,3 +225,27 @@ def test_heartbeat_alone_finalizes_minutes() -> None:
     out = eng.process([heartbeat("acme", "lic01", m("10:03"), "t", 0)])
     assert [r.minute for r in out.rows if r.level == POOL] == [m("10:00"), m("10:01")]
     assert eng.final_upto() == m("10:02")
+
+
+def test_replaying_final_events_is_harmless() -> None:
+    # A producer restarted from the start of its input sends everything again, long after it is final.
+    events = _random_day(5)
+    expected = compute_rows(events)
+    eng = Engine()
+    rows = eng.process(events).rows
+    replay = eng.process(events)
+    assert replay.late == [] and replay.duplicates == len(events) and replay.rows == []
+    end = events[-1].ts + MINUTE_US + 60 * US
+    rows += eng.process([heartbeat("acme", s, end, "t", 0) for s in ("a", "b")]).rows
+    assert sort_rows(rows) == expected
+
+
+def test_a_late_event_counts_once_even_when_sent_again() -> None:
+    eng = Engine(lateness_us=60 * US)
+    eng.process([ev("10:00:00", "OUT", "u1"), ev("10:05:00", "DENIED")])
+    late = ev("10:01:00", "OUT", "u2")
+    assert eng.process([late]).late == [late]
+    again = eng.process([late])
+    assert again.late == [] and again.duplicates == 1
+    out = eng.process([heartbeat("acme", "lic01", m("10:08"), "t", 0)])
+    assert {x.minute: x.peak for x in out.rows if x.level == POOL}[m("10:05")] == 2

@@ -1,0 +1,51 @@
+"""A set of integers kept as sorted, merged, inclusive intervals.
+
+The engine records which ``seq`` numbers of each source it has applied. Sources are read in
+order, so the set is almost always one interval per source: membership and insertion are
+O(log n) in the number of gaps, and the state stays tiny however many events went through.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+
+class SeqSet:
+    """Integers as ``[[lo, hi], ...]`` with ``hi + 1 < next lo``."""
+
+    __slots__ = ("_hi", "_lo")
+
+    def __init__(self, intervals: list[list[int]] | None = None) -> None:
+        self._lo: list[int] = [a for a, _ in intervals or []]
+        self._hi: list[int] = [b for _, b in intervals or []]
+
+    def __contains__(self, x: int) -> bool:
+        i = bisect.bisect_right(self._lo, x) - 1
+        return i >= 0 and x <= self._hi[i]
+
+    def add(self, x: int) -> None:
+        lo, hi = self._lo, self._hi
+        if hi and hi[-1] + 1 == x:  # the common case: the next seq of an in-order source
+            hi[-1] = x
+            return
+        i = bisect.bisect_right(lo, x) - 1
+        if i >= 0 and x <= hi[i]:
+            return
+        joins_left = i >= 0 and hi[i] + 1 == x
+        joins_right = i + 1 < len(lo) and lo[i + 1] - 1 == x
+        if joins_left and joins_right:
+            hi[i] = hi[i + 1]
+            del lo[i + 1], hi[i + 1]
+        elif joins_left:
+            hi[i] = x
+        elif joins_right:
+            lo[i + 1] = x
+        else:
+            lo.insert(i + 1, x)
+            hi.insert(i + 1, x)
+
+    def intervals(self) -> list[list[int]]:
+        return [[a, b] for a, b in zip(self._lo, self._hi, strict=True)]
+
+    def __len__(self) -> int:
+        return sum(b - a + 1 for a, b in zip(self._lo, self._hi, strict=True))
