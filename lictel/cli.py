@@ -151,6 +151,11 @@ def run(
                   f"{result.seconds:.1f} s")
     for err in ps.errors[:5]:
         console.print(f"  [yellow]dead letter:[/] {err}")
+    late = result.stored.get("late_events", 0)
+    if late:
+        console.print(f"  [yellow]{late:,} late event(s)[/]: older than what was already final (more than "
+                      f"{settings.lateness_s:g} s behind their server); counted from their arrival on and "
+                      f"listed in the late_events table")
     _print_summary(settings)
 
 

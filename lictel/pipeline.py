@@ -125,11 +125,12 @@ class JobResult:
 
 
 async def wait_stored(settings: Settings, bootstrap: str, target: int | None,
-                      events_end: dict[int, int], *, check: Callable[[], None] = lambda: None,
+                      ends: dict[str, int], *, check: Callable[[], None] = lambda: None,
                       timeout: float = 600.0,
                       on_progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
-    """Follow the progress topic until every partition is final past ``target`` and every events
-    message up to ``events_end`` is stored. Returns the sink's stored counts."""
+    """Follow the progress topic until every partition is final past ``target`` and the sink has
+    stored every message up to ``ends`` (``"topic|partition" -> end offset``); then do the same
+    for the late and dead-letter topics as they stand at that moment. Returns the stored counts."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     await consumer.start()
@@ -137,18 +138,26 @@ async def wait_stored(settings: Settings, bootstrap: str, target: int | None,
     consumer.assign([tp])
     await consumer.seek_to_beginning(tp)
     final: dict[int, int] = {}
-    stored_offsets: dict[int, int] = {}
-    stored = {"raw_events": 0, "usage_rows": 0, "dead_letters": 0}
+    stored_offsets: dict[str, int] = {}
+    stored = {"raw_events": 0, "usage_rows": 0, "dead_letters": 0, "late_events": 0}
     deadline = time.monotonic() + timeout
     parts = range(settings.partitions)
+    side_topics_done = False
     try:
         while True:
             done_parts = sum(1 for p in parts if target is None or final.get(p, -1) >= target)
-            done_events = all(stored_offsets.get(p, 0) >= end for p, end in events_end.items())
+            done_offsets = all(stored_offsets.get(k, 0) >= end for k, end in ends.items())
             if on_progress is not None:
                 on_progress(done_parts, settings.partitions)
-            if done_parts == settings.partitions and done_events:
-                return stored
+            if done_parts == settings.partitions and done_offsets:
+                if side_topics_done:
+                    return stored
+                side_topics_done = True
+                for name in ("late", "deadletter"):
+                    n = settings.partitions if name == "late" else 1
+                    for p, end in (await end_offsets(bootstrap, settings.topic(name), n)).items():
+                        ends[f"{settings.topic(name)}|{p}"] = end
+                continue
             if time.monotonic() > deadline:
                 raise BrokerError(
                     f"timed out after {timeout:.0f} s waiting for the pipeline to store every minute "
@@ -161,8 +170,8 @@ async def wait_stored(settings: Settings, bootstrap: str, target: int | None,
                     info = json.loads(msg.value)
                     for p, f in info.get("final_upto", {}).items():
                         final[int(p)] = max(final.get(int(p), -1), int(f))
-                    for p, off in info.get("events_offsets", {}).items():
-                        stored_offsets[int(p)] = max(stored_offsets.get(int(p), 0), int(off))
+                    for key, off in info.get("offsets", {}).items():
+                        stored_offsets[key] = max(stored_offsets.get(key, 0), int(off))
                     for k, v in info.get("stored", {}).items():
                         stored[k] = stored.get(k, 0) + int(v)
     finally:
@@ -197,7 +206,9 @@ async def run_job(stack: Stack, feed: Callable[[EventProducer], Awaitable[None]]
     stack.check()
     if on_stage is not None:
         on_stage("waiting for every minute to be final and stored")
-    ends = await end_offsets(stack.bootstrap, settings.topic("events"), settings.partitions)
+    events_topic = settings.topic("events")
+    ends = {f"{events_topic}|{p}": off
+            for p, off in (await end_offsets(stack.bootstrap, events_topic, settings.partitions)).items()}
     target = producer.closing_mark()
     target = None if target is None else target - settings.lateness_us
     stored = await wait_stored(settings, stack.bootstrap, target, ends, check=stack.check,

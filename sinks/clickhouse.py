@@ -2,7 +2,7 @@
 
 Invariants
 ----------
-- One consumer group reads the events, usage and dead-letter topics; offsets are committed only
+- One consumer group reads the events, usage, late and dead-letter topics; offsets are committed only
   after ClickHouse acknowledged every insert that holds their messages (at-least-once).
 - Every write is idempotent: raw events are keyed by ``event_id``, minute rows by key and minute
   (ReplacingMergeTree), dead letters by their topic position; each insert also carries an
@@ -11,7 +11,7 @@ Invariants
 - Buffers are flushed at ``sink_batch_rows`` rows or ``sink_flush_s`` after the first buffered
   message, whichever comes first.
 - After a flush the sink publishes what is now stored (per usage partition: final_upto; per
-  events partition: next offset) to the progress topic, and keeps ``pipeline_progress`` current.
+  topic partition: next offset) to the progress topic, and keeps ``pipeline_progress`` current.
 - A message that does not decode is dead-lettered with its position; the sink goes on.
 """
 
@@ -38,6 +38,7 @@ log = logging.getLogger("lictel.sink")
 
 RAW_COLUMNS = ["event_id", "ts", "org", "server", "vendor", "feature", "action", "user", "host",
                "handle", "count", "reason", "source", "seq"]
+LATE_COLUMNS = ["event_id", "ts", "org", "server", "feature", "action", "source", "seq"]
 USAGE_COLUMNS = ["level", "org", "server", "feature", "minute", "peak", "low", "license_us",
                  "checkouts", "checkins", "forced_releases", "denials", "queued", "orphans", "version"]
 DEAD_COLUMNS = ["ts", "stage", "source", "line", "field", "reason", "raw", "kafka_topic",
@@ -49,6 +50,7 @@ class SinkStats:
     raw_events: int = 0
     usage_rows: int = 0
     dead_letters: int = 0
+    late_events: int = 0
     inserts: int = 0
     undecodable: int = 0
     first_message_at: float | None = None  # time.monotonic() of the first message taken
@@ -60,15 +62,16 @@ class _Buffer:
 
     def __init__(self) -> None:
         self.raw: dict[str, list[Any]] = {c: [] for c in RAW_COLUMNS}
+        self.late: dict[str, list[Any]] = {c: [] for c in LATE_COLUMNS}
         self.usage: dict[str, list[Any]] = {c: [] for c in USAGE_COLUMNS}
         self.dead: dict[str, list[Any]] = {c: [] for c in DEAD_COLUMNS}
-        self.n_raw = self.n_usage = self.n_dead = 0
+        self.n_raw = self.n_usage = self.n_dead = self.n_late = 0
         self.offsets: dict[TopicPartition, tuple[int, int]] = {}  # first, last
         self.final: dict[int, int] = {}
         self.first_at: float | None = None
 
     def size(self) -> int:
-        return self.n_raw + self.n_usage + self.n_dead
+        return self.n_raw + self.n_usage + self.n_dead + self.n_late
 
     def add_dead(self, values: list[Any]) -> None:
         for c, v in zip(DEAD_COLUMNS, values, strict=True):
@@ -97,7 +100,7 @@ class ClickHouseSink:
         self.serde = Serde(settings.schema_registry_url,
                            {t: settings.topic(t) for t in ("events", "usage", "deadletter")})
         self.topics = {settings.topic("events"): "events", settings.topic("usage"): "usage",
-                       settings.topic("deadletter"): "dead"}
+                       settings.topic("deadletter"): "dead", settings.topic("late"): "late"}
         self.stats = SinkStats()
         self.stop = asyncio.Event()
         self._buf = _Buffer()
@@ -108,7 +111,8 @@ class ClickHouseSink:
     def counters(self) -> dict[str, float]:
         st = self.stats
         out: dict[str, float] = {"raw_events": st.raw_events, "usage_rows": st.usage_rows,
-                                 "dead_letters": st.dead_letters, "inserts": st.inserts,
+                                 "dead_letters": st.dead_letters, "late_events": st.late_events,
+                                 "inserts": st.inserts,
                                  "undecodable": st.undecodable}
         if st.final_upto:
             out["final_upto_seconds"] = min(st.final_upto.values()) / US
@@ -156,6 +160,11 @@ class ClickHouseSink:
                 for c, col in buf.raw.items():
                     col.extend([e[c] for e in events])
                 buf.n_raw += len(events)
+            elif kind == "late":
+                late = self.serde.events.decode(value)["events"]
+                for c, col in buf.late.items():
+                    col.extend([e[c] for e in late])
+                buf.n_late += len(late)
             elif kind == "usage":
                 batch = self.serde.usage.decode(value)
                 rows = batch["rows"]
@@ -201,6 +210,7 @@ class ClickHouseSink:
         """Insert one buffer, then commit the offsets it came from and publish progress."""
         db = self.db
         for table, columns, n in (("raw_events", buf.raw, buf.n_raw),
+                                  ("late_events", buf.late, buf.n_late),
                                   ("usage_minute", buf.usage, buf.n_usage),
                                   ("dead_letters", buf.dead, buf.n_dead)):
             if n:
@@ -214,15 +224,15 @@ class ClickHouseSink:
         self.stats.raw_events += buf.n_raw
         self.stats.usage_rows += buf.n_usage
         self.stats.dead_letters += buf.n_dead
+        self.stats.late_events += buf.n_late
         self.stats.final_upto.update(buf.final)
         assert self._consumer is not None and self._producer is not None
         await self._consumer.commit({tp: last + 1 for tp, (_, last) in buf.offsets.items()})
-        events_topic = self.settings.topic("events")
         progress = {
             "final_upto": {str(p): f for p, f in buf.final.items()},
-            "events_offsets": {str(tp.partition): last + 1 for tp, (_, last) in buf.offsets.items()
-                               if tp.topic == events_topic},
-            "stored": {"raw_events": buf.n_raw, "usage_rows": buf.n_usage, "dead_letters": buf.n_dead},
+            "offsets": {f"{tp.topic}|{tp.partition}": last + 1 for tp, (_, last) in buf.offsets.items()},
+            "stored": {"raw_events": buf.n_raw, "usage_rows": buf.n_usage, "dead_letters": buf.n_dead,
+                       "late_events": buf.n_late},
         }
         await self._producer.send_and_wait(self.settings.topic("progress"), json.dumps(progress).encode())
 

@@ -87,7 +87,7 @@ def make_app(settings: Settings, bootstrap: str) -> faust.App:
     state.value_serializer = "raw"  # type: ignore[attr-defined]
     engines: dict[int, _PartitionState] = {}
     counters: dict[str, int] = {"messages": 0, "events": 0, "rows": 0, "late": 0, "dead": 0,
-                                "skipped": 0, "caught_up": 0, "snapshots": 0}
+                                "skipped": 0, "caught_up": 0, "snapshots": 0, "duplicates": 0}
     app.lictel_counters = counters  # type: ignore[attr-defined]
     metrics.serve("stream", lambda: counters, settings.metrics_port, settings.data_dir)
     catchup: dict[str, AIOKafkaConsumer] = {}
@@ -114,14 +114,15 @@ def make_app(settings: Settings, bootstrap: str) -> faust.App:
         else:
             counters["events"] += len(batch)
             out = st.engine.process(batch, now)
+            counters["duplicates"] += out.duplicates
             new_final = st.engine.final_upto(now)
+            if out.late:  # before the rows: once a final mark is stored, its late events are too
+                counters["late"] += len(out.late)
+                await late.send(value=serde.encode_events(out.late), partition=p)
             if out.rows or new_final != st.final:
                 await usage.send(value=serde.encode_usage(p, new_final, out.rows), partition=p)
                 counters["rows"] += len(out.rows)
                 st.final = new_final
-            if out.late:
-                counters["late"] += len(out.late)
-                await late.send(value=serde.encode_events(out.late), partition=p)
         st.offset = offset
 
     async def catch_up(st: _PartitionState, p: int, upto: int) -> None:

@@ -76,3 +76,17 @@ def test_bad_input_is_dead_lettered_and_the_run_goes_on(lictel: Lictel) -> None:
                         path=str(lictel.data_dir / "warehouse"))
     rows = json.loads(str(result))["data"]
     assert rows == [[2, None, bad], [3, "action", bad], [4, "server", bad], [5, "ts", bad]]
+
+
+def test_late_event_is_reported_and_listed(lictel: Lictel) -> None:
+    # One event per message, so the watermark has moved on when the 09:55 event arrives last.
+    env = {**lictel.env, "LICTEL_BATCH_EVENTS": "1"}
+    run = Lictel(lictel.data_dir, env)("run", "--jsonl", str(DATA / "late.jsonl"))
+    assert "1 late event(s)" in " ".join(run.stderr.split())
+    # Rows of the on-time events are unchanged; the late DENIED made no row of its own.
+    assert lictel("export", "usage", "--format", "csv").stdout == (DATA / "small_pool.csv").read_text()
+    import chdb
+
+    got = chdb.query("SELECT event_id, action FROM lictel.late_events FINAL", "CSV",
+                     path=str(lictel.data_dir / "warehouse"))
+    assert str(got).strip() == '"lic02:hand.log:9","DENIED"'

@@ -53,7 +53,9 @@ def test_worker_sigkill_and_restart_gives_identical_rows(broker: EmbeddedBroker,
             await producer.close(final=True)
             mark = producer.closing_mark()
             assert mark is not None
-            ends = await end_offsets(stack.bootstrap, stack.settings.topic("events"), settings.partitions)
+            topic = stack.settings.topic("events")
+            ends = {f"{topic}|{p}": off
+                    for p, off in (await end_offsets(stack.bootstrap, topic, settings.partitions)).items()}
             await wait_stored(stack.settings, stack.bootstrap, mark - settings.lateness_us, ends,
                               check=stack.check, timeout=240)
             return mark
