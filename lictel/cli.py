@@ -201,17 +201,28 @@ def produce_jsonl_cmd(
     settings = settings_for(data_dir)
     bootstrap = resolve_bootstrap(settings)
 
+    total = sum(f.stat().st_size for f in files)
+
     async def go() -> Any:
         await ensure_topics(bootstrap, settings)
         producer = await EventProducer(settings, bootstrap, source="jsonl").start()
         try:
-            await produce_jsonl(producer, files)
+            with _bytes_progress() as progress:
+                task = progress.add_task("sending", total=total)
+                await produce_jsonl(producer, files, on_progress=lambda n: progress.advance(task, n))
         finally:
             await producer.close(final=final)
         return producer.stats
 
     stats = asyncio.run(go())
     _print_produce(stats)
+
+
+def _bytes_progress() -> Progress:
+    from rich.progress import DownloadColumn, TransferSpeedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                    TimeElapsedColumn(), console=console, transient=True)
 
 
 @produce_app.command("simulate")
@@ -232,8 +243,13 @@ def produce_simulate_cmd(
         await ensure_topics(bootstrap, settings)
         producer = await EventProducer(settings, bootstrap, source="simulate").start()
         try:
-            for event in simulate(spec):
-                await producer.send(event)
+            with Progress(SpinnerColumn(), TextColumn("simulating {task.completed:,} events"), TimeElapsedColumn(),
+                          console=console, transient=True) as progress:
+                task = progress.add_task("", total=None)
+                for i, event in enumerate(simulate(spec), 1):
+                    await producer.send(event)
+                    if i % 2000 == 0:
+                        progress.update(task, completed=i)
         finally:
             await producer.close(final=True)
         return producer.stats

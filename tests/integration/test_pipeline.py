@@ -48,7 +48,7 @@ def _simulated(tmp: Path, shuffle: bool) -> tuple[Path, list]:
     return path, events
 
 
-@pytest.mark.parametrize(("workers", "shuffle"), [(1, False), (2, True)])
+@pytest.mark.parametrize(("workers", "shuffle"), [(1, False), (1, True), (2, False), (2, True)])
 def test_simulated_estate_matches_batch_recompute(lictel: Lictel, tmp_path: Path, workers: int,
                                                    shuffle: bool) -> None:
     path, events = _simulated(tmp_path, shuffle)
