@@ -249,3 +249,38 @@ def test_a_late_event_counts_once_even_when_sent_again() -> None:
     assert again.late == [] and again.duplicates == 1
     out = eng.process([heartbeat("acme", "lic01", m("10:08"), "t", 0)])
     assert {x.minute: x.peak for x in out.rows if x.level == POOL}[m("10:05")] == 2
+
+
+def test_idle_server_holds_back_estate_minutes_only_until_the_idle_timeout() -> None:
+    eng = Engine(lateness_us=60 * US, idle_timeout_us=10 * US)
+    wall = 1_000 * US
+    eng.process([ev("10:00:00", "OUT", "u1", server="a"), ev("10:00:00", "OUT", "u2", server="b")], wall)
+    # Server b falls silent. a goes on: its pool minutes are final, the estate waits for b...
+    out = eng.process([ev("10:05:00", "DENIED", server="a")], wall + 5 * US)
+    assert {r.minute for r in out.rows if r.level == POOL} == {m("10:00"), m("10:01"), m("10:02"), m("10:03")}
+    assert [r for r in out.rows if r.level == ESTATE] == []
+    # ...until b has been silent longer than the idle timeout: then a's final minutes decide.
+    out = eng.process([ev("10:06:00", "DENIED", server="a")], wall + 11 * US)
+    estate = {r.minute: r for r in out.rows if r.level == ESTATE}
+    assert sorted(estate) == [m(f"10:0{i}") for i in range(5)]
+    assert estate[m("10:01")].peak == 1  # b's share is unknown while it is idle
+    assert eng.final_upto(wall + 11 * US) == m("10:05")
+    # b comes back with a heartbeat: its pool minutes (still holding u2) are emitted, and the estate
+    # minutes already final are reported as late for the estate (reconcile recomputes them).
+    out = eng.process([heartbeat("acme", "b", m("10:07"), "t", 0)], wall + 12 * US)
+    b_rows = [r for r in out.rows if r.level == POOL and r.server == "b"]
+    assert [r.minute for r in b_rows] == [m(f"10:0{i}") for i in range(6)]
+    assert all(r.peak == 1 for r in b_rows)
+    assert out.estate_late_rows == 5
+
+
+def test_heartbeats_keep_emitting_minutes_of_a_server_that_holds_licenses() -> None:
+    eng = Engine(lateness_us=60 * US)
+    eng.process([ev("10:00:30", "OUT", count=3)])
+    rows: list[MinuteRow] = []
+    for minute in range(2, 7):  # only heartbeats from now on, one a minute
+        rows += eng.process([heartbeat("acme", "lic01", m(f"10:0{minute}"), "t", minute)]).rows
+    pool = [r for r in rows if r.level == POOL]
+    # The 10:06 heartbeat makes every minute before 10:05 final (60 s lateness).
+    assert [r.minute for r in pool] == [m(f"10:0{i}") for i in range(5)]
+    assert [r.license_us for r in pool] == [90 * US] + [180 * US] * 4
