@@ -155,7 +155,8 @@ def run(
     if late:
         console.print(f"  [yellow]{late:,} late event(s)[/]: older than what was already final (more than "
                       f"{settings.lateness_s:g} s behind their server); counted from their arrival on and "
-                      f"listed in the late_events table")
+                      f"listed in the late_events table; correct their minutes with: "
+                      f"{_commands()[0]} reconcile --data-dir {settings.data_dir} --late")
     _print_summary(settings)
 
 
@@ -407,6 +408,42 @@ def _commands() -> tuple[str, str]:
         os.path.join(os.path.dirname(sys.executable), "lictel"))
     python_cmd = "python" if shutil.which("python") == sys.executable else short(sys.executable)
     return lictel_cmd, python_cmd
+
+
+@app.command()
+def reconcile(
+    data_dir: DataDir = None,
+    start: Annotated[str | None, typer.Option("--from", help="First minute to recompute (ISO-8601 UTC).")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="End of the range, exclusive (ISO-8601 UTC).")] = None,
+    org: Annotated[str | None, typer.Option(help="Only this organisation.")] = None,
+    late: Annotated[bool, typer.Option("--late", help="The range of the stored late events.")] = False,
+) -> None:
+    """Recompute minutes from raw events with the same engine and overwrite them (after late data)."""
+    from lictel.reconcile import late_range
+    from lictel.reconcile import reconcile as run_reconcile
+    from lictel.timeutil import iso_s, parse_ts
+    from lictel.warehouse import connect
+
+    settings = settings_for(data_dir)
+    client = connect(settings)
+    if late:
+        found = late_range(client, settings.clickhouse_database)
+        if found is None:
+            out.print("no late events stored: nothing to reconcile")
+            return
+        t1, t2 = found
+    else:
+        if not start or not end:
+            raise LictelError("give --from and --to (e.g. --from 2026-03-02T09:00:00Z), or --late")
+        try:
+            t1, t2 = parse_ts(start), parse_ts(end)
+        except ValueError as exc:
+            raise LictelError(f"--from/--to: {exc}") from None
+    if t2 <= t1:
+        raise LictelError("--to must be after --from")
+    res = run_reconcile(client, settings.clickhouse_database, t1, t2, org)
+    out.print(f"recomputed {iso_s(res.start)} to {iso_s(res.end)} from {res.events:,} raw events: "
+              f"{res.rows_before:,} rows before, {res.rows_after:,} after, {res.rows_changed:,} changed")
 
 
 @app.command("config")

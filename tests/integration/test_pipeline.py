@@ -90,3 +90,23 @@ def test_late_event_is_reported_and_listed(lictel: Lictel) -> None:
     got = chdb.query("SELECT event_id, action FROM lictel.late_events FINAL", "CSV",
                      path=str(lictel.data_dir / "warehouse"))
     assert str(got).strip() == '"lic02:hand.log:9","DENIED"'
+
+
+def test_reconcile_makes_late_data_count_as_if_on_time(lictel: Lictel) -> None:
+    from lictel.events import event_from_line
+
+    path = DATA / "late_out.jsonl"
+    env = {**lictel.env, "LICTEL_BATCH_EVENTS": "1"}
+    run = Lictel(lictel.data_dir, env)("run", "--jsonl", str(path))
+    assert "1 late event(s)" in " ".join(run.stderr.split())
+    events = [event_from_line(line) for line in path.read_text().splitlines()]
+    on_time = {level: to_csv(minute_row(r) for r in compute_rows(events) if r.level == level)
+               for level in ("pool", "estate")}
+    before = lictel("export", "usage", "--level", "pool", "--format", "csv").stdout
+    assert before != on_time["pool"]  # the late checkout is missing from 09:59 and 10:00
+    rec = lictel("reconcile", "--late")
+    assert "changed" in rec.stdout and " 0 changed" not in rec.stdout
+    for level in ("pool", "estate"):
+        assert lictel("export", "usage", "--level", level, "--format", "csv").stdout == on_time[level], level
+    again = lictel("reconcile", "--from", "2026-03-02T09:00:00Z", "--to", "2026-03-02T11:00:00Z")
+    assert " 0 changed" in again.stdout  # recomputing final data again changes nothing
