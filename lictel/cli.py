@@ -269,22 +269,32 @@ def _print_produce(stats: Any) -> None:
 @app.command()
 def stream(
     data_dir: DataDir = None,
-    worker_id: Annotated[int, typer.Option(help="Distinguishes workers sharing a data dir.")] = 0,
+    worker_id: Annotated[int | None, typer.Option(
+        help="A stable id: the worker rejoins its group at once after a restart (static membership). "
+             "Give each worker its own; leave unset for interchangeable replicas.")] = None,
     loglevel: Annotated[str, typer.Option(envvar="LICTEL_LOGLEVEL")] = "WARNING",
 ) -> None:
     """Run one stream worker (Faust) until stopped."""
+    import socket
+
     from lictel.broker import resolve_bootstrap
     from streams.app import run_worker
 
     settings = settings_for(data_dir)
     bootstrap = resolve_bootstrap(settings)
-    per_worker = settings.model_copy(update={"data_dir": settings.data_dir / f"worker-{worker_id}"})
+    name = f"worker-{worker_id}" if worker_id is not None else f"worker-{socket.gethostname()}"
+    per_worker = settings.model_copy(update={"data_dir": settings.data_dir / name, "kafka_bootstrap": bootstrap})
     sys.argv = [sys.argv[0]]  # Faust's worker reads argv
-    run_worker(per_worker.model_copy(update={"kafka_bootstrap": bootstrap}), bootstrap, loglevel)
+    instance = f"{settings.topic_prefix}-stream-{worker_id}" if worker_id is not None else None
+    run_worker(per_worker, bootstrap, loglevel, instance)
 
 
 @app.command()
-def sink(data_dir: DataDir = None) -> None:
+def sink(
+    data_dir: DataDir = None,
+    sink_id: Annotated[int | None, typer.Option(
+        help="A stable id: the sink rejoins its group at once after a restart (static membership).")] = None,
+) -> None:
     """Run the ClickHouse sink until stopped (SIGTERM/SIGINT flush and exit)."""
     from lictel.broker import resolve_bootstrap
     from sinks.clickhouse import ClickHouseSink
@@ -296,7 +306,8 @@ def sink(data_dir: DataDir = None) -> None:
     async def go() -> None:
         from lictel import metrics
 
-        s = ClickHouseSink(settings, bootstrap)
+        instance = f"{settings.topic_prefix}-sink-{sink_id}" if sink_id is not None else None
+        s = ClickHouseSink(settings, bootstrap, group_instance_id=instance)
         metrics.serve("sink", s.counters, settings.metrics_port, settings.data_dir,
                       gauges=frozenset({"final_upto_seconds"}))
         loop = asyncio.get_running_loop()

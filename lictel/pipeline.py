@@ -58,10 +58,13 @@ class Stack:
             self.bootstrap = self.broker.bootstrap
         self.settings = self.settings.model_copy(update={"kafka_bootstrap": self.bootstrap})
         asyncio.run(ensure_topics(self.bootstrap, self.settings))
-        self.spawn("sink", ["sink"])
+        self.start_sink()
         for i in range(self.workers):
             self.start_worker(i)
         return self
+
+    def start_sink(self) -> None:
+        self.spawn("sink", ["sink", "--sink-id", "0"])
 
     def start_worker(self, i: int) -> None:
         self.spawn(f"stream-{i}", ["stream", "--worker-id", str(i)])

@@ -92,7 +92,9 @@ class _Buffer:
 class ClickHouseSink:
     """The sink loop. ``run`` until ``stop`` is set; ``flush`` on the way out."""
 
-    def __init__(self, settings: Settings, bootstrap: str, client: Client | None = None) -> None:
+    def __init__(self, settings: Settings, bootstrap: str, client: Client | None = None,
+                 group_instance_id: str | None = None) -> None:
+        self.group_instance_id = group_instance_id
         self.settings = settings
         self.bootstrap = bootstrap
         self.db = settings.clickhouse_database
@@ -105,6 +107,9 @@ class ClickHouseSink:
         self.stop = asyncio.Event()
         self._buf = _Buffer()
         self._inflight: asyncio.Task[None] | None = None
+        # Messages per poll: about a batch of rows (a message holds up to ~100 minute rows), so one
+        # poll never buffers far more than sink_batch_rows.
+        self._poll_records = max(10, settings.sink_batch_rows // 50)
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
 
@@ -125,7 +130,7 @@ class ClickHouseSink:
             group_id=f"{self.settings.topic_prefix}-sink", enable_auto_commit=False,
             auto_offset_reset="earliest", max_partition_fetch_bytes=16 << 20,
             fetch_max_bytes=64 << 20, session_timeout_ms=6_000,
-            heartbeat_interval_ms=1_000)
+            heartbeat_interval_ms=1_000, group_instance_id=self.group_instance_id)
         self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
         try:
             await self._consumer.start()
@@ -134,7 +139,7 @@ class ClickHouseSink:
             raise BrokerError(f"sink cannot reach Kafka at {self.bootstrap}: {exc}") from exc
         try:
             while not self.stop.is_set():
-                batches = await self._consumer.getmany(timeout_ms=100, max_records=200)
+                batches = await self._consumer.getmany(timeout_ms=100, max_records=self._poll_records)
                 for tp, messages in batches.items():
                     for msg in messages:
                         self._take(tp, msg.offset, msg.value)

@@ -49,7 +49,7 @@ class _PartitionState:
         self.saved_at = time.monotonic()
 
 
-def make_app(settings: Settings, bootstrap: str) -> faust.App:
+def make_app(settings: Settings, bootstrap: str, instance_id: str | None = None) -> faust.App:
     """Build the stream app for ``settings`` against the Kafka at ``bootstrap``."""
     (settings.data_dir / "streams").mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -67,6 +67,8 @@ def make_app(settings: Settings, bootstrap: str) -> faust.App:
         # Tansu completes a group join after about half the session timeout: keep it short.
         broker_session_timeout=6.0,
         broker_heartbeat_interval=1.0,
+        # With a stable id a restarted worker takes its old place in the group at once.
+        consumer_group_instance_id=instance_id,
         table_standby_replicas=0,
         stream_buffer_maxsize=64,
         consumer_max_fetch_size=16 << 20,
@@ -178,8 +180,8 @@ def make_app(settings: Settings, bootstrap: str) -> faust.App:
     return app
 
 
-def run_worker(settings: Settings, bootstrap: str, loglevel: str = "WARNING") -> None:
+def run_worker(settings: Settings, bootstrap: str, loglevel: str = "WARNING", instance_id: str | None = None) -> None:
     """Run one stream worker in this process until it is stopped (SIGTERM/SIGINT)."""
-    app = make_app(settings, bootstrap)
+    app = make_app(settings, bootstrap, instance_id)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -10,8 +10,9 @@ import random
 import signal
 import threading
 import time
+import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -46,11 +47,13 @@ Chaos = Callable[[Stack, int], None]
 
 def run_pipeline(tmp: Path, events: list[Event], *, workers: int = 1, broker: EmbeddedBroker | None = None,
                  chaos: Chaos | None = None, producer_cls: type[EventProducer] = EventProducer,
-                 restart_producer_at: int | None = None) -> Settings:
-    """Stream ``events`` through a real stack; ``chaos(stack, i)`` runs before event i is sent."""
+                 restart_producer_at: int | None = None,
+                 after_produce: Callable[[Stack], Awaitable[None]] | None = None, **overrides: object) -> Settings:
+    """Stream ``events`` through a real stack; ``chaos(stack, i)`` runs before event i is sent,
+    ``after_produce(stack)`` once every event is delivered to Kafka."""
     settings = Settings(data_dir=tmp / "data", kafka_bootstrap=broker.bootstrap if broker else None,
                         topic_prefix=f"g{uuid.uuid4().hex[:8]}", partitions=4, snapshot_s=0.5, batch_events=100,
-                        linger_ms=50)
+                        linger_ms=50, **overrides)
     stack = Stack(settings, workers=workers).start()
     try:
         async def produce() -> None:
@@ -66,6 +69,8 @@ def run_pipeline(tmp: Path, events: list[Event], *, workers: int = 1, broker: Em
                         await producer.send(again)
                 await producer.send(e)
             await producer.close(final=True)
+            if after_produce is not None:
+                await after_produce(stack)
             mark = producer.closing_mark()
             assert mark is not None
             topic = stack.settings.topic("events")
@@ -104,29 +109,79 @@ def test_producer_restarted_from_the_start_of_its_input(broker: EmbeddedBroker, 
     assert_exact(settings, EVENTS)
 
 
-def _kill_and_restart(name: str, at: int) -> Chaos:
-    def chaos(stack: Stack, i: int) -> None:
-        if i == at:
-            time.sleep(2.0)  # let it take and store part of the input first
+def _kill_and_restart(name: str, *at: int, delay: float = 0.3) -> Chaos:
+    """Kill ``name`` with SIGKILL and start it again, from a thread, while events keep flowing."""
+    lock = threading.Lock()
+
+    def kill(stack: Stack) -> None:
+        time.sleep(delay)
+        with lock:
             proc = stack.procs.pop(name)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             if name == "sink":
-                stack.spawn("sink", ["sink"])
+                stack.start_sink()
             else:
                 stack.start_worker(int(name.rsplit("-", 1)[1]))
+
+    def chaos(stack: Stack, i: int) -> None:
+        if i in at:
+            threading.Thread(target=kill, args=(stack,), daemon=True).start()
+            time.sleep(delay + 0.5)  # slow the producer a little so the victim has work in hand
     return chaos
 
 
-def test_sink_killed_mid_stream(broker: EmbeddedBroker, tmp_path: Path) -> None:
-    settings = run_pipeline(tmp_path, EVENTS, broker=broker, chaos=_kill_and_restart("sink", len(EVENTS) // 2))
-    assert_exact(settings, EVENTS)
+def _stored(data_dir: Path) -> float:
+    """What the running sink has stored so far, from its Prometheus counters (0 while it starts)."""
+    try:
+        port = (data_dir / "metrics-sink.port").read_text()
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read().decode()
+    except (OSError, ValueError):
+        return 0.0
+    return sum(float(line.split()[1]) for line in text.splitlines()
+               if line.startswith(("lictel_sink_raw_events_total", "lictel_sink_usage_rows_total")))
+
+
+@pytest.mark.slow
+def test_sink_killed_mid_backlog_three_times(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """The sink is held down while a larger estate is produced, then started three times and killed
+    each time as soon as it has stored something: mid-way through the backlog, with rows buffered
+    and inserts in flight."""
+    events = list(simulate(SimSpec(users=800, servers=2, days=2, seed=22)))
+    kills: list[float] = []
+
+    def stop_sink(stack: Stack) -> None:
+        proc = stack.procs.pop("sink")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        (stack.settings.data_dir / "metrics-sink.port").unlink(missing_ok=True)
+
+    def hold_down(stack: Stack, i: int) -> None:
+        if i == 0:
+            stop_sink(stack)
+
+    async def kill_three_times(stack: Stack) -> None:
+        await asyncio.sleep(5)  # the stream worker emits its rows: a backlog of tens of thousands
+        for _ in range(3):
+            stack.start_sink()
+            deadline = time.monotonic() + 60
+            while _stored(stack.settings.data_dir) == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            kills.append(_stored(stack.settings.data_dir))
+            stop_sink(stack)
+        stack.start_sink()
+
+    settings = run_pipeline(tmp_path, events, broker=broker, chaos=hold_down, after_produce=kill_three_times,
+                            metrics_port=0, sink_batch_rows=100)
+    total = len(events) + len(compute_rows(events))
+    assert len(kills) == 3 and all(0 < k < total for k in kills), (kills, total)
+    assert_exact(settings, events)
 
 
 @pytest.mark.slow
 def test_one_of_two_workers_killed_mid_stream(broker: EmbeddedBroker, tmp_path: Path) -> None:
     settings = run_pipeline(tmp_path, EVENTS, workers=2, broker=broker,
-                            chaos=_kill_and_restart("stream-1", len(EVENTS) // 2))
+                            chaos=_kill_and_restart("stream-1", len(EVENTS) // 2, delay=1.5))
     assert_exact(settings, EVENTS)
 
 
