@@ -209,11 +209,19 @@ async def run_job(stack: Stack, feed: Callable[[EventProducer], Awaitable[None]]
     stack.check()
     if on_stage is not None:
         on_stage("waiting for every minute to be final and stored")
-    events_topic = settings.topic("events")
-    ends = {f"{events_topic}|{p}": off
-            for p, off in (await end_offsets(stack.bootstrap, events_topic, settings.partitions)).items()}
-    target = producer.closing_mark()
-    target = None if target is None else target - settings.lateness_us
-    stored = await wait_stored(settings, stack.bootstrap, target, ends, check=stack.check,
-                               timeout=timeout, on_progress=on_progress)
+    mark = producer.closing_mark()
+    stored = await wait_input_stored(stack, mark, timeout=timeout, on_progress=on_progress)
+    target = None if mark is None else mark - settings.lateness_us
     return JobResult(producer.stats, target, time.monotonic() - started, stored)
+
+
+async def wait_input_stored(stack: Stack, closing_mark: int | None, *, timeout: float = 900.0,
+                            on_progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+    """After a producer closed with ``closing_mark``: wait until everything it sent is final and stored."""
+    settings = stack.settings
+    topic = settings.topic("events")
+    ends = {f"{topic}|{p}": off
+            for p, off in (await end_offsets(stack.bootstrap, topic, settings.partitions)).items()}
+    target = None if closing_mark is None else closing_mark - settings.lateness_us
+    return await wait_stored(settings, stack.bootstrap, target, ends, check=stack.check, timeout=timeout,
+                             on_progress=on_progress)

@@ -89,7 +89,8 @@ def make_app(settings: Settings, bootstrap: str, instance_id: str | None = None)
     state.value_serializer = "raw"  # type: ignore[attr-defined]
     engines: dict[int, _PartitionState] = {}
     counters: dict[str, int] = {"messages": 0, "events": 0, "rows": 0, "late": 0, "dead": 0,
-                                "skipped": 0, "caught_up": 0, "snapshots": 0, "duplicates": 0}
+                                "skipped": 0, "caught_up": 0, "snapshots": 0, "duplicates": 0,
+                                "estate_late_rows": 0}
     app.lictel_counters = counters  # type: ignore[attr-defined]
     metrics.serve("stream", lambda: counters, settings.metrics_port, settings.data_dir)
     catchup: dict[str, AIOKafkaConsumer] = {}
@@ -117,6 +118,7 @@ def make_app(settings: Settings, bootstrap: str, instance_id: str | None = None)
             counters["events"] += len(batch)
             out = st.engine.process(batch, now)
             counters["duplicates"] += out.duplicates
+            counters["estate_late_rows"] += out.estate_late_rows
             new_final = st.engine.final_upto(now)
             if out.late:  # before the rows: once a final mark is stored, its late events are too
                 counters["late"] += len(out.late)

@@ -22,7 +22,7 @@ from lictel.config import Settings
 from lictel.engine import compute_rows
 from lictel.events import Event
 from lictel.export import minute_row, usage_rows
-from lictel.pipeline import Stack, end_offsets, wait_stored
+from lictel.pipeline import Stack, wait_input_stored
 from lictel.timeutil import US
 from lictel.warehouse import connect
 from producers.base import EventProducer
@@ -73,11 +73,7 @@ def run_pipeline(tmp: Path, events: list[Event], *, workers: int = 1, broker: Em
                 await after_produce(stack)
             mark = producer.closing_mark()
             assert mark is not None
-            topic = stack.settings.topic("events")
-            ends = {f"{topic}|{p}": off
-                    for p, off in (await end_offsets(stack.bootstrap, topic, settings.partitions)).items()}
-            await wait_stored(stack.settings, stack.bootstrap, mark - settings.lateness_us, ends,
-                              check=stack.check, timeout=300)
+            await wait_input_stored(stack, mark, timeout=300)
 
         asyncio.run(produce())
     finally:

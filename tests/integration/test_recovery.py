@@ -16,7 +16,7 @@ from lictel.broker import EmbeddedBroker
 from lictel.config import Settings
 from lictel.engine import compute_rows
 from lictel.export import minute_row, usage_rows
-from lictel.pipeline import Stack, end_offsets, wait_stored
+from lictel.pipeline import Stack, wait_input_stored
 from lictel.warehouse import connect
 from producers.base import EventProducer
 from producers.simulate import SimSpec, simulate
@@ -53,11 +53,7 @@ def test_worker_sigkill_and_restart_gives_identical_rows(broker: EmbeddedBroker,
             await producer.close(final=True)
             mark = producer.closing_mark()
             assert mark is not None
-            topic = stack.settings.topic("events")
-            ends = {f"{topic}|{p}": off
-                    for p, off in (await end_offsets(stack.bootstrap, topic, settings.partitions)).items()}
-            await wait_stored(stack.settings, stack.bootstrap, mark - settings.lateness_us, ends,
-                              check=stack.check, timeout=240)
+            await wait_input_stored(stack, mark, timeout=300)
             return mark
 
         asyncio.run(second_half())
