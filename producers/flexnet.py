@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from lictel.errors import ConfigError
-from lictel.events import DENIED, DEQUEUED, IN, OUT, QUEUED, RESTART, Event
-from lictel.timeutil import to_us
+from lictel.events import DENIED, DEQUEUED, HEARTBEAT, IN, OUT, QUEUED, RESTART, Event
+from lictel.timeutil import from_us, to_us
 
 _LINE = re.compile(r"^\s*(\d{1,2}):(\d\d):(\d\d) \(([^)\s]+)\) ?(.*?)\s*$")
 _USAGE = re.compile(r'^(OUT|IN|DENIED|UNSUPPORTED|QUEUED|DEQUEUED): "([^"]*)" ?(.*)$')
@@ -298,3 +298,34 @@ class FlexnetParser:
     def _skip(self, lineno: int, reason: str, raw: str, dead: bool = False) -> Skipped:
         self.stats.skipped[reason] += 1
         return Skipped(lineno, reason, raw[:4096], dead)
+
+
+def render(events: Iterable[Event], tz: str = "UTC") -> Iterator[str]:
+    """Events of one server as compact FlexNet debug-log lines, in the server's local time.
+
+    A ``TIMESTAMP`` line is written whenever the local date changes, as lmgrd does. Used to turn
+    simulated estates into logs and to check the parser by a round trip.
+    """
+    zone = ZoneInfo(tz)
+    last_date: dt.date | None = None
+    for e in events:
+        if e.action == HEARTBEAT:
+            continue
+        local = from_us(e.ts).astimezone(zone)
+        clock = f"{local.hour:2d}:{local.minute:02d}:{local.second:02d}"
+        if local.date() != last_date:
+            last_date = local.date()
+            yield f"{clock} (lmgrd) TIMESTAMP {last_date.month}/{last_date.day}/{last_date.year}"
+        if e.action == RESTART:
+            yield f"{clock} ({e.vendor}) Server started on {e.server} for:"
+            continue
+        kind = e.action
+        who = f"{e.user}@{e.host}"
+        if e.handle:
+            who += f" [{e.handle}]"
+        if kind in (OUT, IN):
+            lic = f" ({e.count} licenses)" if e.count != 1 else ""
+            yield f"{clock} ({e.vendor}) {kind}: \"{e.feature}\" {who}{lic}  "
+        else:
+            reason = f"  ({e.reason})" if e.reason else "  "
+            yield f"{clock} ({e.vendor}) {kind}: \"{e.feature}\" {who}{reason}"

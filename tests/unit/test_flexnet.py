@@ -1,0 +1,123 @@
+"""The FlexNet debug-log parser on logs written by us from the documented formats, a round trip,
+and the real corpus in ../shared/corpus/flexnet (every line accounted for)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from lictel.engine import compute_rows
+from lictel.events import Event
+from lictel.timeutil import parse_ts
+from producers.flexnet import FlexnetParser, Skipped, render
+from producers.simulate import SimSpec, simulate
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "flexnet"
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "flexnet"
+
+
+def parse(name: str, **kw: object) -> tuple[list[Event], list[Skipped], FlexnetParser]:
+    p = FlexnetParser(org="acme", server="lic01", **kw)  # type: ignore[arg-type]
+    text = (DATA / name).read_text(encoding="utf-8")
+    items = [*p.parse(text.splitlines(), name), *p.finish()]
+    return ([i for i in items if isinstance(i, Event)], [i for i in items if isinstance(i, Skipped)], p)
+
+
+def test_every_line_kind_of_the_compact_format() -> None:
+    events, skipped, p = parse("basic.log", tz="Europe/Berlin")
+    got = [(e.action, e.feature, e.user, e.host, e.handle, e.count, e.ts) for e in events]
+    t = lambda hms: parse_ts(f"2026-03-02T{hms}+01:00")  # noqa: E731 - Berlin winter time
+    assert got == [
+        ("RESTART", "", "", "", None, 1, t("09:00:01")),
+        ("OUT", "XDT_PLT_CCU", "alice", "pc-1", None, 1, t("09:15:03")),
+        ("OUT", "XDT_PLT_CCU", "Renée Müller", "pc-2", None, 1, t("09:15:03")),
+        ("OUT", "XDT_ENT_UD", "bob", "pc-3", "project x", 3, t("09:20:00")),
+        ("DENIED", "XDT_PLT_CCU", "carol", "pc-4", None, 1, t("09:21:00")),
+        ("DENIED", "XDS_PLT_CCS", "dave", "pc-5", None, 1, t("09:21:30")),
+        ("QUEUED", "XDT_PLT_CCU", "carol", "pc-4", None, 1, t("09:22:00")),
+        ("DEQUEUED", "XDT_PLT_CCU", "carol", "pc-4", None, 1, t("09:23:00")),
+        ("IN", "XDT_PLT_CCU", "alice", "pc-1", None, 1, t("09:30:00")),
+        ("IN", "XDT_ENT_UD", "bob", "pc-3", "project x", 3, t("09:31:00")),
+        ("OUT", "XDT_PLT_CCU", "frank", "pc-7", None, 1, t("23:59:50")),
+        ("IN", "XDT_PLT_CCU", "frank", "pc-7", None, 1, parse_ts("2026-03-03T00:00:10+01:00")),
+        ("IN", "XDT_PLT_CCU", "Renée Müller", "pc-2", None, 1, parse_ts("2026-03-03T08:00:00+01:00")),
+        ("RESTART", "", "", "", None, 1, parse_ts("2026-03-03T08:00:00+01:00")),
+        ("RESTART", "", "", "", None, 1, parse_ts("2026-03-03T08:00:00+01:00")),
+    ]
+    assert events[4].reason == "Licensed number of users already reached. (-4,342)"
+    assert {e.vendor for e in events} == {"CITRIX"}
+    dead = [(s.line, s.reason.split(" (")[0]) for s in skipped if s.dead]
+    assert dead == [(14, "unparseable"), (15, "unparseable")]
+    assert p.stats.lines == 21 and len({s.line for s in skipped}) + len({e.seq // 16 for e in events}) == 21
+    assert len({e.event_id for e in events}) == len(events)
+
+
+def test_the_repeated_dst_hour_is_read_as_its_second_pass() -> None:
+    events, _, _ = parse("dst.log", tz="America/New_York")
+    # 01:30 and 01:50 EDT, then the clock falls back: 01:10 and 01:55 are EST, then 02:05 EST.
+    assert [e.ts for e in events] == [parse_ts(x) for x in (
+        "2016-11-06T05:30:00Z", "2016-11-06T05:50:00Z", "2016-11-06T06:10:00Z", "2016-11-06T06:55:00Z",
+        "2016-11-06T07:05:00Z")]
+
+
+def test_lines_before_the_first_date_are_dated_backwards() -> None:
+    events, _, _ = parse("nodate.log")
+    assert [e.ts for e in events] == [parse_ts(x) for x in (
+        "2022-06-09T22:00:00Z", "2022-06-09T23:30:00Z", "2022-06-10T01:00:00Z", "2022-06-10T03:00:00Z")]
+
+
+def test_a_log_without_any_date_says_so_or_takes_date() -> None:
+    events, skipped, _ = parse("undated.log")
+    assert events == [] and all(s.dead and "give --date" in s.reason for s in skipped)
+    events, _, _ = parse("undated.log", date=dt.date(2026, 3, 2))
+    assert [e.ts for e in events] == [parse_ts("2026-03-02T10:00:00Z"), parse_ts("2026-03-02T11:00:00Z")]
+
+
+def test_restart_closes_what_was_held() -> None:
+    events, _, _ = parse("basic.log", tz="Europe/Berlin")
+    rows = compute_rows(events)
+    last = max((r for r in rows if r.level == "pool" and r.feature == "XDT_PLT_CCU"), key=lambda r: r.minute)
+    # The SHUTDOWN check-in and the daemon's exit at 08:00 leave nothing held.
+    assert last.minute == parse_ts("2026-03-03T07:00:00Z") and last.low == 0 and last.checkins == 1
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Berlin"])
+def test_round_trip_render_then_parse_gives_the_same_rows(tz: str) -> None:
+    spec = SimSpec(users=60, servers=1, days=3, seed=3)
+    events = list(simulate(spec))
+    lines = list(render(events, tz))
+    p = FlexnetParser(org=spec.org, server=events[0].server, tz=tz)
+    parsed = [i for i in p.parse(lines, "sim.log") if isinstance(i, Event)]
+    assert not any(isinstance(i, Skipped) and i.dead for i in p.parse(lines, "again.log"))
+    assert len(parsed) == len(events)
+    assert compute_rows(parsed) == compute_rows(events)
+
+
+def _corpus_counts(text: str) -> Counter[str]:
+    c: Counter[str] = Counter()
+    for name, pattern in (("OUT", r'\) OUT: "'), ("IN", r'\) IN: "'),
+                          ("DENIED", r'\) (DENIED|UNSUPPORTED): "')):
+        c[name] = len(re.findall(pattern, text))
+    return c
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus/flexnet is not beside this checkout")
+@pytest.mark.parametrize("path", sorted(CORPUS.glob("*.log")) if CORPUS.is_dir() else [], ids=lambda p: p.name[:40])
+def test_real_logs_every_line_is_an_event_or_accounted_for(path: Path) -> None:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.splitlines()
+    p = FlexnetParser(org="org", server="srv")
+    items = [*p.parse(lines, path.name), *p.finish()]
+    accounted = {i.line if isinstance(i, Skipped) else i.seq // 16 for i in items}
+    assert accounted == set(range(1, len(lines) + 1))
+    events = [i for i in items if isinstance(i, Event)]
+    counts = Counter(e.action for e in events)
+    want = _corpus_counts(text)
+    # Every usage line became its event (hand-damaged lines are dead letters, with their reason).
+    damaged = sum(1 for i in items if isinstance(i, Skipped) and i.dead and re.search(r'\) (OUT|IN): "', i.raw))
+    assert counts["OUT"] + counts["IN"] + damaged == want["OUT"] + want["IN"]
+    assert counts["DENIED"] == want["DENIED"]
