@@ -95,6 +95,14 @@ def run(
     workers: Workers = 1,
     jsonl: Annotated[list[Path] | None, typer.Option("--jsonl", exists=True, dir_okay=False,
                                                      help="Canonical LicenseEvent JSON Lines file(s).")] = None,
+    flexnet: Annotated[list[Path] | None, typer.Option("--flexnet", exists=True, dir_okay=False,
+                                                       help="FlexNet debug log(s) of one server (rotated files "
+                                                            "are read oldest first).")] = None,
+    server: Annotated[str | None, typer.Option(help="With --flexnet: the license server the logs come from.")] = None,
+    org: Annotated[str | None, typer.Option(help="With --flexnet: the organisation (default LICTEL_ORG).")] = None,
+    tz: Annotated[str, typer.Option(help="With --flexnet: the server's time zone (IANA name).")] = "UTC",
+    date: Annotated[str | None, typer.Option(help="With --flexnet: the date of lines before any date line "
+                                                  "(YYYY-MM-DD).")] = None,
     users: Users = 2000,
     servers: Servers = 3,
     days: Days = 7,
@@ -110,7 +118,13 @@ def run(
 
     settings = settings_for(data_dir)
     t0 = time.monotonic()
-    if jsonl:
+    if jsonl and flexnet:
+        raise LictelError("give --jsonl or --flexnet, not both")
+    parser = _flexnet_parser(settings, flexnet, server, org, tz, date) if flexnet else None
+    if flexnet:
+        total = sum(p.stat().st_size for p in flexnet)
+        what = f"{len(flexnet)} FlexNet log(s) of server {server}, {total / 1e6:.1f} MB"
+    elif jsonl:
         total = sum(p.stat().st_size for p in jsonl)
         what = f"{len(jsonl)} JSONL file(s), {total / 1e6:.1f} MB"
     else:
@@ -127,7 +141,13 @@ def run(
                           f"[dim]({time.monotonic() - t0:.1f} s)[/]")
 
             async def feed(producer: Any) -> None:
-                if jsonl:
+                if flexnet and parser is not None:
+                    from producers.flexnet import produce_flexnet
+
+                    progress.update(task, description="reading FlexNet logs", total=total, completed=0)
+                    await produce_flexnet(producer, list(flexnet), parser,
+                                          on_progress=lambda n: progress.advance(task, n))
+                elif jsonl:
                     progress.update(task, description="streaming JSONL", total=total, completed=0)
                     await produce_jsonl(producer, list(jsonl),
                                         on_progress=lambda n: progress.advance(task, n))
@@ -151,6 +171,8 @@ def run(
                   f"{result.seconds:.1f} s")
     for err in ps.errors[:5]:
         console.print(f"  [yellow]dead letter:[/] {err}")
+    if parser is not None:
+        _print_parse(parser)
     late = result.stored.get("late_events", 0)
     if late:
         console.print(f"  [yellow]{late:,} late event(s)[/]: older than what was already final (more than "
@@ -224,6 +246,68 @@ def _bytes_progress() -> Progress:
 
     return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                     TimeElapsedColumn(), console=console, transient=True)
+
+
+@produce_app.command("flexnet")
+def produce_flexnet_cmd(
+    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="Debug logs of one server.")],
+    server: Annotated[str | None, typer.Option(help="The license server the logs come from.")] = None,
+    org: Annotated[str | None, typer.Option(help="The organisation (default LICTEL_ORG).")] = None,
+    tz: Annotated[str, typer.Option(help="The server's time zone (IANA name, e.g. Europe/Berlin).")] = "UTC",
+    date: Annotated[str | None, typer.Option(help="Date of lines before any date line (YYYY-MM-DD).")] = None,
+    data_dir: DataDir = None,
+    final: Annotated[bool, typer.Option(help="End with closing heartbeats: the input is complete.")] = True,
+) -> None:
+    """Parse FlexNet (FLEXlm) debug logs and send their events to the events topic."""
+    from lictel.broker import ensure_topics, resolve_bootstrap
+    from producers.base import EventProducer
+    from producers.flexnet import produce_flexnet
+
+    settings = settings_for(data_dir)
+    parser = _flexnet_parser(settings, files, server, org, tz, date)
+    bootstrap = resolve_bootstrap(settings)
+    total = sum(f.stat().st_size for f in files)
+
+    async def go() -> Any:
+        await ensure_topics(bootstrap, settings)
+        producer = await EventProducer(settings, bootstrap, source="flexnet").start()
+        try:
+            with _bytes_progress() as progress:
+                task = progress.add_task("reading", total=total)
+                await produce_flexnet(producer, files, parser, on_progress=lambda n: progress.advance(task, n))
+        finally:
+            await producer.close(final=final)
+        return producer.stats
+
+    _print_produce(asyncio.run(go()))
+    _print_parse(parser)
+
+
+def _flexnet_parser(settings: Settings, files: list[Path] | None, server: str | None, org: str | None, tz: str,
+                    date: str | None) -> Any:
+    from producers.flexnet import FlexnetParser
+
+    if not server:
+        raise LictelError("FlexNet logs need --server NAME: the license server they come from")
+    first = None
+    if date:
+        try:
+            first = dt.date.fromisoformat(date)
+        except ValueError:
+            raise LictelError(f"--date {date!r} is not a date like 2026-03-02") from None
+    return FlexnetParser(org=org or settings.org, server=server, tz=tz, date=first)
+
+
+def _print_parse(parser: Any) -> None:
+    st = parser.stats
+    kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(st.events.items())) or "none"
+    console.print(f"  read {st.lines:,} log lines: events {kinds}")
+    for reason, n in st.skipped.most_common():
+        console.print(f"    {n:>9,} skipped: {reason}")
+    for w in st.warnings[:10]:
+        console.print(f"  [yellow]warning:[/] {w}")
+    if len(st.warnings) > 10:
+        console.print(f"  [yellow]... and {len(st.warnings) - 10} more warnings[/]")
 
 
 @produce_app.command("simulate")

@@ -35,13 +35,18 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from lictel.errors import ConfigError
+from lictel.errors import ConfigError, InputError
 from lictel.events import DENIED, DEQUEUED, HEARTBEAT, IN, OUT, QUEUED, RESTART, Event
 from lictel.timeutil import from_us, to_us
+
+if TYPE_CHECKING:
+    from producers.base import EventProducer
 
 _LINE = re.compile(r"^\s*(\d{1,2}):(\d\d):(\d\d) \(([^)\s]+)\) ?(.*?)\s*$")
 _USAGE = re.compile(r'^(OUT|IN|DENIED|UNSUPPORTED|QUEUED|DEQUEUED): "([^"]*)" ?(.*)$')
@@ -329,3 +334,43 @@ def render(events: Iterable[Event], tz: str = "UTC") -> Iterator[str]:
         else:
             reason = f"  ({e.reason})" if e.reason else "  "
             yield f"{clock} ({e.vendor}) {kind}: \"{e.feature}\" {who}{reason}"
+
+
+_ROTATED = re.compile(r"^(.*?)(?:\.(\d+))?$")
+
+
+def order_rotated(paths: Iterable[Path]) -> list[Path]:
+    """Rotated logs oldest first: ``CITRIX.log.2``, ``CITRIX.log.1``, ``CITRIX.log``; others as given."""
+    def key(item: tuple[int, Path]) -> tuple[str, int, int]:
+        index, path = item
+        m = _ROTATED.match(path.name)
+        base, number = (m.group(1), int(m.group(2))) if m and m.group(2) else (path.name, 0)
+        return (str(path.parent / base), -number, index)
+
+    return [p for _, p in sorted(enumerate(paths), key=key)]
+
+
+async def produce_flexnet(producer: EventProducer, paths: list[Path], parser: FlexnetParser,
+                          on_progress: Callable[[int], None] | None = None) -> None:
+    """Parse ``paths`` (rotated files oldest first) and send their events; dead-letter bad lines."""
+    last = paths[-1] if paths else Path("-")
+    for path in order_rotated(paths):
+        last = path
+        with open(path, "rb") as fh:
+            def lines() -> Iterator[str]:
+                for raw in fh:
+                    if on_progress is not None:
+                        on_progress(len(raw))
+                    yield raw.decode("utf-8", "replace")
+
+            for item in parser.parse(lines(), path.name):
+                await _emit(producer, item, path)
+    for item in parser.finish():
+        await _emit(producer, item, last)
+
+
+async def _emit(producer: EventProducer, item: Event | Skipped, path: Path) -> None:
+    if isinstance(item, Event):
+        await producer.send(item)
+    elif item.dead:
+        await producer.dead_letter(InputError(item.reason, source=str(path), line=item.line, raw=item.raw))
