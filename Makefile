@@ -32,7 +32,7 @@ test-long: $(STAMP)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check lictel producers streams sinks schemas tests bench
+	$(BIN)/ruff check lictel producers streams sinks schemas tests bench scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
