@@ -48,7 +48,7 @@ from lictel.timeutil import from_us, to_us
 if TYPE_CHECKING:
     from producers.base import EventProducer
 
-_LINE = re.compile(r"^\s*(\d{1,2}):(\d\d):(\d\d) \(([^)\s]+)\) ?(.*?)\s*$")
+_LINE = re.compile(r"\s*(\d{1,2}):(\d\d):(\d\d) \(([^)\s]+)\) ?(.*)")
 _USAGE = re.compile(r'^(OUT|IN|DENIED|UNSUPPORTED|QUEUED|DEQUEUED): "([^"]*)" ?(.*)$')
 _LICENSES = re.compile(r"\s*\((\d+) licenses?\)")
 _FLAG = re.compile(r"\s*\((INACTIVE|SHUTDOWN)\)\s*$")
@@ -64,6 +64,9 @@ _RESTARTED = re.compile(r"^REStarted (\S+)")
 _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
                                        "Nov", "Dec"), 1)}
 _ACTION = {"OUT": OUT, "IN": IN, "DENIED": DENIED, "UNSUPPORTED": DENIED, "QUEUED": QUEUED, "DEQUEUED": DEQUEUED}
+_DATE_STARTS = frozenset("TFS")  # TIMESTAMP, FLEXnet/FlexNet/FLEXlm Licensing, Server's System Date
+_USAGE_STARTS = frozenset("OIDUQ")
+_RESTART_STARTS = frozenset("SE")  # Server started, EXITING
 _MIDNIGHT_STEP = 65 * 60  # a step back larger than this (seconds) means the next day
 LMGRD = "lmgrd"
 
@@ -130,11 +133,13 @@ class FlexnetParser:
                 yield self._skip(lineno, "unparseable (no 'H:MM:SS (daemon)' prefix)", text, dead=True)
                 continue
             hh, mm, ss, daemon, body = m.groups()
-            secs = int(hh) * 3600 + int(mm) * 60 + int(ss)
-            if int(hh) > 23 or int(mm) > 59 or int(ss) > 59:
+            h, mi, se = int(hh), int(mm), int(ss)
+            if h > 23 or mi > 59 or se > 59:
                 yield self._skip(lineno, "unparseable (impossible time of day)", text, dead=True)
                 continue
-            if self._sets_date(lineno, secs, body):
+            secs = h * 3600 + mi * 60 + se
+            body = body.rstrip()
+            if body[:1] in _DATE_STARTS and self._sets_date(lineno, secs, body):
                 yield from self._flush_pending()
                 yield self._skip(lineno, "date line", text)
                 continue
@@ -142,7 +147,11 @@ class FlexnetParser:
                 self._pending.append(_Pending(lineno, secs, daemon, body, text))
                 continue
             self._advance(secs)
-            yield from self._line(lineno, secs, daemon, body, text, self.date, self.fold)
+            out = self._line(lineno, secs, daemon, body, text, self.date, self.fold)
+            if type(out) is list:
+                yield from out
+            else:
+                yield out  # type: ignore[misc]
 
     def finish(self) -> Iterator[Event | Skipped]:
         """End of input: lines still waiting for a date are reported, never guessed."""
@@ -211,7 +220,11 @@ class FlexnetParser:
             nxt = p.secs
         pending, self._pending = self._pending, []
         for p, day in zip(pending, reversed(dates), strict=True):
-            yield from self._line(p.lineno, p.secs, p.daemon, p.body, p.raw, day, 0)
+            out = self._line(p.lineno, p.secs, p.daemon, p.body, p.raw, day, 0)
+            if isinstance(out, list):
+                yield from out
+            else:
+                yield out
 
     # ------------------------------------------------------------------ events
 
@@ -233,20 +246,20 @@ class FlexnetParser:
         return to_us(local)
 
     def _line(self, lineno: int, secs: int, daemon: str, body: str, raw: str, day: dt.date,
-              fold: int) -> Iterator[Event | Skipped]:
+              fold: int) -> Event | Skipped | list[Event]:
         ts = self._ts(day, secs, fold)
-        m = _USAGE.match(body)
-        if m is not None and daemon != LMGRD:
-            yield self._usage(lineno, ts, daemon, m.group(1), m.group(2), m.group(3), raw)
-            return
-        restarted = self._restarted_daemons(daemon, body)
-        if restarted:
-            for i, vendor in enumerate(sorted(restarted)):
-                yield self._event(lineno, ts, vendor, "", RESTART, "", "", None, 1, body[:200], sub=i)
-            return
+        if body[:1] in _USAGE_STARTS and daemon != LMGRD:
+            m = _USAGE.match(body)
+            if m is not None:
+                return self._usage(lineno, ts, daemon, m.group(1), m.group(2), m.group(3), raw)
+        if daemon == LMGRD or body[:1] in _RESTART_STARTS:
+            restarted = self._restarted_daemons(daemon, body)
+            if restarted:
+                return [self._event(lineno, ts, vendor, "", RESTART, "", "", None, 1, body[:200], sub=i)
+                        for i, vendor in enumerate(sorted(restarted))]
         if daemon != LMGRD:
             self.daemons.add(daemon)
-        yield self._skip(lineno, "informational", raw)
+        return self._skip(lineno, "informational", raw)
 
     def _restarted_daemons(self, daemon: str, body: str) -> set[str]:
         if daemon != LMGRD and (_VENDOR_START.match(body) or _EXITING.match(body)):
