@@ -44,10 +44,12 @@ produce_app = typer.Typer(no_args_is_help=True, help="Send events to the events 
 db_app = typer.Typer(no_args_is_help=True, help="ClickHouse schema.")
 export_app = typer.Typer(no_args_is_help=True, help="Export stored data.")
 report_app = typer.Typer(no_args_is_help=True, help="Readable reports.")
+ent_app = typer.Typer(no_args_is_help=True, help="What the organisation may use: license files and contracts.")
 app.add_typer(produce_app, name="produce")
 app.add_typer(db_app, name="db")
 app.add_typer(export_app, name="export")
 app.add_typer(report_app, name="report")
+app.add_typer(ent_app, name="entitlements")
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 # Reports are read in terminals and in files/CI logs alike: never squeeze them to 80 columns.
@@ -539,6 +541,59 @@ def reconcile(
     res = run_reconcile(client, settings.clickhouse_database, t1, t2, org)
     out.print(f"recomputed {iso_s(res.start)} to {iso_s(res.end)} from {res.events:,} raw events: "
               f"{res.rows_before:,} rows before, {res.rows_after:,} after, {res.rows_changed:,} changed")
+
+
+@ent_app.command("import")
+def entitlements_import(
+    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False,
+                                                help="FlexNet license files (.lic) or contract CSVs (.csv).")],
+    org: Annotated[str | None, typer.Option(help="The organisation (default LICTEL_ORG).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Import entitlements; importing a file again replaces what it gave before."""
+    from lictel.entitlements import load_file, store
+    from lictel.warehouse import connect, migrate
+
+    settings = settings_for(data_dir)
+    found = [e for f in files for e in load_file(f, org or settings.org)]
+    client = connect(settings)
+    migrate(client, settings)
+    store(client, settings.clickhouse_database, found)
+    out.print(f"imported {len(found):,} entitlement(s) from {len(files)} file(s)")
+
+
+@ent_app.command("list")
+def entitlements_list(
+    org: Annotated[str | None, typer.Option(help="Only this organisation.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    data_dir: DataDir = None,
+) -> None:
+    """Every stored entitlement."""
+    import json as _json
+
+    from lictel.entitlements import PERMANENT, listing
+    from lictel.export import to_csv
+    from lictel.warehouse import connect
+
+    settings = settings_for(data_dir)
+    rows = listing(connect(settings), settings.clickhouse_database, org)
+    for r in rows:
+        r["count"] = "uncounted" if r.pop("uncounted") else r["count"]
+        r["expiry"] = "permanent" if r["expiry"] == PERMANENT else str(r["expiry"])
+        r["start"] = "" if r["start"] is None else str(r["start"])
+    if fmt == "json":
+        sys.stdout.write(_json.dumps(rows, default=str) + "\n")
+        return
+    if fmt == "csv":
+        sys.stdout.write(to_csv(rows, list(rows[0]) if rows else ["org", "feature", "count"]))
+        return
+    table = Table()
+    for col in ("org", "feature", "vendor", "count", "start", "expiry", "overdraft", "kind", "source"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(str(r[c]) for c in ("org", "feature", "vendor", "count", "start", "expiry", "overdraft",
+                                             "kind")), f"{Path(r['source']).name}:{r['line']}")
+    out.print(table if rows else "no entitlements stored yet (lictel entitlements import FILE)")
 
 
 @app.command("config")
