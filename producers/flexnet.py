@@ -21,7 +21,7 @@ Line kinds understood (compact form, ``H:MM:SS (DAEMON) message``):
   RESTART event); lmgrd's own exit releases every daemon it has seen. A crashed server therefore
   leaves no phantom checkouts.
 - A date that goes backwards (logs pasted together newest-first) is reported as a segment out of
-  order, with its line number.
+  order, with its line number; :func:`produce_flexnet` then sends that file's events in time order.
 
 Every line is accounted for: an event, or a :class:`Skipped` with a reason. Informational lines
 (banners, configuration, lmgrd chatter) are skipped as such; a line that does not have the
@@ -182,7 +182,7 @@ class FlexnetParser:
         if self.date is not None and new < self.date:
             self.stats.warnings.append(
                 f"line {lineno}: the date goes back from {self.date} to {new}: a log segment out of order "
-                f"(logs pasted together newest-first?); its events will arrive late")
+                f"(logs pasted together newest-first?)")
         if self.date != new:
             self.fold = 0
         self.date = new
@@ -365,10 +365,15 @@ def order_rotated(paths: Iterable[Path]) -> list[Path]:
 
 async def produce_flexnet(producer: EventProducer, paths: list[Path], parser: FlexnetParser,
                           on_progress: Callable[[int], None] | None = None) -> None:
-    """Parse ``paths`` (rotated files oldest first) and send their events; dead-letter bad lines."""
+    """Parse ``paths`` (rotated files oldest first) and send their events; dead-letter bad lines.
+
+    Files are read whole before sending: if a file's dates go back (segments pasted out of order),
+    its events are sent in time order instead of file order, so they are not late.
+    """
     last = paths[-1] if paths else Path("-")
     for path in order_rotated(paths):
         last = path
+        warned = len(parser.stats.warnings)
         with open(path, "rb") as fh:
             def lines() -> Iterator[str]:
                 for raw in fh:
@@ -376,8 +381,15 @@ async def produce_flexnet(producer: EventProducer, paths: list[Path], parser: Fl
                         on_progress(len(raw))
                     yield raw.decode("utf-8", "replace")
 
-            for item in parser.parse(lines(), path.name):
-                await _emit(producer, item, path)
+            items = list(parser.parse(lines(), path.name))
+        if len(parser.stats.warnings) > warned:
+            events = sorted((i for i in items if isinstance(i, Event)), key=lambda e: (e.ts, e.seq))
+            parser.stats.warnings.append(
+                f"{path.name}: {len(parser.stats.warnings) - warned} segment(s) out of order; "
+                f"its {len(events):,} events were sent in time order")
+            items = [*events, *(i for i in items if isinstance(i, Skipped))]
+        for item in items:
+            await _emit(producer, item, path)
     for item in parser.finish():
         await _emit(producer, item, last)
 

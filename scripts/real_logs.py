@@ -62,7 +62,8 @@ def analyse(path: Path) -> list[str]:
         out.append("Dead-lettered: " + ", ".join(f"{r} ({n})" for r, n in dead.items()) + ".")
     if st.warnings:
         out.append(f"Warnings: {len(st.warnings)} log segment(s) out of order (dates going back), e.g. "
-                   f"{st.warnings[0].split(':', 1)[0]}; events of such segments arrive late in a stream.")
+                   f"{st.warnings[0].split(':', 1)[0]}; `lictel run --flexnet` sends such a file's events "
+                   "in time order.")
     out += ["", "| feature | lictel peak | naive peak | OUTs of N > 1 licenses | orphan INs | forced releases |",
             "|---|---:|---:|---:|---:|---:|"]
     top = sorted(peak, key=lambda f: (-peak[f], f))[:8]
