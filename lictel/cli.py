@@ -19,6 +19,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -219,35 +220,44 @@ def produce_jsonl_cmd(
     final: Annotated[bool, typer.Option(help="End with closing heartbeats: the input is complete.")] = True,
 ) -> None:
     """Send canonical LicenseEvent JSON Lines to the events topic."""
-    from lictel.broker import ensure_topics, resolve_bootstrap
-    from producers.base import EventProducer
     from producers.jsonl import produce_jsonl
 
     settings = settings_for(data_dir)
-    bootstrap = resolve_bootstrap(settings)
 
-    total = sum(f.stat().st_size for f in files)
+    async def feed(producer: Any, advance: Callable[[int], None]) -> None:
+        await produce_jsonl(producer, files, on_progress=advance)
+
+    _print_produce(_produce(settings, "jsonl", feed, sum(f.stat().st_size for f in files), final))
+
+
+def _produce(settings: Settings, source: str, feed: Callable[[Any, Callable[[int], None]], Awaitable[None]],
+             total_bytes: int | None, final: bool = True) -> Any:
+    """Run one producer against the configured broker with a progress display; return its stats."""
+    from lictel.broker import ensure_topics, resolve_bootstrap
+    from producers.base import EventProducer
+
+    bootstrap = resolve_bootstrap(settings)
 
     async def go() -> Any:
         await ensure_topics(bootstrap, settings)
-        producer = await EventProducer(settings, bootstrap, source="jsonl").start()
+        producer = await EventProducer(settings, bootstrap, source=source).start()
         try:
-            with _bytes_progress() as progress:
-                task = progress.add_task("sending", total=total)
-                await produce_jsonl(producer, files, on_progress=lambda n: progress.advance(task, n))
+            if total_bytes is None:
+                columns: tuple[Any, ...] = (SpinnerColumn(), TextColumn("{task.description}: {task.completed:,} "
+                                                                        "events"), TimeElapsedColumn())
+            else:
+                from rich.progress import DownloadColumn, TransferSpeedColumn
+
+                columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                           TimeElapsedColumn())
+            with Progress(*columns, console=console, transient=True) as progress:
+                task = progress.add_task(source, total=total_bytes)
+                await feed(producer, lambda n: progress.advance(task, n))
         finally:
             await producer.close(final=final)
         return producer.stats
 
-    stats = asyncio.run(go())
-    _print_produce(stats)
-
-
-def _bytes_progress() -> Progress:
-    from rich.progress import DownloadColumn, TransferSpeedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                    TimeElapsedColumn(), console=console, transient=True)
+    return asyncio.run(go())
 
 
 @produce_app.command("flexnet")
@@ -261,27 +271,15 @@ def produce_flexnet_cmd(
     final: Annotated[bool, typer.Option(help="End with closing heartbeats: the input is complete.")] = True,
 ) -> None:
     """Parse FlexNet (FLEXlm) debug logs and send their events to the events topic."""
-    from lictel.broker import ensure_topics, resolve_bootstrap
-    from producers.base import EventProducer
     from producers.flexnet import produce_flexnet
 
     settings = settings_for(data_dir)
     parser = _flexnet_parser(settings, files, server, org, tz, date)
-    bootstrap = resolve_bootstrap(settings)
-    total = sum(f.stat().st_size for f in files)
 
-    async def go() -> Any:
-        await ensure_topics(bootstrap, settings)
-        producer = await EventProducer(settings, bootstrap, source="flexnet").start()
-        try:
-            with _bytes_progress() as progress:
-                task = progress.add_task("reading", total=total)
-                await produce_flexnet(producer, files, parser, on_progress=lambda n: progress.advance(task, n))
-        finally:
-            await producer.close(final=final)
-        return producer.stats
+    async def feed(producer: Any, advance: Callable[[int], None]) -> None:
+        await produce_flexnet(producer, files, parser, on_progress=advance)
 
-    _print_produce(asyncio.run(go()))
+    _print_produce(_produce(settings, "flexnet", feed, sum(f.stat().st_size for f in files), final))
     _print_parse(parser)
 
 
@@ -318,30 +316,18 @@ def produce_simulate_cmd(
     seed: Seed = 42, start: Start = "2026-03-02",
 ) -> None:
     """Send a simulated estate's events to the events topic."""
-    from lictel.broker import ensure_topics, resolve_bootstrap
-    from producers.base import EventProducer
     from producers.simulate import simulate
 
     settings = settings_for(data_dir)
     spec = _sim_spec(settings.org, users, servers, days, seed, start)
-    bootstrap = resolve_bootstrap(settings)
 
-    async def go() -> Any:
-        await ensure_topics(bootstrap, settings)
-        producer = await EventProducer(settings, bootstrap, source="simulate").start()
-        try:
-            with Progress(SpinnerColumn(), TextColumn("simulating {task.completed:,} events"), TimeElapsedColumn(),
-                          console=console, transient=True) as progress:
-                task = progress.add_task("", total=None)
-                for i, event in enumerate(simulate(spec), 1):
-                    await producer.send(event)
-                    if i % 2000 == 0:
-                        progress.update(task, completed=i)
-        finally:
-            await producer.close(final=True)
-        return producer.stats
+    async def feed(producer: Any, advance: Callable[[int], None]) -> None:
+        for i, event in enumerate(simulate(spec), 1):
+            await producer.send(event)
+            if i % 2000 == 0:
+                advance(2000)
 
-    _print_produce(asyncio.run(go()))
+    _print_produce(_produce(settings, "simulate", feed, None))
 
 
 def _print_produce(stats: Any) -> None:
@@ -460,7 +446,8 @@ def report_peak(data_dir: DataDir = None) -> None:
 
 
 def _print_summary(settings: Settings) -> None:
-    from lictel.reports import peak_summary
+    from lictel.reports import estate_gaps, peak_summary
+    from lictel.timeutil import iso_s
     from lictel.warehouse import connect
 
     client = connect(settings)
@@ -480,6 +467,12 @@ def _print_summary(settings: Settings) -> None:
     out.print(table)
     out.print("avg is time-weighted over the whole period; estate peak is the peak of the summed "
               "concurrency, not the sum of server peaks.")
+    gaps = estate_gaps(client, settings.clickhouse_database)
+    if gaps is not None:
+        out.print(f"[yellow]{gaps.minutes:,} estate minute(s) between {iso_s(gaps.first)} and {iso_s(gaps.end)} "
+                  f"miss a server's share[/] (a server that was idle, or sent its data after those minutes were "
+                  f"final); recompute them with: {_commands()[0]} reconcile --data-dir {settings.data_dir} "
+                  f"--from {iso_s(gaps.first)} --to {iso_s(gaps.end)}")
     out.print(f"data: {settings.clickhouse_url or settings.warehouse_dir} (database "
               f"{settings.clickhouse_database}: usage_minute, raw_events, dead_letters)")
     lictel_cmd, python_cmd = _commands()

@@ -57,3 +57,30 @@ def peak_summary(client: Client, db: str, org: str | None = None) -> PeakSummary
                             iso_s(int(peak_at) * US), int(lic_us) / US / seconds,
                             int(lic_us) / US / 3600, int(denials)))
     return PeakSummary(f"{iso_s(start * US)} to {iso_s(end * US)}", rows)
+
+
+@dataclass(frozen=True)
+class EstateGaps:
+    minutes: int
+    first: int  # µs
+    end: int  # µs, exclusive
+
+
+def estate_gaps(client: Client, db: str) -> EstateGaps | None:
+    """Estate minutes that disagree with the sum of their pool minutes.
+
+    Estate license-seconds and counters are exact sums over servers, so any difference means an
+    estate minute became final without some server (one that was idle, or appeared later);
+    ``lictel reconcile`` over the range recomputes them.
+    """
+    row = client.query(
+        f"SELECT count(), toUnixTimestamp(min(minute)), toUnixTimestamp(max(minute)) FROM ("
+        f"SELECT org, feature, minute, "
+        f"sumIf(license_us, level = 'pool') AS pool_us, sumIf(license_us, level = 'estate') AS estate_us, "
+        f"sumIf(checkouts + checkins + forced_releases + denials + queued + orphans, level = 'pool') AS pool_n, "
+        f"sumIf(checkouts + checkins + forced_releases + denials + queued + orphans, level = 'estate') AS estate_n "
+        f"FROM {db}.usage_minute FINAL GROUP BY org, feature, minute) "
+        f"WHERE pool_us != estate_us OR pool_n != estate_n").result_rows[0]
+    if not row[0]:
+        return None
+    return EstateGaps(int(row[0]), int(row[1]) * US, (int(row[2]) + 60) * US)

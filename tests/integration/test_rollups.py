@@ -79,3 +79,31 @@ def test_rollups_equal_recomputation_from_minutes(tmp_path: Path) -> None:
     hour = {(r["server"], r["minute"]): r for r in usage_rows(client, "lictel", "pool", "hour")}
     assert hour[("lic01", "2026-02-01T02:00:00Z")]["low"] == 3
     assert hour[("lic02", "2026-02-01T02:00:00Z")]["low"] == 0  # lic02 has gaps in that hour
+
+
+def test_estate_minutes_missing_a_servers_share_are_found(tmp_path: Path) -> None:
+    from lictel.engine import compute_rows
+    from lictel.events import Event
+    from lictel.reports import estate_gaps
+
+    settings = Settings(data_dir=tmp_path)
+    client = connect(settings)
+    migrate(client, settings)
+    t0 = parse_ts("2026-03-02T10:00:00Z")
+    events = [Event(f"{s}:{i}", t0 + i * 20_000_000, "acme", s, "V", "F", a, "u", "h", None, 1, None, s, i)
+              for s in ("a", "b") for i, a in enumerate(["OUT", "IN", "OUT", "IN"])]
+    rows = compute_rows(events)
+
+    def insert(selected: list[Any]) -> None:
+        cols = [[r.minute // 1_000_000 if c == "minute" else (1 if c == "version" else getattr(r, c))
+                 for r in selected] for c in USAGE_COLUMNS]
+        client.insert("lictel.usage_minute", cols, column_names=USAGE_COLUMNS, column_oriented=True)
+
+    insert(rows)
+    assert estate_gaps(client, "lictel") is None
+    # As if server b's data came after the estate minute was final: the estate row lacks b.
+    only_a = compute_rows([e for e in events if e.server == "a"])
+    client.command("DELETE FROM lictel.usage_minute WHERE level = 'estate'")
+    insert([r for r in only_a if r.level == "estate"])
+    gaps = estate_gaps(client, "lictel")
+    assert gaps is not None and gaps.minutes == 2 and gaps.first == t0 and gaps.end == t0 + 2 * MINUTE_US
