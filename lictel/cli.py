@@ -269,17 +269,54 @@ def produce_flexnet_cmd(
     date: Annotated[str | None, typer.Option(help="Date of lines before any date line (YYYY-MM-DD).")] = None,
     data_dir: DataDir = None,
     final: Annotated[bool, typer.Option(help="End with closing heartbeats: the input is complete.")] = True,
+    follow: Annotated[bool, typer.Option("--follow", help="Keep reading the (one) log as it grows, across "
+                                         "rotation and truncation, until Ctrl-C; resumes where it stopped.")] = False,
 ) -> None:
     """Parse FlexNet (FLEXlm) debug logs and send their events to the events topic."""
     from producers.flexnet import produce_flexnet
 
     settings = settings_for(data_dir)
     parser = _flexnet_parser(settings, files, server, org, tz, date)
+    if follow:
+        if len(files) != 1:
+            raise LictelError("--follow reads one log file (the live one, e.g. CITRIX.log)")
+        _follow(settings, parser, files[0])
+        return
 
     async def feed(producer: Any, advance: Callable[[int], None]) -> None:
         await produce_flexnet(producer, files, parser, on_progress=advance)
 
     _print_produce(_produce(settings, "flexnet", feed, sum(f.stat().st_size for f in files), final))
+    _print_parse(parser)
+
+
+def _follow(settings: Settings, parser: Any, path: Path) -> None:
+    from lictel.broker import ensure_topics, resolve_bootstrap
+    from producers.base import EventProducer
+    from producers.flexnet_follow import Follower, checkpoint_path
+
+    bootstrap = resolve_bootstrap(settings)
+    checkpoint = checkpoint_path(settings.data_dir, parser.server, path)
+
+    async def go() -> Any:
+        await ensure_topics(bootstrap, settings)
+        producer = await EventProducer(settings, bootstrap, source="flexnet").start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        console.print(f"following {path} (checkpoint {checkpoint}); Ctrl-C stops")
+        try:
+            with Progress(SpinnerColumn(), TextColumn("{task.completed:,} lines"), TimeElapsedColumn(),
+                          console=console, transient=True) as progress:
+                task = progress.add_task("", total=None)
+                await Follower(producer, parser, path, checkpoint,
+                               on_lines=lambda n: progress.advance(task, n)).run(stop)
+        finally:
+            await producer.close(final=False)
+        return producer.stats
+
+    _print_produce(asyncio.run(go()))
     _print_parse(parser)
 
 

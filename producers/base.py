@@ -168,6 +168,10 @@ class EventProducer:
             await self._flush_partition(p)
         await self._drain()
 
+    def newest_ts(self) -> int | None:
+        """The newest event time sent so far (any server)."""
+        return self.stats.last_ts
+
     def closing_mark(self) -> int | None:
         """Heartbeat time that makes every minute up to the last event's minute final."""
         if self.stats.last_ts is None:

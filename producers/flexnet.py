@@ -119,10 +119,13 @@ class FlexnetParser:
         self._source = ""
         self._day_offsets: dict[dt.date, tuple[int, int, bool]] = {}
 
-    def parse(self, lines: Iterable[str], name: str) -> Iterator[Event | Skipped]:
-        """Events and skipped lines of one file (``name`` is its base name, for event ids)."""
+    def parse(self, lines: Iterable[str], name: str, first_line: int = 1) -> Iterator[Event | Skipped]:
+        """Events and skipped lines of one file (``name`` is its base name, for event ids).
+
+        ``first_line`` numbers the first of ``lines`` when a file is read in pieces (follow mode).
+        """
         self._source = f"{self.server}:{name}"
-        for lineno, raw in enumerate(lines, 1):
+        for lineno, raw in enumerate(lines, first_line):
             self.stats.lines += 1
             text = raw.lstrip("\ufeff").rstrip("\r\n")
             if not text.strip():
@@ -152,6 +155,26 @@ class FlexnetParser:
                 yield from out
             else:
                 yield out  # type: ignore[misc]
+
+    @property
+    def waiting(self) -> bool:
+        """Lines are held back until a date is known."""
+        return bool(self._pending)
+
+    def to_state(self) -> dict[str, object]:
+        """What a follower must keep to resume mid-file (dates, midnight tracking, daemons)."""
+        return {"date": self.date.isoformat() if self.date else None, "prev": self.prev_secs, "fold": self.fold,
+                "daemons": sorted(self.daemons)}
+
+    def restore(self, state: dict[str, object]) -> None:
+        date = state.get("date")
+        self.date = dt.date.fromisoformat(str(date)) if date else None
+        prev = state.get("prev")
+        self.prev_secs = int(prev) if isinstance(prev, int) else None
+        fold = state.get("fold")
+        self.fold = int(fold) if isinstance(fold, int) else 0
+        daemons = state.get("daemons")
+        self.daemons = {str(d) for d in daemons} if isinstance(daemons, list) else set()
 
     def finish(self) -> Iterator[Event | Skipped]:
         """End of input: lines still waiting for a date are reported, never guessed."""
