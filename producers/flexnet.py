@@ -3,13 +3,15 @@
 The parser is pure: lines in, :class:`Event`s and :class:`Skipped` records out, so it can be
 tested on text and measured without Kafka. :func:`produce_flexnet` feeds its output to a producer.
 
-Line kinds understood (compact form, ``H:MM:SS (DAEMON) message``):
+Line kinds understood (compact form, ``H:MM:SS (DAEMON) message``; ``DAEMON_N`` is a forked copy
+of ``DAEMON`` and counts as it):
 
 - ``OUT: "FEATURE" user@host [project] (N licenses)`` and ``IN: ...`` with an optional trailing
   ``(INACTIVE)`` or ``(SHUTDOWN)``; ``DENIED``, ``UNSUPPORTED`` (a denial), ``QUEUED``,
   ``DEQUEUED`` with the reason in the trailing parentheses. User names may contain spaces: the
   user is everything up to the last ``@`` of the user@host part. A ``[project]`` tag becomes the
-  checkout's handle, so check-ins match the checkout they close.
+  checkout's handle, so check-ins match the checkout they close. The verbose form's
+  ``^^^ ver user ip pid handle ... ^^^`` block is read too: its client handle becomes the handle.
 - Dates: ``TIMESTAMP m/d/yyyy``, lmgrd's ``started on HOST (...) (m/d/yyyy)`` and ``Server's System
   Date and Time: Www Mmm DD YYYY HH:MM:SS`` lines set the date; a time more than 65 minutes earlier
   than the previous line's means midnight passed. Lines before the first date wait for it and are
@@ -53,6 +55,8 @@ _USAGE = re.compile(r'^(OUT|IN|DENIED|UNSUPPORTED|QUEUED|DEQUEUED): "([^"]*)" ?(
 _LICENSES = re.compile(r"\s*\((\d+) licenses?\)")
 _FLAG = re.compile(r"\s*\((INACTIVE|SHUTDOWN)\)\s*$")
 _PROJECT = re.compile(r"\s*\[([^\]]*)\]")
+_VERBOSE = re.compile(r"\s*\^\^\^(.*?)\^\^\^")
+_FORKED = re.compile(r"^(.+)_\d+$")
 _REASON = re.compile(r"\s{2,}\((.*)\)\s*$")
 _TIMESTAMP = re.compile(r"^TIMESTAMP (\d{1,2})/(\d{1,2})/(\d{4})")
 _STARTED_ON = re.compile(r"(?:FLEXnet|FlexNet|FLEXlm) Licensing .*started on .*\((\d{1,2})/(\d{1,2})/(\d{4})\)\s*$")
@@ -136,6 +140,10 @@ class FlexnetParser:
                 yield self._skip(lineno, "unparseable (no 'H:MM:SS (daemon)' prefix)", text, dead=True)
                 continue
             hh, mm, ss, daemon, body = m.groups()
+            if "_" in daemon:
+                forked = _FORKED.match(daemon)
+                if forked:
+                    daemon = forked.group(1)  # "CITRIX_1": a forked copy of the CITRIX daemon
             h, mi, se = int(hh), int(mm), int(ss)
             if h > 23 or mi > 59 or se > 59:
                 yield self._skip(lineno, "unparseable (impossible time of day)", text, dead=True)
@@ -315,9 +323,18 @@ class FlexnetParser:
                 reason = r.group(1)
                 rest = rest[:r.start()]
         handle = None
+        verbose = _VERBOSE.search(rest)
+        if verbose:
+            # ^^^ ver user ip pid handle in_use out_of project flex_version flex_revision date time dup ^^^
+            fields = verbose.group(1).split()
+            rest = rest[:verbose.start()] + rest[verbose.end():]
+            if len(fields) >= 5:
+                handle = fields[4]
+            if "@" not in rest and len(fields) >= 2:
+                rest = f"{fields[1]}{rest.strip()}"  # the "@host" form names the user in the block
         proj = _PROJECT.search(rest)
         if proj:
-            handle = proj.group(1)
+            handle = proj.group(1) if handle is None else f"{proj.group(1)}|{handle}"
             rest = rest[:proj.start()] + rest[proj.end():]
         who = rest.strip()
         if kind == "UNSUPPORTED" and " " in who:

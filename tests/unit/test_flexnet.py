@@ -121,3 +121,13 @@ def test_real_logs_every_line_is_an_event_or_accounted_for(path: Path) -> None:
     damaged = sum(1 for i in items if isinstance(i, Skipped) and i.dead and re.search(r'\) (OUT|IN): "', i.raw))
     assert counts["OUT"] + counts["IN"] + damaged == want["OUT"] + want["IN"]
     assert counts["DENIED"] == want["DENIED"]
+
+
+def test_verbose_blocks_and_forked_daemons() -> None:
+    events, skipped, _ = parse("verbose.log")
+    assert not [s for s in skipped if s.dead]
+    got = [(e.action, e.vendor, e.user, e.host, e.handle) for e in events]
+    assert got == [("OUT", "demo", "alice", "pc-1", "0x12CE"), ("OUT", "demo", "alice", "pc-1", "0x12CF"),
+                   ("IN", "demo", "alice", "pc-1", "0x12CE"), ("IN", "demo", "alice", "pc-1", "0x12CF")]
+    # Two checkouts by one user on one host, told apart by their handles: the peak is 2.
+    assert max(r.peak for r in compute_rows(events)) == 2
