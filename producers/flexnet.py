@@ -323,7 +323,7 @@ class FlexnetParser:
                 reason = r.group(1)
                 rest = rest[:r.start()]
         handle = None
-        verbose = _VERBOSE.search(rest)
+        verbose = _VERBOSE.search(rest) if "^^^" in rest else None
         if verbose:
             # ^^^ ver user ip pid handle in_use out_of project flex_version flex_revision date time dup ^^^
             fields = verbose.group(1).split()
