@@ -8,7 +8,6 @@ separately (``lictel produce``, ``lictel stream``, ``lictel sink``) find it when
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -20,7 +19,7 @@ from pathlib import Path
 from lictel.config import Settings
 from lictel.errors import BrokerError
 
-#: topic -> (partitions is the settings' count?, compacted?)
+#: lictel's topics; events, usage and late have LICTEL_PARTITIONS partitions, the others one.
 TOPICS = ("events", "usage", "late", "deadletter", "progress")
 
 
@@ -141,17 +140,3 @@ async def ensure_topics(bootstrap: str, settings: Settings) -> None:
                         "use the count the topic was created with, or a new LICTEL_TOPIC_PREFIX")
     finally:
         await admin.close()
-
-
-def wait_for(predicate: object, timeout: float, what: str) -> None:  # pragma: no cover - helper
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(predicate) and predicate():
-            return
-        time.sleep(0.1)
-    raise BrokerError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def run_async(coro: object) -> object:
-    """Run a coroutine to completion from synchronous code."""
-    return asyncio.run(coro)  # type: ignore[arg-type]
