@@ -202,10 +202,10 @@ class Engine:
         self.duplicate_events += out.duplicates
         for skey in touched:
             srv = servers[skey]
-            mark = max(t for t in (srv.max_ts, srv.last_hb) if t is not None) if (
-                srv.max_ts is not None or srv.last_hb is not None) else None
-            if mark is None:
+            marks = [t for t in (srv.max_ts, srv.last_hb) if t is not None]
+            if not marks:
                 continue
+            mark = max(marks)
             boundary = floor_minute(mark - self.lateness_us)
             if srv.boundary is None or boundary > srv.boundary:
                 self._finalize_server(srv, boundary, out)
@@ -469,8 +469,7 @@ def _estate_row(est: _Estate, minute: int, items: list[tuple[MinuteRow, Steps]])
             while j + 1 < len(steps) and steps[j + 1][0] <= off:
                 j += 1
             idx[k] = j
-            if steps[j][0] <= off:
-                total += steps[j][1]
+            total += steps[j][1]  # every curve starts at offset 0, so steps[j] holds at ``off``
         if not summed or summed[-1][1] != total:
             summed.append((off, total))
     cnt = _Counters()

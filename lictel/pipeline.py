@@ -122,7 +122,6 @@ def _tail(path: Path, n: int = 15) -> str:
 @dataclass
 class JobResult:
     produce: ProduceStats
-    target: int | None
     seconds: float
     stored: dict[str, int] = field(default_factory=dict)
 
@@ -209,10 +208,8 @@ async def run_job(stack: Stack, feed: Callable[[EventProducer], Awaitable[None]]
     stack.check()
     if on_stage is not None:
         on_stage("waiting for every minute to be final and stored")
-    mark = producer.closing_mark()
-    stored = await wait_input_stored(stack, mark, timeout=timeout, on_progress=on_progress)
-    target = None if mark is None else mark - settings.lateness_us
-    return JobResult(producer.stats, target, time.monotonic() - started, stored)
+    stored = await wait_input_stored(stack, producer.closing_mark(), timeout=timeout, on_progress=on_progress)
+    return JobResult(producer.stats, time.monotonic() - started, stored)
 
 
 async def wait_input_stored(stack: Stack, closing_mark: int | None, *, timeout: float = 900.0,

@@ -19,7 +19,7 @@ from clickhouse_connect.driver.client import Client
 from lictel.engine import compute_rows
 from lictel.events import Event
 from lictel.timeutil import MINUTE_US, US, floor_minute
-from sinks.clickhouse import USAGE_COLUMNS
+from sinks.clickhouse import write_minute_rows
 
 
 @dataclass(frozen=True)
@@ -77,10 +77,7 @@ def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | No
     changed = sum(1 for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     client.command(f"DELETE FROM {db}.usage_minute WHERE {range_sql}", parameters=range_params)
     if rows:
-        version = int(time.time() * US)
-        columns = [[getattr(r, c) // US if c == "minute" else (version if c == "version" else getattr(r, c))
-                    for r in rows] for c in USAGE_COLUMNS]
-        client.insert(f"{db}.usage_minute", columns, column_names=USAGE_COLUMNS, column_oriented=True)
+        write_minute_rows(client, db, rows, version=int(time.time() * US))
     return ReconcileResult(start, end, len(events), len(old), len(new), changed)
 
 

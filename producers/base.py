@@ -8,8 +8,8 @@ Invariants
 - Every send's delivery report is awaited; a failed delivery stops the producer with an error
   (aiokafka has already retried it), so nothing is lost silently.
 - Heartbeats: per server, at most every ``heartbeat_s`` of wall clock, stamped with the newest event
-  time read from that server (backfill) or the wall clock (live); :meth:`close` sends a closing
-  heartbeat that makes every minute up to the end of the input final.
+  time read from that server; :meth:`close` sends a closing heartbeat that makes every minute up to
+  the end of the input final.
 """
 
 from __future__ import annotations
@@ -47,11 +47,10 @@ class ProduceStats:
 class EventProducer:
     """Async batching producer of ``LicenseEvent``s onto ``<prefix>.events``."""
 
-    def __init__(self, settings: Settings, bootstrap: str, *, source: str = "lictel", live: bool = False) -> None:
+    def __init__(self, settings: Settings, bootstrap: str, *, source: str = "lictel") -> None:
         self.settings = settings
         self.bootstrap = bootstrap
         self.source = source
-        self.live = live
         self.topic = settings.topic("events")
         self.dead_topic = settings.topic("deadletter")
         self.serde = Serde(settings.schema_registry_url,
@@ -121,11 +120,12 @@ class EventProducer:
             await self.heartbeats()
 
     async def heartbeats(self, ts_override: int | None = None) -> None:
-        """A HEARTBEAT per known server to every partition."""
+        """A HEARTBEAT per known server to every partition, stamped with the newest event time read
+        from that server, or with ``ts_override`` (closing heartbeats; a live follower at the end of
+        its file stamps the wall clock)."""
         self._last_hb = time.monotonic()
-        wall = int(time.time() * US)
         for (org, server), newest in sorted(self._servers.items()):
-            ts = ts_override if ts_override is not None else (wall if self.live else newest)
+            ts = ts_override if ts_override is not None else newest
             self._hb_seq += 1
             hb = heartbeat(org, server, ts, f"{self.source}:{server}", self._hb_seq)
             self.stats.heartbeats += 1

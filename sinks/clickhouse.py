@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from clickhouse_connect.driver.client import Client
 
 from lictel.config import Settings
+from lictel.engine import MinuteRow
 from lictel.errors import BrokerError, SchemaError
 from lictel.events import HEARTBEAT
 from lictel.serde import Serde
@@ -55,6 +56,13 @@ class SinkStats:
     undecodable: int = 0
     first_message_at: float | None = None  # time.monotonic() of the first message taken
     final_upto: dict[int, int] = field(default_factory=dict)
+
+
+def write_minute_rows(client: Client, db: str, rows: list[MinuteRow], version: int) -> None:
+    """Insert engine rows into ``usage_minute`` (a higher ``version`` replaces the same key's row)."""
+    columns = [[r.minute // US if c == "minute" else (version if c == "version" else getattr(r, c)) for r in rows]
+               for c in USAGE_COLUMNS]
+    client.insert(f"{db}.usage_minute", columns, column_names=USAGE_COLUMNS, column_oriented=True)
 
 
 class _Buffer:

@@ -91,7 +91,6 @@ def make_app(settings: Settings, bootstrap: str, instance_id: str | None = None)
     counters: dict[str, int] = {"messages": 0, "events": 0, "rows": 0, "late": 0, "dead": 0,
                                 "skipped": 0, "caught_up": 0, "snapshots": 0, "duplicates": 0,
                                 "estate_late_rows": 0}
-    app.lictel_counters = counters  # type: ignore[attr-defined]
     metrics.serve("stream", lambda: counters, settings.metrics_port, settings.data_dir)
     catchup: dict[str, AIOKafkaConsumer] = {}
 

@@ -13,7 +13,7 @@ from lictel.config import Settings
 from lictel.export import export_row, usage_rows
 from lictel.timeutil import DAY_US, HOUR_US, MINUTE_US, from_us, parse_ts, to_us
 from lictel.warehouse import connect, migrate
-from sinks.clickhouse import USAGE_COLUMNS
+from sinks.clickhouse import USAGE_COLUMNS, write_minute_rows
 
 pytestmark = pytest.mark.integration
 
@@ -95,9 +95,7 @@ def test_estate_minutes_missing_a_servers_share_are_found(tmp_path: Path) -> Non
     rows = compute_rows(events)
 
     def insert(selected: list[Any]) -> None:
-        cols = [[r.minute // 1_000_000 if c == "minute" else (1 if c == "version" else getattr(r, c))
-                 for r in selected] for c in USAGE_COLUMNS]
-        client.insert("lictel.usage_minute", cols, column_names=USAGE_COLUMNS, column_oriented=True)
+        write_minute_rows(client, "lictel", selected, version=1)
 
     insert(rows)
     assert estate_gaps(client, "lictel") is None
