@@ -19,8 +19,9 @@ from pathlib import Path
 from lictel.config import Settings
 from lictel.errors import BrokerError
 
-#: lictel's topics; events, usage and late have LICTEL_PARTITIONS partitions, the others one.
-TOPICS = ("events", "usage", "late", "deadletter", "progress")
+#: lictel's topics; events, sessions, usage and late have LICTEL_PARTITIONS partitions, the others one.
+TOPICS = ("events", "sessions", "usage", "late", "deadletter", "progress")
+PARTITIONED = ("events", "sessions", "usage", "late")
 
 
 def free_port() -> int:
@@ -123,7 +124,7 @@ async def ensure_topics(bootstrap: str, settings: Settings) -> None:
     except Exception as exc:
         raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
     try:
-        wanted = {settings.topic(t): (settings.partitions if t in ("events", "usage", "late") else 1)
+        wanted = {settings.topic(t): (settings.partitions if t in PARTITIONED else 1)
                   for t in TOPICS}
         existing = set(await admin.list_topics())
         missing = [NewTopic(name, n, 1) for name, n in wanted.items() if name not in existing]

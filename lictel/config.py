@@ -8,10 +8,12 @@ embedded Tansu broker; an unset ClickHouse URL means chDB in ``<data_dir>/wareho
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lictel.engine import SessionRule
 from lictel.timeutil import US
 
 
@@ -26,7 +28,7 @@ class Settings(BaseSettings):
     clickhouse_url: str | None = Field(None, description="http(s)://user:pass@host:8123 of ClickHouse; unset = chDB in <data_dir>/warehouse.")
     clickhouse_database: str = Field("lictel", description="ClickHouse database that holds lictel's tables.")
     schema_registry_url: str | None = Field(None, description="Confluent Schema Registry URL; unset = Avro single-object encoding.")
-    topic_prefix: str = Field("lictel", description="Prefix of every topic name (<prefix>.events, .usage, .late, .deadletter, .progress).")
+    topic_prefix: str = Field("lictel", description="Prefix of every topic name (<prefix>.events, .sessions, .usage, .late, .deadletter, .progress).")
     partitions: int = Field(8, ge=1, le=1024, description="Partitions of the events and usage topics: the most stream workers that can share work.")
     lateness_s: float = Field(60.0, ge=0, description="How far behind the newest event of a server an event may arrive and still count on time.")
     source_idle_timeout_s: float = Field(300.0, gt=0, description="A server silent this long (wall clock) stops holding back estate minutes.")
@@ -38,6 +40,8 @@ class Settings(BaseSettings):
     raw_ttl_days: int = Field(0, ge=0, description="Keep raw events this many days in ClickHouse; 0 keeps them forever.")
     snapshot_s: float = Field(5.0, gt=0, description="Stream workers checkpoint each partition's engine this often; recovery replays the events since.")
     stream_store: str = Field("memory://", description="Faust table store: memory:// or rocksdb:// (state survives restarts either way via changelogs).")
+    sessions_unit: Literal["device", "user"] = Field("device", description="Session exports imply one license per distinct client device with a session (device) or per user (user).")
+    sessions_disconnected_holds: bool = Field(True, description="A disconnected session keeps its implied license until it ends (false: it frees it).")
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this port (0 = any free port); unset = off.")
 
     @field_validator("kafka_bootstrap", "clickhouse_url", "schema_registry_url", mode="before")
@@ -53,8 +57,12 @@ class Settings(BaseSettings):
     def idle_timeout_us(self) -> int:
         return int(self.source_idle_timeout_s * US)
 
+    @property
+    def session_rule(self) -> SessionRule:
+        return SessionRule(self.sessions_unit, self.sessions_disconnected_holds)
+
     def topic(self, name: str) -> str:
-        """Full topic name: ``events``, ``usage``, ``late``, ``deadletter``, ``progress``."""
+        """Full topic name: ``events``, ``sessions``, ``usage``, ``late``, ``deadletter``, ``progress``."""
         return f"{self.topic_prefix}.{name}"
 
     @property

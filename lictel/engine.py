@@ -15,6 +15,11 @@ Invariants
   costs next to nothing): a replay of it, however old, is a duplicate, never a late event.
 - An estate minute ``(org, feature)`` is final once every non-idle server serving the feature is
   final past it; its curve is the sum of the servers' curves (peak of the sum, not sum of peaks).
+- Session events (vendor ``SESSIONS``, DESIGN.md "SessionEvent") form their own series: a pool of
+  ``(org, site, feature)`` counts the distinct *units* (client devices, or users) that hold at least
+  one session, under :class:`SessionRule`. Each session is a small state machine, so a session
+  event seen twice (overlapping exports) changes nothing. Their rows carry ``source = "sessions"``
+  and their estate sums only session pools.
 - The whole state round-trips through :meth:`Engine.to_state` / :meth:`Engine.from_state` (plain
   JSON types) so that a stream worker can keep it in a changelog-backed table.
 """
@@ -28,13 +33,21 @@ from typing import Any, NamedTuple
 from lictel.events import (
     DENIED,
     DEQUEUED,
+    DISCONNECT,
     HEARTBEAT,
     IN,
+    LICENSE_SOURCE,
+    LOGOFF,
+    LOGON,
     OUT,
     QUEUED,
+    RECONNECT,
     RESTART,
+    SESSION_VENDOR,
+    SESSIONS_SOURCE,
     Event,
 )
+from lictel.identity import normalize_device, normalize_user
 from lictel.seqset import SeqSet
 from lictel.timeutil import MINUTE_US, floor_minute
 
@@ -60,6 +73,7 @@ class MinuteRow(NamedTuple):
     denials: int
     queued: int
     orphans: int
+    source: str = LICENSE_SOURCE
 
     @property
     def license_seconds(self) -> float:
@@ -74,6 +88,28 @@ class MinuteRow(NamedTuple):
 Steps = list[tuple[int, int]]
 
 
+@dataclass(frozen=True, slots=True)
+class SessionRule:
+    """How sessions imply concurrent licenses (configuration; DESIGN.md "SessionEvent").
+
+    ``unit``: ``device`` (one license per distinct client device with a session) or ``user``.
+    ``disconnected_holds``: whether a disconnected session keeps its license until it ends.
+    """
+
+    unit: str = "device"
+    disconnected_holds: bool = True
+
+    def __post_init__(self) -> None:
+        if self.unit not in ("device", "user"):
+            raise ValueError(f"session unit must be 'device' or 'user', not {self.unit!r}")
+
+    def unit_of(self, ev: Event) -> str:
+        if self.unit == "user":
+            return normalize_user(ev.user) or f"session:{ev.handle}"
+        # A session whose client device is unknown counts as a device of its own.
+        return normalize_device(ev.host) or f"session:{ev.handle}"
+
+
 @dataclass(slots=True)
 class _Pool:
     org: str
@@ -84,12 +120,17 @@ class _Pool:
     c: int = 0
     pending: list[Event] = field(default_factory=list)
     pending_ids: set[str] = field(default_factory=set)
+    source: str = LICENSE_SOURCE
+    # Session pools only: session key -> [unit, holding (0/1)]; unit -> sessions holding it.
+    sessions: dict[str, list[Any]] = field(default_factory=dict)
+    units: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
 class _Server:
     org: str
     server: str
+    source: str = LICENSE_SOURCE
     max_ts: int | None = None
     last_hb: int | None = None
     boundary: int | None = None  # every minute before it is final
@@ -104,6 +145,7 @@ class _Estate:
     org: str
     feature: str
     final_upto: int | None = None
+    source: str = LICENSE_SOURCE
     servers: set[str] = field(default_factory=set)
     # minute -> list of (counters of the pool row, steps)
     buf: dict[int, list[tuple[MinuteRow, Steps]]] = field(default_factory=dict)
@@ -127,7 +169,9 @@ class Engine:
     holds back estate minutes.
     """
 
-    def __init__(self, lateness_us: int = 60_000_000, idle_timeout_us: int = 300_000_000) -> None:
+    def __init__(self, lateness_us: int = 60_000_000, idle_timeout_us: int = 300_000_000,
+                 sessions: SessionRule | None = None) -> None:
+        self.sessions = sessions or SessionRule()
         self.lateness_us = lateness_us
         self.idle_timeout_us = idle_timeout_us
         self._servers: dict[str, _Server] = {}
@@ -145,10 +189,11 @@ class Engine:
         touched: set[str] = set()
         servers = self._servers
         for ev in events:
-            skey = ev.org + _SEP + ev.server
+            session = ev.vendor == SESSION_VENDOR
+            skey = _skey(ev.org, ev.server, SESSIONS_SOURCE if session else LICENSE_SOURCE)
             srv = servers.get(skey)
             if srv is None:
-                srv = servers[skey] = _Server(ev.org, ev.server)
+                srv = servers[skey] = _Server(ev.org, ev.server, SESSIONS_SOURCE if session else LICENSE_SOURCE)
             srv.last_seen_wall = max(srv.last_seen_wall, now_wall_us)
             touched.add(skey)
             action = ev.action
@@ -180,19 +225,19 @@ class Engine:
                 start = floor_minute(ev.ts)
                 if srv.boundary is not None:
                     start = max(start, srv.boundary)
-                pool = self._pools[pkey] = _Pool(ev.org, ev.server, ev.feature, start)
+                pool = self._pools[pkey] = _Pool(ev.org, ev.server, ev.feature, start, source=srv.source)
                 srv.pools.add(ev.feature)
-                ekey = ev.org + _SEP + ev.feature
+                ekey = _ekey(ev.org, ev.feature, srv.source)
                 est = self._estates.get(ekey)
                 if est is None:
-                    est = self._estates[ekey] = _Estate(ev.org, ev.feature)
+                    est = self._estates[ekey] = _Estate(ev.org, ev.feature, source=srv.source)
                 est.servers.add(ev.server)
             if ev.event_id in pool.pending_ids:
                 out.duplicates += 1
                 continue
             if late:
                 self._late(out, ev)
-                self._apply(pool, ev, _Counters())
+                self._apply(pool, ev, _Counters(), self.sessions)
                 continue
             if ev.ts < pool.final_upto:
                 # Nothing of this pool is final yet before its first event: start earlier.
@@ -257,9 +302,12 @@ class Engine:
         return released
 
     @staticmethod
-    def _apply(pool: _Pool, ev: Event, cnt: _Counters) -> bool:
+    def _apply(pool: _Pool, ev: Event, cnt: _Counters, rule: SessionRule) -> bool:
         """Apply one event; return whether it is an event of the pool key (for row existence)."""
         action = ev.action
+        if pool.source == SESSIONS_SOURCE:
+            _apply_session(pool, ev, cnt, rule)
+            return True
         if action == OUT:
             ident = _SEP.join((ev.vendor, ev.user, ev.host, ev.handle or ""))
             pool.held[ident] = pool.held.get(ident, 0) + ev.count
@@ -291,7 +339,7 @@ class Engine:
         return True
 
     def _finalize_server(self, srv: _Server, boundary: int, out: Output) -> None:
-        skey = srv.org + _SEP + srv.server
+        skey = _skey(srv.org, srv.server, srv.source)
         restarts = sorted((r for r in srv.restarts if r.ts < boundary), key=_order)
         for feature in sorted(srv.pools):
             pool = self._pools[skey + _SEP + feature]
@@ -304,8 +352,8 @@ class Engine:
             for e in due:
                 self._mark(e)
             evs = sorted([*due, *(r for r in restarts if r.ts >= pool.final_upto)], key=_order)
-            est = self._estates[srv.org + _SEP + feature]
-            for row, steps in _pool_minutes(pool, evs, boundary):
+            est = self._estates[_ekey(srv.org, feature, srv.source)]
+            for row, steps in _pool_minutes(pool, evs, boundary, self.sessions):
                 out.rows.append(row)
                 if est.final_upto is not None and row.minute < est.final_upto:
                     out.estate_late_rows += 1
@@ -324,7 +372,7 @@ class Engine:
 
     def _finalize_estates(self, now_wall_us: int, out: Output, ignore_idle: bool = False) -> None:
         for est in self._estates.values():
-            servers = [self._servers[est.org + _SEP + s] for s in est.servers]
+            servers = [self._servers[_skey(est.org, s, est.source)] for s in est.servers]
             active = [s for s in servers if ignore_idle or not self._idle(s, now_wall_us)] or servers
             bounds = [s.boundary for s in active]
             if any(b is None for b in bounds):
@@ -347,47 +395,53 @@ class Engine:
             "applied": {src: seqs.intervals() for src, seqs in self._applied.items()},
             "servers": [
                 [s.org, s.server, s.max_ts, s.last_hb, s.boundary, s.last_seen_wall,
-                 [list(r) for r in s.restarts]]
+                 [list(r) for r in s.restarts], s.source]
                 for s in self._servers.values()
             ],
             "pools": [
                 [p.org, p.server, p.feature, p.final_upto, p.held, p.c,
-                 [list(e) for e in p.pending]]
+                 [list(e) for e in p.pending], p.source, p.sessions, p.units]
                 for p in self._pools.values()
             ],
             "estates": [
                 [e.org, e.feature, e.final_upto,
                  [[m, [[list(r), [list(s) for s in st]] for r, st in items]]
-                  for m, items in e.buf.items()]]
+                  for m, items in e.buf.items()], e.source]
                 for e in self._estates.values()
             ],
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any], lateness_us: int = 60_000_000,
-                   idle_timeout_us: int = 300_000_000) -> Engine:
-        """Rebuild an engine from :meth:`to_state` output."""
-        eng = cls(lateness_us, idle_timeout_us)
+                   idle_timeout_us: int = 300_000_000, sessions: SessionRule | None = None) -> Engine:
+        """Rebuild an engine from :meth:`to_state` output (snapshots from before session series
+        existed load as license series)."""
+        eng = cls(lateness_us, idle_timeout_us, sessions)
         eng.late_events = state.get("late", 0)
         eng.duplicate_events = state.get("dup", 0)
         eng._applied = {src: SeqSet(iv) for src, iv in state.get("applied", {}).items()}
-        for org, server, max_ts, last_hb, boundary, wall, restarts in state["servers"]:
-            srv = _Server(org, server, max_ts, last_hb, boundary, wall,
+        for org, server, max_ts, last_hb, boundary, wall, restarts, *rest in state["servers"]:
+            source = rest[0] if rest else LICENSE_SOURCE
+            srv = _Server(org, server, source, max_ts, last_hb, boundary, wall,
                           [Event(*r) for r in restarts])
             srv.restart_ids = {r.event_id for r in srv.restarts}
-            eng._servers[org + _SEP + server] = srv
-        for org, server, feature, final_upto, held, c, pending in state["pools"]:
+            eng._servers[_skey(org, server, source)] = srv
+        for org, server, feature, final_upto, held, c, pending, *rest in state["pools"]:
+            source, sessions_, units = rest if rest else (LICENSE_SOURCE, {}, {})
             pool = _Pool(org, server, feature, final_upto, dict(held), c,
-                         [Event(*e) for e in pending])
+                         [Event(*e) for e in pending], source=source,
+                         sessions={k: list(v) for k, v in sessions_.items()}, units=dict(units))
             pool.pending_ids = {e.event_id for e in pool.pending}
-            eng._pools[org + _SEP + server + _SEP + feature] = pool
-            eng._servers[org + _SEP + server].pools.add(feature)
-            ekey = org + _SEP + feature
+            skey = _skey(org, server, source)
+            eng._pools[skey + _SEP + feature] = pool
+            eng._servers[skey].pools.add(feature)
+            ekey = _ekey(org, feature, source)
             if ekey not in eng._estates:
-                eng._estates[ekey] = _Estate(org, feature)
+                eng._estates[ekey] = _Estate(org, feature, source=source)
             eng._estates[ekey].servers.add(server)
-        for org, feature, final_upto, buf in state["estates"]:
-            est = eng._estates.setdefault(org + _SEP + feature, _Estate(org, feature))
+        for org, feature, final_upto, buf, *rest in state["estates"]:
+            source = rest[0] if rest else LICENSE_SOURCE
+            est = eng._estates.setdefault(_ekey(org, feature, source), _Estate(org, feature, source=source))
             est.final_upto = final_upto
             est.buf = {m: [(MinuteRow(*r), [(a, b) for a, b in st]) for r, st in items]
                        for m, items in buf}
@@ -406,7 +460,76 @@ def _order(ev: Event) -> tuple[int, int]:
     return (ev.ts, ev.seq)
 
 
-def _pool_minutes(pool: _Pool, evs: list[Event], boundary: int) -> Iterable[tuple[MinuteRow, Steps]]:
+def _skey(org: str, server: str, source: str) -> str:
+    # A broker site and a license server may share a name; their clocks and pools stay apart.
+    return org + _SEP + server if source == LICENSE_SOURCE else org + _SEP + server + _SEP + source
+
+
+def _ekey(org: str, feature: str, source: str) -> str:
+    return org + _SEP + feature if source == LICENSE_SOURCE else org + _SEP + feature + _SEP + source
+
+
+def _apply_session(pool: _Pool, ev: Event, cnt: _Counters, rule: SessionRule) -> None:
+    """One session state change. A pool's ``c`` is the number of units held by some session.
+
+    LOGON and RECONNECT (re)connect a session from a device: it holds that device's (or its
+    user's) license, moving it if the device changed. DISCONNECT releases it unless
+    ``disconnected_holds``. LOGOFF ends the session. A repeated change is a no-op; a change to a
+    session never seen (its LOGON outside the export) starts it, except LOGOFF/DISCONNECT, which
+    are orphans.
+    """
+    action = ev.action
+    key = ev.handle or ""
+    sess = pool.sessions.get(key)
+    if action in (LOGON, RECONNECT):
+        unit = rule.unit_of(ev)
+        if sess is None:
+            sess = pool.sessions[key] = [unit, 0]
+        elif sess[1] and sess[0] != unit:
+            _release(pool, sess, cnt)
+        sess[0] = unit
+        if not sess[1]:
+            _acquire(pool, sess, cnt)
+    elif action == DISCONNECT:
+        if sess is None:
+            cnt.orphans += 1
+        elif sess[1] and not rule.disconnected_holds:
+            _release(pool, sess, cnt)
+    elif action == LOGOFF:
+        if sess is None:
+            cnt.orphans += 1
+        else:
+            del pool.sessions[key]
+            if sess[1]:
+                _release(pool, sess, cnt)
+    elif action == RESTART:
+        pass  # a license server's restart; nothing of a broker site
+    else:  # pragma: no cover - validated at intake
+        raise ValueError(f"unknown session action {action!r}")
+
+
+def _acquire(pool: _Pool, sess: list[Any], cnt: _Counters) -> None:
+    sess[1] = 1
+    n = pool.units.get(sess[0], 0)
+    pool.units[sess[0]] = n + 1
+    if n == 0:
+        pool.c += 1
+        cnt.checkouts += 1
+
+
+def _release(pool: _Pool, sess: list[Any], cnt: _Counters) -> None:
+    sess[1] = 0
+    n = pool.units[sess[0]] - 1
+    if n:
+        pool.units[sess[0]] = n
+    else:
+        del pool.units[sess[0]]
+        pool.c -= 1
+        cnt.checkins += 1
+
+
+def _pool_minutes(pool: _Pool, evs: list[Event], boundary: int,
+                  rule: SessionRule) -> Iterable[tuple[MinuteRow, Steps]]:
     """Apply sorted ``evs`` to ``pool`` minute by minute up to ``boundary``; yield rows + curves."""
     n = len(evs)
     i = 0
@@ -432,18 +555,18 @@ def _pool_minutes(pool: _Pool, evs: list[Event], boundary: int) -> Iterable[tupl
                 steps.append((cursor - m, v))
                 cursor = s
             while i < n and evs[i].ts == s:
-                if Engine._apply(pool, evs[i], cnt):
+                if Engine._apply(pool, evs[i], cnt, rule):
                     had_event = True
                 i += 1
             v = pool.c
         steps.append((cursor - m, v))
         if had_event or steps[0][1] > 0:
-            yield _row(POOL, pool.org, pool.server, pool.feature, m, steps, cnt), steps
+            yield _row(POOL, pool.org, pool.server, pool.feature, m, steps, cnt, pool.source), steps
         m = end
 
 
 def _row(level: str, org: str, server: str, feature: str, minute: int, steps: Steps,
-         cnt: _Counters) -> MinuteRow:
+         cnt: _Counters, source: str) -> MinuteRow:
     peak = low = steps[0][1]
     lic = 0
     for j, (off, v) in enumerate(steps):
@@ -454,7 +577,7 @@ def _row(level: str, org: str, server: str, feature: str, minute: int, steps: St
         if v < low:
             low = v
     return MinuteRow(level, org, server, feature, minute, peak, low, lic, cnt.checkouts,
-                     cnt.checkins, cnt.forced, cnt.denials, cnt.queued, cnt.orphans)
+                     cnt.checkins, cnt.forced, cnt.denials, cnt.queued, cnt.orphans, source)
 
 
 def _estate_row(est: _Estate, minute: int, items: list[tuple[MinuteRow, Steps]]) -> MinuteRow:
@@ -480,17 +603,17 @@ def _estate_row(est: _Estate, minute: int, items: list[tuple[MinuteRow, Steps]])
         cnt.denials += row.denials
         cnt.queued += row.queued
         cnt.orphans += row.orphans
-    return _row(ESTATE, est.org, "", est.feature, minute, summed, cnt)
+    return _row(ESTATE, est.org, "", est.feature, minute, summed, cnt, est.source)
 
 
 def compute_rows(events: Iterable[Event], until_us: int | None = None,
-                 lateness_us: int = 60_000_000) -> list[MinuteRow]:
+                 lateness_us: int = 60_000_000, sessions: SessionRule | None = None) -> list[MinuteRow]:
     """Batch recompute: every row of every key from a complete event list, sorted.
 
     ``until_us`` defaults to the end of the minute of the last event.
     """
     evs = [e for e in events if e.action != HEARTBEAT]
-    eng = Engine(lateness_us, idle_timeout_us=2**62)
+    eng = Engine(lateness_us, idle_timeout_us=2**62, sessions=sessions)
     out = eng.process(sorted(evs, key=_order))
     rows = list(out.rows)
     if until_us is None:
@@ -500,5 +623,5 @@ def compute_rows(events: Iterable[Event], until_us: int | None = None,
 
 
 def sort_rows(rows: Iterable[MinuteRow]) -> list[MinuteRow]:
-    """The export order: level, org, server, feature, minute."""
-    return sorted(rows, key=lambda r: (r.level, r.org, r.server, r.feature, r.minute))
+    """The export order: source, level, org, server, feature, minute."""
+    return sorted(rows, key=lambda r: (r.source, r.level, r.org, r.server, r.feature, r.minute))

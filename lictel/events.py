@@ -21,6 +21,18 @@ QUEUED = "QUEUED"
 DEQUEUED = "DEQUEUED"
 RESTART = "RESTART"
 HEARTBEAT = "HEARTBEAT"
+# Session state changes from a virtualisation broker's export (SessionEvents, DESIGN.md). They travel
+# on their own topic; inside lictel they are Events of vendor SESSION_VENDOR whose ``server`` is the
+# broker site, ``host`` the client device and ``handle`` the session key.
+LOGON = "LOGON"
+LOGOFF = "LOGOFF"
+DISCONNECT = "DISCONNECT"
+RECONNECT = "RECONNECT"
+SESSION_ACTIONS = (LOGON, LOGOFF, DISCONNECT, RECONNECT)
+SESSION_VENDOR = "SESSIONS"
+#: The usage series: what license servers logged, and what the sessions imply.
+LICENSE_SOURCE = "license"
+SESSIONS_SOURCE = "sessions"
 ACTIONS = (OUT, IN, DENIED, QUEUED, DEQUEUED, RESTART, HEARTBEAT)
 #: Actions that concern every feature of a server: producers send them to every partition.
 BROADCAST = frozenset({RESTART, HEARTBEAT})
@@ -136,10 +148,17 @@ def event_to_line(event: Event) -> str:
     return json.dumps(event.to_json_dict(), separators=(",", ":"), ensure_ascii=False)
 
 
-def heartbeat(org: str, server: str, ts: int, source: str, seq: int) -> Event:
-    """A HEARTBEAT: ``source`` promises it has sent every event of ``server`` up to ``ts``."""
-    return Event(f"{source}:hb:{ts}", ts, org, server, "", "", HEARTBEAT, "", "", None, 1, None,
+def heartbeat(org: str, server: str, ts: int, source: str, seq: int, vendor: str = "") -> Event:
+    """A HEARTBEAT: ``source`` promises it has sent every event of ``server`` up to ``ts``.
+
+    ``vendor`` is :data:`SESSION_VENDOR` when ``server`` is a broker site of session events."""
+    return Event(f"{source}:hb:{ts}", ts, org, server, vendor, "", HEARTBEAT, "", "", None, 1, None,
                  source, seq)
+
+
+def series_of(event: Event) -> str:
+    """Which usage series an event feeds: :data:`SESSIONS_SOURCE` or :data:`LICENSE_SOURCE`."""
+    return SESSIONS_SOURCE if event.vendor == SESSION_VENDOR else LICENSE_SOURCE
 
 
 def _short(obj: object) -> str:

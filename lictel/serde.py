@@ -24,9 +24,10 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 import schemas
+from lictel.config import Settings
 from lictel.engine import MinuteRow
 from lictel.errors import SchemaError
-from lictel.events import Event
+from lictel.events import SESSION_VENDOR, Event
 
 _SINGLE = b"\xc3\x01"
 
@@ -37,8 +38,14 @@ class Codec:
     def __init__(self, name: str, registry: Registry | None = None, subject: str | None = None) -> None:
         self.name = name
         self.schema = schemas.load(name, logical=False)
-        canonical = to_parsing_canonical_form(schemas.load(name))
-        self.fingerprint = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))[::-1]
+        self.fingerprint = _fingerprint(schemas.load(name))
+        # Messages written with a released older version are read through schema resolution.
+        self._older = {}
+        for old in schemas.released(name):
+            parsed = fastavro.parse_schema(old)
+            fp = _fingerprint(parsed)
+            if fp != self.fingerprint:
+                self._older[fp] = fastavro.parse_schema(schemas.strip_logical(old))
         self._registry = registry
         self._subject = subject
         self._schema_id: int | None = None
@@ -58,13 +65,13 @@ class Codec:
 
     def decode(self, data: bytes) -> dict[str, Any]:
         if data[:2] == _SINGLE:
-            if data[2:10] != self.fingerprint:
+            writer = self.schema if data[2:10] == self.fingerprint else self._older.get(data[2:10])
+            if writer is None:
                 raise SchemaError(
                     f"message was written with another schema (fingerprint {data[2:10].hex()}, "
                     f"expected {self.fingerprint.hex()} for {self.name}); upgrade the reader or "
                     "route the topic to a compatible consumer")
             body = io.BytesIO(data[10:])
-            writer = self.schema
         elif data[:1] == b"\x00" and len(data) >= 5:
             if self._registry is None:
                 raise SchemaError("message uses the Confluent wire format but no "
@@ -81,6 +88,10 @@ class Codec:
         if not isinstance(result, dict):
             raise SchemaError(f"corrupt {self.name} message: not a record")
         return result
+
+
+def _fingerprint(parsed: Any) -> bytes:
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))[::-1]
 
 
 class Registry:
@@ -126,7 +137,14 @@ class Serde:
 
         self.events = codec("LicenseEventBatch", "events")
         self.usage = codec("UsageBatch", "usage")
+        self.sessions = codec("SessionEventBatch", "sessions")
         self.dead = codec("DeadLetter", "deadletter")
+
+    @classmethod
+    def of(cls, settings: Settings) -> Serde:
+        """The codecs for these settings' registry and topic names."""
+        return cls(settings.schema_registry_url,
+                   {t: settings.topic(t) for t in ("events", "sessions", "usage", "deadletter")})
 
     def encode_events(self, events: Iterable[Event]) -> bytes:
         return self.events.encode({"events": [e._asdict() for e in events]})
@@ -134,9 +152,20 @@ class Serde:
     def decode_events(self, data: bytes) -> list[Event]:
         return [Event(**e) for e in self.events.decode(data)["events"]]
 
-    def encode_usage(self, partition: int, final_upto: int | None, rows: Sequence[MinuteRow]) -> bytes:
+    def encode_sessions(self, events: Iterable[Event]) -> bytes:
+        """Session events (vendor ``SESSIONS`` inside lictel) as a ``SessionEventBatch``."""
+        return self.sessions.encode({"events": [
+            {"event_id": e.event_id, "ts": e.ts, "org": e.org, "site": e.server, "feature": e.feature,
+             "action": e.action, "session_key": e.handle or "", "user": e.user, "device": e.host,
+             "source": e.source, "seq": e.seq} for e in events]})
+
+    def decode_sessions(self, data: bytes) -> list[Event]:
+        return [session_event(d) for d in self.sessions.decode(data)["events"]]
+
+    def encode_usage(self, partition: int, final_upto: int | None, rows: Sequence[MinuteRow],
+                     stream: str = "events") -> bytes:
         return self.usage.encode({"partition": partition, "final_upto": final_upto,
-                                  "rows": [r._asdict() for r in rows]})
+                                  "rows": [r._asdict() for r in rows], "stream": stream})
 
     def decode_usage(self, data: bytes) -> tuple[int, int | None, list[MinuteRow]]:
         d = self.usage.decode(data)
@@ -147,3 +176,9 @@ class Serde:
 
     def decode_dead(self, data: bytes) -> dict[str, Any]:
         return self.dead.decode(data)
+
+
+def session_event(d: dict[str, Any]) -> Event:
+    """A decoded ``SessionEvent`` record as the Event the engine takes."""
+    return Event(d["event_id"], d["ts"], d["org"], d["site"], SESSION_VENDOR, d["feature"], d["action"],
+                 d["user"], d["device"], d["session_key"] or None, 1, None, d["source"], d["seq"])

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaProducer
 
 from lictel.config import Settings
 from lictel.errors import BrokerError, InputError
-from lictel.events import BROADCAST, HEARTBEAT, Event, heartbeat
+from lictel.events import BROADCAST, HEARTBEAT, SESSION_VENDOR, Event, heartbeat
 from lictel.partitioning import partition_for
 from lictel.serde import Serde
 from lictel.timeutil import MINUTE_US, US, floor_minute
@@ -45,16 +45,21 @@ class ProduceStats:
 
 
 class EventProducer:
-    """Async batching producer of ``LicenseEvent``s onto ``<prefix>.events``."""
+    """Async batching producer of ``LicenseEvent``s onto ``<prefix>.events``, or, with
+    ``stream="sessions"``, of session events (vendor ``SESSIONS``) as ``SessionEvent``s onto
+    ``<prefix>.sessions``."""
 
-    def __init__(self, settings: Settings, bootstrap: str, *, source: str = "lictel") -> None:
+    def __init__(self, settings: Settings, bootstrap: str, *, source: str = "lictel",
+                 stream: str = "events") -> None:
+        if stream not in ("events", "sessions"):
+            raise ValueError(f"unknown input stream {stream!r}")
         self.settings = settings
         self.bootstrap = bootstrap
         self.source = source
-        self.topic = settings.topic("events")
+        self.stream = stream
+        self.topic = settings.topic(stream)
         self.dead_topic = settings.topic("deadletter")
-        self.serde = Serde(settings.schema_registry_url,
-                           {t: settings.topic(t) for t in ("events", "usage", "deadletter")})
+        self.serde = Serde.of(settings)
         self.partitions = settings.partitions
         self.stats = ProduceStats()
         self._buffers: list[list[Event]] = [[] for _ in range(self.partitions)]
@@ -127,7 +132,8 @@ class EventProducer:
         for (org, server), newest in sorted(self._servers.items()):
             ts = ts_override if ts_override is not None else newest
             self._hb_seq += 1
-            hb = heartbeat(org, server, ts, f"{self.source}:{server}", self._hb_seq)
+            hb = heartbeat(org, server, ts, f"{self.source}:{server}", self._hb_seq,
+                           SESSION_VENDOR if self.stream == "sessions" else "")
             self.stats.heartbeats += 1
             for p in range(self.partitions):
                 await self._add(p, hb)
@@ -150,7 +156,8 @@ class EventProducer:
         self._buffers[p] = []
         self._first_at[p] = None
         assert self._producer is not None
-        fut = await self._producer.send(self.topic, self.serde.encode_events(buf), partition=p)
+        encode = self.serde.encode_sessions if self.stream == "sessions" else self.serde.encode_events
+        fut = await self._producer.send(self.topic, encode(buf), partition=p)
         self._pending.append(fut)
         self.stats.messages += 1
 

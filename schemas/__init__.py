@@ -21,6 +21,8 @@ DEPENDS = {
     "UsageRow": [],
     "UsageBatch": ["UsageRow"],
     "DeadLetter": [],
+    "SessionEvent": [],
+    "SessionEventBatch": ["SessionEvent"],
 }
 
 
@@ -66,3 +68,9 @@ def strip_logical(node: Any) -> Any:
     if isinstance(node, dict):
         return {k: strip_logical(v) for k, v in node.items() if k != "logicalType"}
     return node
+
+
+def released(name: str) -> list[dict[str, Any]]:
+    """Every released version of ``name`` (``history/NAME.vN.avsc``, expanded), oldest first."""
+    paths = sorted((DIR / "history").glob(f"{name}.v*.avsc"), key=lambda p: int(p.stem.rsplit(".v", 1)[1]))
+    return [json.loads(p.read_text(encoding="utf-8")) for p in paths]

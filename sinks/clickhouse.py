@@ -107,8 +107,7 @@ class ClickHouseSink:
         self.bootstrap = bootstrap
         self.db = settings.clickhouse_database
         self.client = client or connect(settings)
-        self.serde = Serde(settings.schema_registry_url,
-                           {t: settings.topic(t) for t in ("events", "usage", "deadletter")})
+        self.serde = Serde.of(settings)
         self.topics = {settings.topic("events"): "events", settings.topic("usage"): "usage",
                        settings.topic("deadletter"): "dead", settings.topic("late"): "late"}
         self.stats = SinkStats()

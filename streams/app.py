@@ -73,8 +73,7 @@ def make_app(settings: Settings, bootstrap: str, instance_id: str | None = None)
         stream_buffer_maxsize=64,
         consumer_max_fetch_size=16 << 20,
     )
-    serde = Serde(settings.schema_registry_url,
-                  {t: settings.topic(t) for t in ("events", "usage", "deadletter")})
+    serde = Serde.of(settings)
     events = app.topic(settings.topic("events"), value_type=bytes, value_serializer="raw",
                        partitions=settings.partitions)
     usage = app.topic(settings.topic("usage"), value_type=bytes, value_serializer="raw",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import avro.schema
+import fastavro
 import pytest
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
@@ -30,6 +32,36 @@ def test_event_batch_round_trip_and_single_object_header() -> None:
     data = serde.encode_events([EV, EV._replace(action="IN", handle="7", reason="x")])
     assert data[:2] == b"\xc3\x01"
     assert serde.decode_events(data) == [EV, EV._replace(action="IN", handle="7", reason="x")]
+
+
+def test_session_batch_round_trip_keeps_site_device_and_session_key() -> None:
+    serde = Serde()
+    ev = Event("s1:x.json:3", 1772439303250000, "acme", "site1", "SESSIONS", "XDT_PLT_CCU", "RECONNECT",
+               "ann", "home-pc", "2f0c", 1, None, "s1:x.json", 3)
+    data = serde.encode_sessions([ev])
+    assert serde.sessions.decode(data)["events"][0]["device"] == "home-pc"
+    assert serde.decode_sessions(data) == [ev]
+    with pytest.raises(SchemaError, match="another schema"):
+        serde.decode_events(data)
+
+
+def test_message_written_with_a_released_older_schema_is_still_read() -> None:
+    # A UsageBatch from before the source/stream fields: in flight during an upgrade, it must decode.
+    old = json.loads((HISTORY / "UsageBatch.v1.avsc").read_text())
+    parsed = fastavro.parse_schema(schemas.strip_logical(old))
+    fp = bytes.fromhex(fastavro.schema.fingerprint(
+        fastavro.schema.to_parsing_canonical_form(fastavro.parse_schema(old)), "CRC-64-AVRO"))[::-1]
+    buf = io.BytesIO()
+    buf.write(b"\xc3\x01" + fp)
+    row = {"level": "pool", "org": "acme", "server": "lic01", "feature": "F", "minute": 60_000_000, "peak": 2,
+           "low": 1, "license_us": 90_000_000, "checkouts": 1, "checkins": 0, "forced_releases": 0,
+           "denials": 0, "queued": 0, "orphans": 0}
+    fastavro.schemaless_writer(buf, parsed, {"partition": 5, "final_upto": None, "rows": [row]})
+    serde = Serde()
+    assert fp != serde.usage.fingerprint
+    assert serde.usage.decode(buf.getvalue())["stream"] == "events"
+    p, final, rows = serde.decode_usage(buf.getvalue())
+    assert (p, final, rows[0].source, rows[0].peak) == (5, None, "license", 2)
 
 
 def test_usage_round_trip() -> None:
