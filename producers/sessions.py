@@ -114,11 +114,8 @@ class SessionExportReader:
                              source=str(path))
             self.stats.skipped["not UTF-8"] += 1
             return [], [err]
-        head = text.lstrip()[:1]
-        if head in ("{", "["):
-            sessions = self._read_odata(path, text, errors)
-        else:
-            sessions = self._read_csv(path, text, errors)
+        read = self._read_odata if text.lstrip()[:1] in ("{", "[") else self._read_csv
+        sessions = read(path, text, errors)
         events = self._events(path, sessions, errors)
         for err in errors:
             self.stats.skipped[_reason_kind(err.reason)] += 1

@@ -90,8 +90,8 @@ def test_naive_csv_times_are_in_the_given_zone() -> None:
 def test_not_an_export_is_one_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "x.csv"
     path.write_text("a,b\n1,2\n")
-    events, errors, _ = SessionExportReader("acme", "s", "F").read(path), None, None
-    assert events[0] == [] and "session_key,user,device,ts,event" in events[1][0].reason
+    got, errs = SessionExportReader("acme", "s", "F").read(path)
+    assert got == [] and "session_key,user,device,ts,event" in errs[0].reason
     path.write_text('{"value": [')
     got, errs = SessionExportReader("acme", "s", "F").read(path)
     assert got == [] and "malformed JSON" in errs[0].reason
