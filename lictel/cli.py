@@ -102,8 +102,16 @@ def run(
                                                        help="FlexNet debug log(s) of one server (rotated files "
                                                             "are read oldest first).")] = None,
     server: Annotated[str | None, typer.Option(help="With --flexnet: the license server the logs come from.")] = None,
-    org: Annotated[str | None, typer.Option(help="With --flexnet: the organisation (default LICTEL_ORG).")] = None,
-    tz: Annotated[str, typer.Option(help="With --flexnet: the server's time zone (IANA name).")] = "UTC",
+    sessions: Annotated[list[Path] | None, typer.Option("--sessions", exists=True, dir_okay=False,
+                                                        help="Session export(s) of one broker site: Citrix Monitor "
+                                                             "OData JSON or CSV (docs/sessions.md).")] = None,
+    site: Annotated[str | None, typer.Option(help="With --sessions: the broker site the exports come from.")] = None,
+    feature: Annotated[str, typer.Option(help="With --sessions: the license feature the sessions imply.")]
+    = "XDT_PLT_CCU",
+    org: Annotated[str | None, typer.Option(help="With --flexnet/--sessions: the organisation (default "
+                                                 "LICTEL_ORG).")] = None,
+    tz: Annotated[str, typer.Option(help="With --flexnet: the server's time zone; with --sessions: the zone of "
+                                         "times without an offset (IANA name).")] = "UTC",
     date: Annotated[str | None, typer.Option(help="With --flexnet: the date of lines before any date line "
                                                   "(YYYY-MM-DD).")] = None,
     users: Users = 2000,
@@ -124,7 +132,10 @@ def run(
     if jsonl and flexnet:
         raise LictelError("give --jsonl or --flexnet, not both")
     parser = _flexnet_parser(settings, flexnet, server, org, tz, date) if flexnet else None
-    if flexnet:
+    exports = _sessions_reader(settings, site, org, feature, tz) if sessions else None
+    if sessions and not (flexnet or jsonl):
+        what = ""
+    elif flexnet:
         total = sum(p.stat().st_size for p in flexnet)
         what = f"{len(flexnet)} FlexNet log(s) of server {server}, {total / 1e6:.1f} MB"
     elif jsonl:
@@ -133,6 +144,9 @@ def run(
     else:
         spec = _sim_spec(settings.org, users, servers, days, seed, start)
         what = f"a simulated estate: {users} users, {servers} servers, {days} days from {start}, seed {seed}"
+    if sessions:
+        size = sum(p.stat().st_size for p in sessions)
+        what += (" and " if what else "") + f"{len(sessions)} session export(s) of site {site}, {size / 1e6:.1f} MB"
     console.print(f"[bold]lictel run[/] on {what}")
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(),
@@ -142,6 +156,13 @@ def run(
             console.print(f"  broker {stack.bootstrap}, {workers} stream worker(s), sink -> "
                           f"{settings.clickhouse_url or f'chDB {settings.warehouse_dir}'}  "
                           f"[dim]({time.monotonic() - t0:.1f} s)[/]")
+
+            async def feed_sessions(producer: Any) -> None:
+                from producers.sessions import produce_sessions
+
+                assert sessions is not None and exports is not None
+                progress.update(task, description="reading session exports", total=None, completed=0)
+                await produce_sessions(producer, list(sessions), exports)
 
             async def feed(producer: Any) -> None:
                 if flexnet and parser is not None:
@@ -162,12 +183,15 @@ def run(
                             progress.update(task, completed=i)
 
             def stage(text: str) -> None:
-                progress.update(task, description=text, total=settings.partitions, completed=0)
+                n = settings.partitions * ((1 if license_feed else 0) + (1 if sessions else 0))
+                progress.update(task, description=text, total=n, completed=0)
 
             def parts(done: int, total_parts: int) -> None:
                 progress.update(task, completed=done)
 
-            result = asyncio.run(run_job(stack, feed, timeout=timeout, on_stage=stage, on_progress=parts))
+            license_feed = feed if (flexnet or jsonl or not sessions) else None
+            result = asyncio.run(run_job(stack, license_feed, sessions_feed=feed_sessions if sessions else None,
+                                         timeout=timeout, on_stage=stage, on_progress=parts))
     ps = result.produce
     console.print(f"  produced {ps.events:,} events in {ps.messages:,} messages; "
                   f"{ps.dead_letters:,} bad input line(s) dead-lettered; all stored in "
@@ -176,6 +200,8 @@ def run(
         console.print(f"  [yellow]dead letter:[/] {err}")
     if parser is not None:
         _print_parse(parser)
+    if exports is not None:
+        _print_sessions(exports)
     late = result.stored.get("late_events", 0)
     if late:
         console.print(f"  [yellow]{late:,} late event(s)[/]: older than what was already final (more than "
@@ -231,7 +257,7 @@ def produce_jsonl_cmd(
 
 
 def _produce(settings: Settings, source: str, feed: Callable[[Any, Callable[[int], None]], Awaitable[None]],
-             total_bytes: int | None, final: bool = True) -> Any:
+             total_bytes: int | None, final: bool = True, stream: str = "events") -> Any:
     """Run one producer against the configured broker with a progress display; return its stats."""
     from lictel.broker import ensure_topics, resolve_bootstrap
     from producers.base import EventProducer
@@ -240,7 +266,7 @@ def _produce(settings: Settings, source: str, feed: Callable[[Any, Callable[[int
 
     async def go() -> Any:
         await ensure_topics(bootstrap, settings)
-        producer = await EventProducer(settings, bootstrap, source=source).start()
+        producer = await EventProducer(settings, bootstrap, source=source, stream=stream).start()
         try:
             if total_bytes is None:
                 columns: tuple[Any, ...] = (SpinnerColumn(), TextColumn("{task.description}: {task.completed:,} "
@@ -345,6 +371,49 @@ def _print_parse(parser: Any) -> None:
         console.print(f"  [yellow]warning:[/] {w}")
     if len(st.warnings) > 10:
         console.print(f"  [yellow]... and {len(st.warnings) - 10} more warnings[/]")
+
+
+@produce_app.command("sessions")
+def produce_sessions_cmd(
+    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False,
+                                                help="Session exports of one broker site (OData JSON or CSV).")],
+    site: Annotated[str | None, typer.Option(help="The broker site (delivery controller) they come from.")] = None,
+    feature: Annotated[str, typer.Option(help="The license feature the sessions imply.")] = "XDT_PLT_CCU",
+    org: Annotated[str | None, typer.Option(help="The organisation (default LICTEL_ORG).")] = None,
+    tz: Annotated[str, typer.Option(help="Zone of CSV times without an offset (IANA name).")] = "UTC",
+    data_dir: DataDir = None,
+    final: Annotated[bool, typer.Option(help="End with closing heartbeats: the input is complete.")] = True,
+) -> None:
+    """Send the sessions of broker exports to the sessions topic; the stream derives the concurrent
+    licenses they imply (series ``sessions``, LICTEL_SESSIONS_UNIT / LICTEL_SESSIONS_DISCONNECTED_HOLDS)."""
+    from producers.sessions import produce_sessions
+
+    settings = settings_for(data_dir)
+    reader = _sessions_reader(settings, site, org, feature, tz)
+
+    async def feed(producer: Any, advance: Callable[[int], None]) -> None:
+        await produce_sessions(producer, files, reader, on_progress=advance)
+
+    _print_produce(_produce(settings, "sessions", feed, sum(f.stat().st_size for f in files), final,
+                            stream="sessions"))
+    _print_sessions(reader)
+
+
+def _sessions_reader(settings: Settings, site: str | None, org: str | None, feature: str, tz: str) -> Any:
+    from producers.sessions import SessionExportReader
+
+    if not site:
+        raise LictelError("session exports need --site NAME: the broker site (delivery controller) they come from")
+    return SessionExportReader(org or settings.org, site, feature, tz)
+
+
+def _print_sessions(reader: Any) -> None:
+    st = reader.stats
+    kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(st.events.items())) or "none"
+    console.print(f"  read {st.files} export(s), {st.records:,} records: {st.sessions:,} sessions "
+                  f"({st.still_running:,} still running), {st.connections:,} connections; events {kinds}")
+    for reason, n in st.skipped.most_common():
+        console.print(f"    {n:>9,} skipped: {reason}")
 
 
 @produce_app.command("simulate")
@@ -458,6 +527,8 @@ def export_usage(
     fmt: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
     org: Annotated[str | None, typer.Option(help="Only this organisation.")] = None,
     feature: Annotated[str | None, typer.Option(help="Only this feature.")] = None,
+    source: Annotated[str, typer.Option(help="license (what license servers logged) or sessions (what "
+                                              "session exports imply; server = broker site).")] = "license",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
 ) -> None:
     """Print usage rows: org,server,feature,minute,peak,low,avg,license_seconds,checkouts,..."""
@@ -467,7 +538,8 @@ def export_usage(
     if fmt not in ("csv", "json"):
         raise LictelError(f"--format must be csv or json, not {fmt!r}")
     settings = settings_for(data_dir)
-    rows = usage_rows(connect(settings), settings.clickhouse_database, level, granularity, org, feature)
+    rows = usage_rows(connect(settings), settings.clickhouse_database, level, granularity, org, feature,
+                      source=source)
     text = to_csv(rows) if fmt == "csv" else to_json(rows)
     if output:
         output.write_text(text)
@@ -483,7 +555,7 @@ def report_peak(data_dir: DataDir = None) -> None:
 
 
 def _print_summary(settings: Settings) -> None:
-    from lictel.reports import estate_gaps, peak_summary
+    from lictel.reports import compare_series, estate_gaps, peak_summary
     from lictel.timeutil import iso_s
     from lictel.warehouse import connect
 
@@ -493,17 +565,28 @@ def _print_summary(settings: Settings) -> None:
         out.print("no usage stored yet")
         return
     table = Table(title=f"License use {summary.period}", title_justify="left")
-    for col, just in (("org", "left"), ("feature", "left"), ("server", "left"), ("peak", "right"),
+    for col, just in (("org", "left"), ("feature", "left"), ("series", "left"), ("server", "left"), ("peak", "right"),
                       ("peak at (UTC)", "left"), ("avg", "right"), ("license-hours", "right"),
                       ("denials", "right")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for r in summary.rows:
         style = "bold" if r.server == "(estate)" else ""
-        table.add_row(r.org, r.feature, r.server, f"{r.peak:,}", r.peak_at, f"{r.avg:,.2f}",
+        table.add_row(r.org, r.feature, r.source, r.server, f"{r.peak:,}", r.peak_at, f"{r.avg:,.2f}",
                       f"{r.license_hours:,.1f}", f"{r.denials:,}", style=style)
     out.print(table)
     out.print("avg is time-weighted over the whole period; estate peak is the peak of the summed "
               "concurrency, not the sum of server peaks.")
+    if any(r.source == "sessions" for r in summary.rows):
+        rule = settings.session_rule
+        out.print(f"series sessions: licenses implied by session exports (server = broker site), one per "
+                  f"distinct {rule.unit} with a session, disconnected sessions "
+                  f"{'holding' if rule.disconnected_holds else 'not holding'} theirs.")
+    for c in compare_series(client, settings.clickhouse_database):
+        verdict = (f"[yellow]implied above logged in {c.minutes_sessions_above:,} minute(s), by up to "
+                   f"{c.max_excess:,} at {iso_s(c.max_excess_at)}[/]" if c.minutes_sessions_above
+                   else "implied never above logged")
+        out.print(f"{c.org} {c.feature}: logged peak {c.license_peak:,} vs implied peak {c.sessions_peak:,} over "
+                  f"{c.minutes:,} minute(s) both cover; {verdict}")
     gaps = estate_gaps(client, settings.clickhouse_database)
     if gaps is not None:
         out.print(f"[yellow]{gaps.minutes:,} estate minute(s) between {iso_s(gaps.first)} and {iso_s(gaps.end)} "
@@ -568,7 +651,7 @@ def reconcile(
             raise LictelError(f"--from/--to: {exc}") from None
     if t2 <= t1:
         raise LictelError("--to must be after --from")
-    res = run_reconcile(client, settings.clickhouse_database, t1, t2, org)
+    res = run_reconcile(client, settings.clickhouse_database, t1, t2, org, settings.session_rule)
     out.print(f"recomputed {iso_s(res.start)} to {iso_s(res.end)} from {res.events:,} raw events: "
               f"{res.rows_before:,} rows before, {res.rows_after:,} after, {res.rows_changed:,} changed")
 

@@ -39,16 +39,24 @@ _SECONDS = {
 _SIX = Decimal("0.000001")
 
 
+SOURCES = ("license", "sessions")
+
+
 def usage_rows(client: Client, db: str, level: str, granularity: str,
                org: str | None = None, feature: str | None = None,
-               start_s: int | None = None, end_s: int | None = None) -> list[dict[str, Any]]:
-    """Rows of ``level`` at ``granularity``, sorted by org, server, feature, period."""
+               start_s: int | None = None, end_s: int | None = None,
+               source: str = "license") -> list[dict[str, Any]]:
+    """Rows of ``level`` at ``granularity`` of one series (``license``: what license servers logged;
+    ``sessions``: what session exports imply, ``server`` being the broker site), sorted by org,
+    server, feature, period."""
     if level not in LEVELS:
         raise ConfigError(f"--level must be one of {', '.join(LEVELS)}, not {level!r}")
     if granularity not in _PERIOD:
         raise ConfigError(f"--granularity must be one of {', '.join(_PERIOD)}, not {granularity!r}")
-    where = ["level = {level:String}"]
-    params: dict[str, Any] = {"level": level}
+    if source not in SOURCES:
+        raise ConfigError(f"--source must be one of {', '.join(SOURCES)}, not {source!r}")
+    where = ["level = {level:String}", "source = {source:String}"]
+    params: dict[str, Any] = {"level": level, "source": source}
     if org:
         where.append("org = {org:String}")
         params["org"] = org

@@ -26,6 +26,7 @@ from lictel.broker import EmbeddedBroker, ensure_topics
 from lictel.config import Settings
 from lictel.errors import BrokerError, LictelError
 from producers.base import EventProducer, ProduceStats
+from sinks.clickhouse import progress_key
 
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -126,32 +127,34 @@ class JobResult:
     stored: dict[str, int] = field(default_factory=dict)
 
 
-async def wait_stored(settings: Settings, bootstrap: str, target: int | None,
+async def wait_stored(settings: Settings, bootstrap: str, targets: dict[str, int | None],
                       ends: dict[str, int], *, check: Callable[[], None] = lambda: None,
                       timeout: float = 600.0,
                       on_progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
-    """Follow the progress topic until every partition is final past ``target`` and the sink has
-    stored every message up to ``ends`` (``"topic|partition" -> end offset``); then do the same
-    for the late and dead-letter topics as they stand at that moment. Returns the stored counts."""
+    """Follow the progress topic until every partition of each input stream in ``targets``
+    (``events``, ``sessions``) is final past its target and the sink has stored every message up to
+    ``ends`` (``"topic|partition" -> end offset``); then do the same for the late and dead-letter
+    topics as they stand at that moment. Returns the stored counts."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     await consumer.start()
     tp = TopicPartition(settings.topic("progress"), 0)
     consumer.assign([tp])
     await consumer.seek_to_beginning(tp)
-    final: dict[int, int] = {}
+    final: dict[str, int] = {}
     stored_offsets: dict[str, int] = {}
     stored = {"raw_events": 0, "usage_rows": 0, "dead_letters": 0, "late_events": 0}
     deadline = time.monotonic() + timeout
-    parts = range(settings.partitions)
+    parts = [(progress_key(stream, p), target) for stream, target in targets.items() if target is not None
+             for p in range(settings.partitions)]
     side_topics_done = False
     try:
         while True:
-            done_parts = sum(1 for p in parts if target is None or final.get(p, -1) >= target)
+            done_parts = sum(1 for key, target in parts if final.get(key, -1) >= target)
             done_offsets = all(stored_offsets.get(k, 0) >= end for k, end in ends.items())
             if on_progress is not None:
-                on_progress(done_parts, settings.partitions)
-            if done_parts == settings.partitions and done_offsets:
+                on_progress(done_parts, len(parts))
+            if done_parts == len(parts) and done_offsets:
                 if side_topics_done:
                     return stored
                 side_topics_done = True
@@ -163,15 +166,15 @@ async def wait_stored(settings: Settings, bootstrap: str, target: int | None,
             if time.monotonic() > deadline:
                 raise BrokerError(
                     f"timed out after {timeout:.0f} s waiting for the pipeline to store every minute "
-                    f"({done_parts}/{settings.partitions} partitions final); see the logs in "
+                    f"({done_parts}/{len(parts)} partitions final); see the logs in "
                     f"{settings.data_dir / 'logs'}")
             check()
             batches = await consumer.getmany(tp, timeout_ms=200)
             for msgs in batches.values():
                 for msg in msgs:
                     info = json.loads(msg.value)
-                    for p, f in info.get("final_upto", {}).items():
-                        final[int(p)] = max(final.get(int(p), -1), int(f))
+                    for key, f in info.get("final_upto", {}).items():
+                        final[key] = max(final.get(key, -1), int(f))
                     for key, off in info.get("offsets", {}).items():
                         stored_offsets[key] = max(stored_offsets.get(key, 0), int(off))
                     for k, v in info.get("stored", {}).items():
@@ -191,34 +194,52 @@ async def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, 
         await consumer.stop()
 
 
-async def run_job(stack: Stack, feed: Callable[[EventProducer], Awaitable[None]], *,
+Feed = Callable[[EventProducer], Awaitable[None]]
+
+
+async def run_job(stack: Stack, feed: Feed | None, *, sessions_feed: Feed | None = None,
                   source: str = "lictel", timeout: float = 900.0,
                   on_stage: Callable[[str], None] | None = None,
                   on_progress: Callable[[int, int], None] | None = None) -> JobResult:
-    """Produce with ``feed``, close the input, and wait until everything is final and stored."""
+    """Produce with ``feed`` (license events) and ``sessions_feed`` (session events), close the
+    inputs, and wait until everything is final and stored. ``JobResult.produce`` counts both."""
     settings = stack.settings
     started = time.monotonic()
-    producer = await EventProducer(settings, stack.bootstrap, source=source).start()
-    try:
-        await feed(producer)
-        await producer.close(final=True)
-    except BaseException:
-        await producer.close(final=False)
-        raise
+    marks: dict[str, int | None] = {}
+    total = ProduceStats()
+    for stream, fn in (("events", feed), ("sessions", sessions_feed)):
+        if fn is None:
+            continue
+        producer = await EventProducer(settings, stack.bootstrap, source=source, stream=stream).start()
+        try:
+            await fn(producer)
+            await producer.close(final=True)
+        except BaseException:
+            await producer.close(final=False)
+            raise
+        marks[stream] = producer.closing_mark()
+        total.add(producer.stats)
     stack.check()
     if on_stage is not None:
         on_stage("waiting for every minute to be final and stored")
-    stored = await wait_input_stored(stack, producer.closing_mark(), timeout=timeout, on_progress=on_progress)
-    return JobResult(producer.stats, time.monotonic() - started, stored)
+    stored = await wait_input_stored(stack, marks, timeout=timeout, on_progress=on_progress)
+    return JobResult(total, time.monotonic() - started, stored)
 
 
-async def wait_input_stored(stack: Stack, closing_mark: int | None, *, timeout: float = 900.0,
+async def wait_input_stored(stack: Stack, closing_marks: dict[str, int | None] | int | None, *,
+                            timeout: float = 900.0,
                             on_progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
-    """After a producer closed with ``closing_mark``: wait until everything it sent is final and stored."""
+    """After producers closed with ``closing_marks`` (per input stream; a bare mark means the
+    events stream): wait until everything they sent is final and stored."""
     settings = stack.settings
-    topic = settings.topic("events")
-    ends = {f"{topic}|{p}": off
-            for p, off in (await end_offsets(stack.bootstrap, topic, settings.partitions)).items()}
-    target = None if closing_mark is None else closing_mark - settings.lateness_us
-    return await wait_stored(settings, stack.bootstrap, target, ends, check=stack.check, timeout=timeout,
+    if not isinstance(closing_marks, dict):
+        closing_marks = {"events": closing_marks}
+    ends: dict[str, int] = {}
+    targets: dict[str, int | None] = {}
+    for stream, mark in closing_marks.items():
+        topic = settings.topic(stream)
+        for p, off in (await end_offsets(stack.bootstrap, topic, settings.partitions)).items():
+            ends[f"{topic}|{p}"] = off
+        targets[stream] = None if mark is None else mark - settings.lateness_us
+    return await wait_stored(settings, stack.bootstrap, targets, ends, check=stack.check, timeout=timeout,
                              on_progress=on_progress)

@@ -16,7 +16,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from lictel.engine import compute_rows
+from lictel.engine import SessionRule, compute_rows
 from lictel.events import Event
 from lictel.timeutil import MINUTE_US, US, floor_minute
 from sinks.clickhouse import write_minute_rows
@@ -36,8 +36,9 @@ def _where(org: str | None) -> tuple[str, dict[str, Any]]:
     return ("AND org = {org:String}", {"org": org}) if org else ("", {})
 
 
-def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | None = None) -> ReconcileResult:
-    """Recompute and overwrite every pool and estate minute in ``[start_us, end_us)``."""
+def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | None = None,
+              sessions: SessionRule | None = None) -> ReconcileResult:
+    """Recompute and overwrite every pool and estate minute of both series in ``[start_us, end_us)``."""
     start = floor_minute(start_us)
     end = floor_minute(end_us + MINUTE_US - 1)
     org_sql, params = _where(org)
@@ -64,16 +65,17 @@ def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | No
         parameters={"servers": [tuple(s) for s in servers], "end": end})
     events = [Event(*row) for row in result.result_rows]
     wanted = {tuple(f) for f in features}
-    rows = [r for r in compute_rows(events, until_us=end)
+    rows = [r for r in compute_rows(events, until_us=end, sessions=sessions)
             if start <= r.minute < end and (r.org, r.feature) in wanted]
     key_filter = "(org, feature) IN {keys:Array(Tuple(String, String))}"
     range_params = {"start": start // US, "end": end // US, "keys": [tuple(f) for f in features]}
     range_sql = (f"minute >= toDateTime({{start:Int64}}) AND minute < toDateTime({{end:Int64}}) AND {key_filter}")
-    before = client.query(f"SELECT level, org, server, feature, toUnixTimestamp(minute), peak, low, license_us, "
+    before = client.query(f"SELECT source, level, org, server, feature, toUnixTimestamp(minute), peak, low, "
+                          f"license_us, "
                           f"checkouts, checkins, forced_releases, denials, queued, orphans "
                           f"FROM {db}.usage_minute FINAL WHERE {range_sql}", parameters=range_params).result_rows
-    old = {(*tuple(r[:4]), int(r[4]) * US): tuple(int(x) for x in r[5:]) for r in before}
-    new = {(r.level, r.org, r.server, r.feature, r.minute): tuple(r[5:]) for r in rows}
+    old = {(*tuple(r[:5]), int(r[5]) * US): tuple(int(x) for x in r[6:]) for r in before}
+    new = {(r.source, r.level, r.org, r.server, r.feature, r.minute): tuple(r[5:14]) for r in rows}
     changed = sum(1 for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     client.command(f"DELETE FROM {db}.usage_minute WHERE {range_sql}", parameters=range_params)
     if rows:

@@ -13,12 +13,13 @@ from lictel.timeutil import US, iso_s
 class PeakRow:
     org: str
     feature: str
-    server: str  # "(estate)" for the sum over servers
+    server: str  # "(estate)" for the sum over servers (or broker sites)
     peak: int
     peak_at: str
     avg: float
     license_hours: float
     denials: int
+    source: str = "license"
 
 
 @dataclass(frozen=True)
@@ -48,14 +49,14 @@ def peak_summary(client: Client, db: str, org: str | None = None) -> PeakSummary
     result = client.query(
         f"SELECT level, org, feature, server, max(peak), "
         f"toUnixTimestamp(argMax(minute, (peak, -toUnixTimestamp(minute)))), "
-        f"sum(license_us), sum(denials) FROM {db}.usage_minute FINAL {where} "
-        f"GROUP BY level, org, feature, server "
-        f"ORDER BY org, feature, level = 'pool', server", parameters=params)
+        f"sum(license_us), sum(denials), source FROM {db}.usage_minute FINAL {where} "
+        f"GROUP BY source, level, org, feature, server "
+        f"ORDER BY org, feature, source, level = 'pool', server", parameters=params)
     rows = []
-    for level, o, feature, server, peak, peak_at, lic_us, denials in result.result_rows:
+    for level, o, feature, server, peak, peak_at, lic_us, denials, source in result.result_rows:
         rows.append(PeakRow(o, feature, "(estate)" if level == "estate" else server, int(peak),
                             iso_s(int(peak_at) * US), int(lic_us) / US / seconds,
-                            int(lic_us) / US / 3600, int(denials)))
+                            int(lic_us) / US / 3600, int(denials), source))
     return PeakSummary(f"{iso_s(start * US)} to {iso_s(end * US)}", rows)
 
 
@@ -79,8 +80,47 @@ def estate_gaps(client: Client, db: str) -> EstateGaps | None:
         f"sumIf(license_us, level = 'pool') AS pool_us, sumIf(license_us, level = 'estate') AS estate_us, "
         f"sumIf(checkouts + checkins + forced_releases + denials + queued + orphans, level = 'pool') AS pool_n, "
         f"sumIf(checkouts + checkins + forced_releases + denials + queued + orphans, level = 'estate') AS estate_n "
-        f"FROM {db}.usage_minute FINAL GROUP BY org, feature, minute) "
+        f"FROM {db}.usage_minute FINAL GROUP BY org, feature, source, minute) "
         f"WHERE pool_us != estate_us OR pool_n != estate_n").result_rows[0]
     if not row[0]:
         return None
     return EstateGaps(int(row[0]), int(row[1]) * US, (int(row[2]) + 60) * US)
+
+
+@dataclass(frozen=True)
+class SeriesComparison:
+    """One feature's two series, estate level, minute by minute over the minutes both cover."""
+
+    org: str
+    feature: str
+    minutes: int  # minutes both series cover
+    license_peak: int
+    sessions_peak: int
+    minutes_sessions_above: int  # minutes whose implied peak exceeds the logged peak
+    max_excess: int  # largest (implied - logged) peak in one minute
+    max_excess_at: int  # µs
+
+
+def compare_series(client: Client, db: str, org: str | None = None) -> list[SeriesComparison]:
+    """Per org and feature that has both: the license-server series against the session-implied one.
+
+    Compared over the minutes from the later of the two first minutes to the earlier of the two
+    last ones, a minute without a row counting as zero.
+    """
+    where, params = ("AND org = {org:String}", {"org": org}) if org else ("", {})
+    result = client.query(
+        f"WITH s AS (SELECT org, feature, source, minute, peak FROM {db}.usage_minute FINAL "
+        f"WHERE level = 'estate' {where}), "
+        f"b AS (SELECT org, feature, max(lo) AS lo, min(hi) AS hi FROM (SELECT org, feature, source, "
+        f"min(minute) AS lo, max(minute) AS hi FROM s GROUP BY org, feature, source) GROUP BY org, feature "
+        f"HAVING count() = 2) "
+        f"SELECT org, feature, count() AS minutes, max(lic) AS lp, max(ses) AS sp, countIf(ses > lic), "
+        f"max(toInt64(ses) - toInt64(lic)), toUnixTimestamp(argMax(minute, (toInt64(ses) - toInt64(lic), "
+        f"-toUnixTimestamp(minute)))) "
+        f"FROM (SELECT s.org AS org, s.feature AS feature, s.minute AS minute, "
+        f"maxIf(s.peak, s.source = 'license') AS lic, maxIf(s.peak, s.source = 'sessions') AS ses "
+        f"FROM s INNER JOIN b ON s.org = b.org AND s.feature = b.feature "
+        f"WHERE s.minute >= b.lo AND s.minute <= b.hi GROUP BY org, feature, minute) "
+        f"GROUP BY org, feature ORDER BY org, feature", parameters=params)
+    return [SeriesComparison(o, f, int(n), int(lp), int(sp), int(above), int(excess), int(at) * US)
+            for o, f, n, lp, sp, above, excess, at in result.result_rows]

@@ -43,6 +43,19 @@ class ProduceStats:
     last_ts: int | None = None
     errors: list[str] = field(default_factory=list)  # the first few dead-letter reasons
 
+    def add(self, other: ProduceStats) -> None:
+        """Count ``other``'s run in this one (a job with several producers)."""
+        self.events += other.events
+        self.messages += other.messages
+        self.heartbeats += other.heartbeats
+        self.dead_letters += other.dead_letters
+        self.by_action.update(other.by_action)
+        for ts in (other.first_ts, other.last_ts):
+            if ts is not None:
+                self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
+                self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
+        self.errors.extend(other.errors[:20 - len(self.errors)])
+
 
 class EventProducer:
     """Async batching producer of ``LicenseEvent``s onto ``<prefix>.events``, or, with

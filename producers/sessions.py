@@ -118,7 +118,8 @@ class SessionExportReader:
         sessions = read(path, text, errors)
         events = self._events(path, sessions, errors)
         for err in errors:
-            self.stats.skipped[_reason_kind(err.reason)] += 1
+            kind = _reason_kind(err.reason)
+            self.stats.skipped[f"{err.field} {kind}" if err.field else kind] += 1
         return events, errors
 
     def _read_odata(self, path: Path, text: str, errors: list[InputError]) -> dict[str, _Session]:
@@ -175,7 +176,8 @@ class SessionExportReader:
     def _odata_connection(self, rec: dict[str, Any], sessions: dict[str, _Session]) -> None:
         key = _key(rec)
         conn = self._conn(rec)
-        parent = rec.get("Session") if isinstance(rec.get("Session"), dict) else {}
+        found = rec.get("Session")
+        parent: dict[str, Any] = found if isinstance(found, dict) else {}
         start, end = self._ts(parent, "StartDate"), self._ts(parent, "EndDate")
         sess = sessions.setdefault(key, _Session(key))
         sess.conns.append(conn)
@@ -220,12 +222,14 @@ class SessionExportReader:
                     raise _Bad("session_key", "missing (every row names its session)")
                 device = get("device")
                 if events_layout:
-                    kind = _CSV_EVENTS.get(get("event").lower())
-                    if kind is None:
+                    found = _CSV_EVENTS.get(get("event").lower())
+                    if found is None:
                         raise _Bad("event", f"{get('event')!r} is not one of logon, disconnect, reconnect, logoff")
-                    ts = self._parse(get("ts"), "ts")
-                    if ts is None:
+                    kind = found
+                    stamp = self._parse(get("ts"), "ts")
+                    if stamp is None:
                         raise _Bad("ts", "missing")
+                    ts = stamp
                 else:
                     start = self._parse(get("start"), "start")
                     if start is None:

@@ -2,15 +2,17 @@
 
 Invariants
 ----------
-- One consumer group reads the events, usage, late and dead-letter topics; offsets are committed only
+- One consumer group reads the events, sessions, usage, late and dead-letter topics; offsets are committed only
   after ClickHouse acknowledged every insert that holds their messages (at-least-once).
-- Every write is idempotent: raw events are keyed by ``event_id``, minute rows by key and minute
+- Session events are stored in ``raw_events`` as events of vendor ``SESSIONS`` (site as server,
+  client device as host, session key as handle), so ``lictel reconcile`` can recompute both series.
+- Every write is idempotent: raw events are keyed by ``event_id``, minute rows by series, key and minute
   (ReplacingMergeTree), dead letters by their topic position; each insert also carries an
   ``insert_deduplication_token`` derived from the Kafka offsets it holds.
 - Inserts run in a thread, one at a time and in order, while the next batch is read and decoded.
 - Buffers are flushed at ``sink_batch_rows`` rows or ``sink_flush_s`` after the first buffered
   message, whichever comes first.
-- After a flush the sink publishes what is now stored (per usage partition: final_upto; per
+- After a flush the sink publishes what is now stored (per input stream and partition: final_upto; per
   topic partition: next offset) to the progress topic, and keeps ``pipeline_progress`` current.
 - A message that does not decode is dead-lettered with its position; the sink goes on.
 """
@@ -40,7 +42,7 @@ log = logging.getLogger("lictel.sink")
 RAW_COLUMNS = ["event_id", "ts", "org", "server", "vendor", "feature", "action", "user", "host",
                "handle", "count", "reason", "source", "seq"]
 LATE_COLUMNS = ["event_id", "ts", "org", "server", "feature", "action", "source", "seq"]
-USAGE_COLUMNS = ["level", "org", "server", "feature", "minute", "peak", "low", "license_us",
+USAGE_COLUMNS = ["level", "source", "org", "server", "feature", "minute", "peak", "low", "license_us",
                  "checkouts", "checkins", "forced_releases", "denials", "queued", "orphans", "version"]
 DEAD_COLUMNS = ["ts", "stage", "source", "line", "field", "reason", "raw", "kafka_topic",
                 "kafka_partition", "kafka_offset"]
@@ -55,7 +57,12 @@ class SinkStats:
     inserts: int = 0
     undecodable: int = 0
     first_message_at: float | None = None  # time.monotonic() of the first message taken
-    final_upto: dict[int, int] = field(default_factory=dict)
+    final_upto: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+def progress_key(stream: str, partition: int) -> str:
+    """How the progress topic names an input partition: ``"3"`` (events) or ``"sessions:3"``."""
+    return str(partition) if stream == "events" else f"{stream}:{partition}"
 
 
 def write_minute_rows(client: Client, db: str, rows: list[MinuteRow], version: int) -> None:
@@ -75,7 +82,7 @@ class _Buffer:
         self.dead: dict[str, list[Any]] = {c: [] for c in DEAD_COLUMNS}
         self.n_raw = self.n_usage = self.n_dead = self.n_late = 0
         self.offsets: dict[TopicPartition, tuple[int, int]] = {}  # first, last
-        self.final: dict[int, int] = {}
+        self.final: dict[tuple[str, int], int] = {}  # (input stream, partition) -> final_upto
         self.first_at: float | None = None
 
     def size(self) -> int:
@@ -108,7 +115,8 @@ class ClickHouseSink:
         self.db = settings.clickhouse_database
         self.client = client or connect(settings)
         self.serde = Serde.of(settings)
-        self.topics = {settings.topic("events"): "events", settings.topic("usage"): "usage",
+        self.topics = {settings.topic("events"): "events", settings.topic("sessions"): "sessions",
+                       settings.topic("usage"): "usage",
                        settings.topic("deadletter"): "dead", settings.topic("late"): "late"}
         self.stats = SinkStats()
         self.stop = asyncio.Event()
@@ -172,6 +180,11 @@ class ClickHouseSink:
                 for c, col in buf.raw.items():
                     col.extend([e[c] for e in events])
                 buf.n_raw += len(events)
+            elif kind == "sessions":
+                decoded = [e for e in self.serde.decode_sessions(value) if e.action != HEARTBEAT]
+                for c, col in buf.raw.items():
+                    col.extend([getattr(e, c) for e in decoded])
+                buf.n_raw += len(decoded)
             elif kind == "late":
                 late = self.serde.events.decode(value)["events"]
                 for c, col in buf.late.items():
@@ -189,9 +202,10 @@ class ClickHouseSink:
                     else:
                         col.extend([r[c] for r in rows])
                 buf.n_usage += len(rows)
-                p, final = batch["partition"], batch["final_upto"]
+                key = (batch["stream"], batch["partition"])
+                final = batch["final_upto"]
                 if final is not None:
-                    buf.final[p] = max(final, buf.final.get(p, final))
+                    buf.final[key] = max(final, buf.final.get(key, final))
             else:
                 d = self.serde.decode_dead(value)
                 buf.add_dead([d["ts"], d["stage"], d["source"], d["line"], d["field"], d["reason"], d["raw"],
@@ -229,9 +243,9 @@ class ClickHouseSink:
                 await asyncio.to_thread(self._insert, f"{db}.{table}", columns, buf.token(table))
         now = int(time.time() * US)
         if buf.final:
-            parts = sorted(buf.final)
-            progress_cols = {"partition": parts, "final_upto": [buf.final[p] for p in parts],
-                             "updated_at": [now] * len(parts)}
+            keys = sorted(buf.final)
+            progress_cols: dict[str, list[Any]] = {"partition": [p for _, p in keys], "stream": [s for s, _ in keys],
+                             "final_upto": [buf.final[k] for k in keys], "updated_at": [now] * len(keys)}
             await asyncio.to_thread(self._insert, f"{db}.pipeline_progress", progress_cols, buf.token("progress"))
         self.stats.raw_events += buf.n_raw
         self.stats.usage_rows += buf.n_usage
@@ -241,7 +255,7 @@ class ClickHouseSink:
         assert self._consumer is not None and self._producer is not None
         await self._consumer.commit({tp: last + 1 for tp, (_, last) in buf.offsets.items()})
         progress = {
-            "final_upto": {str(p): f for p, f in buf.final.items()},
+            "final_upto": {progress_key(s, p): f for (s, p), f in buf.final.items()},
             "offsets": {f"{tp.topic}|{tp.partition}": last + 1 for tp, (_, last) in buf.offsets.items()},
             "stored": {"raw_events": buf.n_raw, "usage_rows": buf.n_usage, "dead_letters": buf.n_dead,
                        "late_events": buf.n_late},

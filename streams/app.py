@@ -2,7 +2,8 @@
 
 Invariants
 ----------
-- One :class:`~lictel.engine.Engine` per events-topic partition, checkpointed every
+- Two input topics: ``events`` (license servers) and ``sessions`` (broker session exports), each
+  with its own agent. One :class:`~lictel.engine.Engine` per input partition, checkpointed every
   ``snapshot_s`` into the ``engine-state`` table (changelog-backed, same partition) together with
   the offset of the last message it holds. A worker that restarts, or takes over a partition,
   reloads the snapshot and then (a) skips messages at or below the saved offset, so a redelivery
@@ -11,7 +12,7 @@ Invariants
 - The producer is flushed *before* a snapshot is saved: rows leave for Kafka before the state
   that no longer holds them is checkpointed. A crash re-emits rows (the sink upserts), it never
   loses them.
-- Every output batch names its partition and how far that partition is final, so the sink and
+- Every output batch names its input stream and partition and how far that partition is final, so the sink and
   ``lictel run`` know when a minute is complete.
 - Undecodable messages go to the dead-letter topic with their partition and offset; the worker
   goes on.
@@ -76,6 +77,8 @@ def make_app(settings: Settings, bootstrap: str, instance_id: str | None = None)
     serde = Serde.of(settings)
     events = app.topic(settings.topic("events"), value_type=bytes, value_serializer="raw",
                        partitions=settings.partitions)
+    sessions = app.topic(settings.topic("sessions"), value_type=bytes, value_serializer="raw",
+                         partitions=settings.partitions)
     usage = app.topic(settings.topic("usage"), value_type=bytes, value_serializer="raw",
                       partitions=settings.partitions)
     late = app.topic(settings.topic("late"), value_type=bytes, value_serializer="raw",
@@ -86,32 +89,38 @@ def make_app(settings: Settings, bootstrap: str, instance_id: str | None = None)
     # Snapshots are our own JSON bytes: store them as they are (set before the changelog exists).
     state.key_serializer = "raw"  # type: ignore[attr-defined]
     state.value_serializer = "raw"  # type: ignore[attr-defined]
-    engines: dict[int, _PartitionState] = {}
+    engines: dict[tuple[str, int], _PartitionState] = {}
+    decoders = {"events": serde.decode_events, "sessions": serde.decode_sessions}
     counters: dict[str, int] = {"messages": 0, "events": 0, "rows": 0, "late": 0, "dead": 0,
                                 "skipped": 0, "caught_up": 0, "snapshots": 0, "duplicates": 0,
                                 "estate_late_rows": 0}
     metrics.serve("stream", lambda: counters, settings.metrics_port, settings.data_dir)
     catchup: dict[str, AIOKafkaConsumer] = {}
 
-    def load(p: int) -> _PartitionState:
-        raw = state.get(str(p))
+    def state_key(stream: str, p: int) -> str:
+        return str(p) if stream == "events" else f"{stream}:{p}"
+
+    def load(stream: str, p: int) -> _PartitionState:
+        raw = state.get(state_key(stream, p))
         if raw is None:
-            return _PartitionState(Engine(settings.lateness_us, settings.idle_timeout_us), -1, None)
+            return _PartitionState(Engine(settings.lateness_us, settings.idle_timeout_us,
+                                          settings.session_rule), -1, None)
         snap: dict[str, Any] = json.loads(raw)
-        eng = Engine.from_state(snap["engine"], settings.lateness_us, settings.idle_timeout_us)
+        eng = Engine.from_state(snap["engine"], settings.lateness_us, settings.idle_timeout_us,
+                                settings.session_rule)
         return _PartitionState(eng, int(snap["offset"]), snap.get("final"))
 
-    async def apply(st: _PartitionState, p: int, offset: int, value: bytes) -> None:
+    async def apply(stream: str, st: _PartitionState, p: int, offset: int, value: bytes) -> None:
         counters["messages"] += 1
         now = int(time.time() * US)
         try:
-            batch = serde.decode_events(value)
+            batch = decoders[stream](value)
         except SchemaError as exc:
             counters["dead"] += 1
-            record = {"ts": now, "stage": "stream", "source": f"{settings.topic('events')}[{p}]",
+            record = {"ts": now, "stage": "stream", "source": f"{settings.topic(stream)}[{p}]",
                       "line": offset, "field": None, "reason": str(exc), "raw": value[:4096].hex()}
             await dead.send(value=serde.encode_dead(record))
-            log.warning("dead-lettered events[%d]@%d: %s", p, offset, exc)
+            log.warning("dead-lettered %s[%d]@%d: %s", stream, p, offset, exc)
         else:
             counters["events"] += len(batch)
             out = st.engine.process(batch, now)
@@ -122,56 +131,63 @@ def make_app(settings: Settings, bootstrap: str, instance_id: str | None = None)
                 counters["late"] += len(out.late)
                 await late.send(value=serde.encode_events(out.late), partition=p)
             if out.rows or new_final != st.final:
-                await usage.send(value=serde.encode_usage(p, new_final, out.rows), partition=p)
+                await usage.send(value=serde.encode_usage(p, new_final, out.rows, stream), partition=p)
                 counters["rows"] += len(out.rows)
                 st.final = new_final
         st.offset = offset
 
-    async def catch_up(st: _PartitionState, p: int, upto: int) -> None:
+    async def catch_up(stream: str, st: _PartitionState, p: int, upto: int) -> None:
         """Apply messages st.offset+1 .. upto-1, which Faust committed past our last snapshot."""
         consumer = catchup.get("c")
         if consumer is None:
             consumer = catchup["c"] = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                                        max_partition_fetch_bytes=16 << 20)
             await consumer.start()
-        tp = TopicPartition(settings.topic("events"), p)
+        tp = TopicPartition(settings.topic(stream), p)
         consumer.assign([tp])
         consumer.seek(tp, st.offset + 1)
         while st.offset + 1 < upto:
             got = await consumer.getmany(tp, timeout_ms=1000)
             msgs = [m for m in got.get(tp, []) if m.offset < upto]
             if not got:
-                log.warning("events[%d]: offsets %d..%d unreadable; continuing", p, st.offset + 1, upto - 1)
+                log.warning("%s[%d]: offsets %d..%d unreadable; continuing", stream, p, st.offset + 1, upto - 1)
                 break
             for m in msgs:
-                await apply(st, p, m.offset, m.value)
+                await apply(stream, st, p, m.offset, m.value)
                 counters["caught_up"] += 1
             if len(msgs) < sum(len(v) for v in got.values()):
                 break
         st.offset = upto - 1
 
-    @app.agent(events)
-    async def process(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
+    async def consume(name: str, messages: faust.StreamT[bytes]) -> None:
+        async for event in messages.events():
             msg = event.message
             p, offset = msg.partition, msg.offset
-            st = engines.get(p)
+            st = engines.get((name, p))
             if st is None:
-                st = engines[p] = load(p)
+                st = engines[(name, p)] = load(name, p)
             if offset <= st.offset:
                 counters["skipped"] += 1  # redelivered: already in the state we recovered
                 continue
             if offset > st.offset + 1:
-                await catch_up(st, p, offset)
-            await apply(st, p, offset, msg.value or b"")  # a tombstone is dead-lettered
+                await catch_up(name, st, p, offset)
+            await apply(name, st, p, offset, msg.value or b"")  # a tombstone is dead-lettered
             if time.monotonic() - st.saved_at >= settings.snapshot_s:
                 # Rows must reach Kafka before the state that no longer holds them is saved.
                 await app.producer.flush()
-                state[str(p)] = json.dumps(
+                state[state_key(name, p)] = json.dumps(
                     {"offset": st.offset, "final": st.final, "engine": st.engine.to_state()},
                     separators=(",", ":")).encode()
                 st.saved_at = time.monotonic()
                 counters["snapshots"] += 1
+
+    @app.agent(events)
+    async def process(stream: faust.StreamT[bytes]) -> None:
+        await consume("events", stream)
+
+    @app.agent(sessions)
+    async def process_sessions(stream: faust.StreamT[bytes]) -> None:
+        await consume("sessions", stream)
 
     @app.timer(interval=30.0)
     async def report() -> None:
