@@ -8,6 +8,7 @@
     lictel db migrate           apply ClickHouse migrations
     lictel export usage         minute/hour/day/month rows as CSV or JSON
     lictel report peak          peaks, averages, license-hours, denials per feature
+    lictel report ud            user/device licenses over 90-day windows (users, vendor rule, optimum)
     lictel config               every setting, its variable and default
 """
 
@@ -552,6 +553,97 @@ def export_usage(
 def report_peak(data_dir: DataDir = None) -> None:
     """Per feature: estate and per-server peak, time-weighted average, license-hours, denials."""
     _print_summary(settings_for(data_dir))
+
+
+Fmt = Annotated[str, typer.Option("--format", help="table, csv or json.")]
+
+
+@report_app.command("ud")
+def report_ud(
+    data_dir: DataDir = None,
+    fmt: Fmt = "table",
+    org: Annotated[str | None, typer.Option(help="Only this organisation.")] = None,
+    feature: Annotated[str | None, typer.Option(help="Only this feature.")] = None,
+    day: Annotated[str | None, typer.Option(help="Only this UTC day (YYYY-MM-DD).")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="List who holds the licenses: the vendor rule's "
+                                                            "device and user licenses and the optimal cover.")] = False,
+) -> None:
+    """User/device licensing: per org, _UD feature and day, the licenses the 90 days ending that day
+    need: distinct users, the vendor's shared-device rule, and the optimum (minimum vertex cover)."""
+    from lictel.ud import parse_models, ud_report
+    from lictel.warehouse import connect
+
+    _check_format(fmt)
+    settings = settings_for(data_dir)
+    models = parse_models(settings.license_models)
+    when = _parse_day(day, "--day") if day else None
+    with console.status("computing 90-day windows"):
+        rows = ud_report(connect(settings), settings.clickhouse_database, models, org, feature, when, explain)
+    columns = ["org", "feature", "day", "users_90d", "vendor_rule", "optimal"]
+    plain = [[r.org, r.feature, r.day.isoformat(), r.users_90d, r.vendor_rule, r.optimal] for r in rows]
+    if fmt == "csv" and explain:
+        # One row per license held: who holds it under which rule.
+        lines = [["org", "feature", "day", "rule", "license", "holder"]]
+        for r in rows:
+            assert r.vendor is not None and r.cover is not None
+            for rule, a in (("vendor_rule", r.vendor), ("optimal", r.cover)):
+                lines += [[r.org, r.feature, r.day.isoformat(), rule, "device", x] for x in a.devices]
+                lines += [[r.org, r.feature, r.day.isoformat(), rule, "user", x] for x in a.users]
+        _write_csv(lines)
+    elif fmt == "csv":
+        _write_csv([columns, *plain])
+    elif fmt == "json":
+        docs = []
+        for r, p in zip(rows, plain, strict=True):
+            doc: dict[str, Any] = dict(zip(columns, p, strict=True))
+            if explain and r.vendor is not None and r.cover is not None:
+                doc["vendor_assignment"] = {"devices": r.vendor.devices, "users": r.vendor.users}
+                doc["optimal_assignment"] = {"devices": r.cover.devices, "users": r.cover.users}
+            docs.append(doc)
+        _write_json(docs)
+    else:
+        if not rows:
+            out.print("no user/device license use stored (features ending in _UD, or set LICTEL_LICENSE_MODELS)")
+            return
+        table = Table(title="User/device licenses needed over the 90 days ending each day", title_justify="left")
+        for c in columns:
+            table.add_column(c, justify="right" if c in ("users_90d", "vendor_rule", "optimal") else "left")
+        for p in plain:
+            table.add_row(*[f"{x:,}" if isinstance(x, int) else str(x) for x in p])
+        out.print(table)
+        for r in rows if explain else []:
+            assert r.vendor is not None and r.cover is not None
+            out.print(f"{r.org} {r.feature} {r.day}: optimal {r.optimal}: devices {', '.join(r.cover.devices) or '-'}; "
+                      f"users {', '.join(r.cover.users) or '-'}")
+            out.print(f"  vendor rule {r.vendor_rule}: shared devices {', '.join(r.vendor.devices) or '-'}; "
+                      f"users {', '.join(r.vendor.users) or '-'}")
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in ("table", "csv", "json"):
+        raise LictelError(f"--format must be table, csv or json, not {fmt!r}")
+
+
+def _parse_day(text: str, option: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise LictelError(f"{option} {text!r} is not a date like 2026-03-02") from None
+
+
+def _write_csv(lines: list[list[Any]]) -> None:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(lines)
+    sys.stdout.write(buf.getvalue())
+
+
+def _write_json(docs: Any) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(docs, indent=1, ensure_ascii=False, default=str) + "\n")
 
 
 def _print_summary(settings: Settings) -> None:

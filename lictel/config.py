@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     stream_store: str = Field("memory://", description="Faust table store: memory:// or rocksdb:// (state survives restarts either way via changelogs).")
     sessions_unit: Literal["device", "user"] = Field("device", description="Session exports imply one license per distinct client device with a session (device) or per user (user).")
     sessions_disconnected_holds: bool = Field(True, description="A disconnected session keeps its implied license until it ends (false: it frees it).")
+    license_models: str = Field("", description="Per-feature license model overrides, FEATURE=ud|concurrent, comma-separated; otherwise _UD is user/device and anything else concurrent.")
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this port (0 = any free port); unset = off.")
 
     @field_validator("kafka_bootstrap", "clickhouse_url", "schema_registry_url", mode="before")

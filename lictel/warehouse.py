@@ -59,6 +59,7 @@ def render(path: Path, settings: Settings, cluster: str | None = None) -> list[s
         "db": settings.clickhouse_database,
         "on_cluster": f"ON CLUSTER {cluster}" if cluster else "",
         "engine_replacing": "ReplicatedReplacingMergeTree" if cluster else "ReplacingMergeTree",
+        "engine_aggregating": "ReplicatedAggregatingMergeTree" if cluster else "AggregatingMergeTree",
         "ttl": ttl,
         "dedup_setting": ("replicated_deduplication_window = 1000" if cluster
                           else "non_replicated_deduplication_window = 1000"),
