@@ -9,6 +9,7 @@
     lictel export usage         minute/hour/day/month rows as CSV or JSON
     lictel report peak          peaks, averages, license-hours, denials per feature
     lictel report ud            user/device licenses over 90-day windows (users, vendor rule, optimum)
+    lictel report usage|sizing|overuse|denials|dormant|heatmap|forecast|chargeback|reconcile-vendor|compliance
     lictel config               every setting, its variable and default
 """
 
@@ -617,6 +618,249 @@ def report_ud(
                       f"users {', '.join(r.cover.users) or '-'}")
             out.print(f"  vendor rule {r.vendor_rule}: shared devices {', '.join(r.vendor.devices) or '-'}; "
                       f"users {', '.join(r.vendor.users) or '-'}")
+
+
+From = Annotated[str | None, typer.Option("--from", help="Start (YYYY-MM-DD or ISO-8601 with offset); default: "
+                                                        "the first stored minute.")]
+To = Annotated[str | None, typer.Option("--to", help="End, exclusive (YYYY-MM-DD or ISO-8601); default: after "
+                                                    "the last stored minute.")]
+OrgOpt = Annotated[str | None, typer.Option("--org", help="Only this organisation.")]
+FeatureOpt = Annotated[str | None, typer.Option("--feature", help="Only this feature.")]
+LevelOpt = Annotated[str, typer.Option("--level", help="estate (summed over servers) or pool (per server).")]
+
+
+def _scope(org: str | None, feature: str | None, start: str | None, end: str | None) -> Any:
+    from lictel.analysis import Scope
+
+    t1 = _parse_time(start, "--from") if start else None
+    t2 = _parse_time(end, "--to") if end else None
+    if t1 is not None and t2 is not None and t2 <= t1:
+        raise LictelError("--to must be after --from")
+    return Scope(org, feature, t1, t2)
+
+
+def _parse_time(text: str, option: str) -> int:
+    from lictel.timeutil import parse_ts
+
+    try:
+        if len(text) == 10:
+            return parse_ts(f"{dt.date.fromisoformat(text).isoformat()}T00:00:00Z")
+        return parse_ts(text)
+    except ValueError as exc:
+        raise LictelError(f"{option} {text!r}: {exc} (write 2026-03-02 or 2026-03-02T09:00:00Z)") from None
+
+
+def _analysis(settings: Settings) -> tuple[Any, str, dict[str, str]]:
+    from lictel.ud import parse_models
+    from lictel.warehouse import connect
+
+    return connect(settings), settings.clickhouse_database, parse_models(settings.license_models)
+
+
+def _emit(report: Any, fmt: str, part: int | None = None, output: Path | None = None) -> None:
+    """Print a report as a table (with its further tables and notes), CSV (one table) or JSON."""
+    import json
+
+    _check_format(fmt)
+    if fmt == "csv":
+        chosen = report if part is None else report.parts[part]
+        buf = _csv_text([chosen.columns, *chosen.rows])
+        _deliver(buf, output)
+    elif fmt == "json":
+        doc: dict[str, Any] = {"report": report.title, "notes": report.notes, "rows": report.dicts()}
+        if report.parts:
+            doc["parts"] = [{"title": p.title, "notes": p.notes, "rows": p.dicts()} for p in report.parts]
+        _deliver(json.dumps(doc, indent=1, ensure_ascii=False, default=str) + "\n", output)
+    else:
+        for r in (report, *report.parts):
+            table = Table(title=r.title, title_justify="left")
+            for c in r.columns:
+                table.add_column(c, justify="left")
+            for row in r.rows:
+                table.add_row(*["" if v is None else (f"{v:,}" if isinstance(v, int) else str(v)) for v in row])
+            if not r.rows:
+                out.print(f"[bold]{r.title}[/]: none")
+            else:
+                out.print(table)
+            for n in r.notes:
+                out.print(f"[dim]{n}[/]")
+
+
+def _csv_text(lines: list[list[Any]]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(["" if v is None else v for v in line] for line in lines)
+    return buf.getvalue()
+
+
+def _deliver(text: str, output: Path | None) -> None:
+    if output:
+        output.write_text(text, encoding="utf-8")
+        console.print(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
+
+
+def _save_charts(report: Any, chart_dir: Path | None, prefix: str) -> None:
+    if chart_dir is None:
+        return
+    chart_dir.mkdir(parents=True, exist_ok=True)
+    for name, svg in report.charts.items():
+        if svg:
+            path = chart_dir / f"{prefix}-{''.join(c if c.isalnum() or c in '-_' else '_' for c in name)}.svg"
+            path.write_text(svg, encoding="utf-8")
+            console.print(f"chart: {path}")
+
+
+@report_app.command("usage")
+def report_usage(data_dir: DataDir = None, fmt: Fmt = "table", org: OrgOpt = None, feature: FeatureOpt = None,
+                 start: From = None, end: To = None, level: LevelOpt = "estate",
+                 granularity: Annotated[str, typer.Option(help="hour, day, week or month.")] = "day",
+                 source: Annotated[str, typer.Option(help="license or sessions.")] = "license") -> None:
+    """Peak, low, time-weighted average and license-hours per hour, day, week or month."""
+    from lictel.analysis import usage
+
+    if granularity not in ("hour", "day", "week", "month"):
+        raise LictelError(f"--granularity must be hour, day, week or month, not {granularity!r}")
+    client, db, _ = _analysis(settings_for(data_dir))
+    _emit(usage(client, db, _scope(org, feature, start, end), level, granularity, source), fmt)
+
+
+@report_app.command("sizing")
+def report_sizing(data_dir: DataDir = None, fmt: Fmt = "table", org: OrgOpt = None, feature: FeatureOpt = None,
+                  start: From = None, end: To = None, level: LevelOpt = "estate",
+                  histogram: Annotated[bool, typer.Option("--histogram", help="With --format csv: print the "
+                                                          "utilisation histogram instead.")] = False) -> None:
+    """Licenses needed to cover 95 %, 99 % and 100 % of the minutes, and the utilisation histogram."""
+    from lictel.analysis import sizing
+
+    client, db, _ = _analysis(settings_for(data_dir))
+    _emit(sizing(client, db, _scope(org, feature, start, end), level), fmt, 0 if histogram else None)
+
+
+@report_app.command("overuse")
+def report_overuse(data_dir: DataDir = None, fmt: Fmt = "table", org: OrgOpt = None, feature: FeatureOpt = None,
+                   start: From = None, end: To = None) -> None:
+    """Periods where use exceeds the entitlement (concurrent: estate peak; user/device: licenses assigned),
+    with start, duration, magnitude and the 10 % overdraft band apart."""
+    from lictel.analysis import overuse
+
+    client, db, models = _analysis(settings_for(data_dir))
+    _emit(overuse(client, db, _scope(org, feature, start, end), models), fmt)
+
+
+@report_app.command("denials")
+def report_denials(data_dir: DataDir = None, fmt: Fmt = "table", org: OrgOpt = None, feature: FeatureOpt = None,
+                   start: From = None, end: To = None,
+                   by: Annotated[str, typer.Option(help="feature, user or hour.")] = "feature",
+                   within: Annotated[int, typer.Option(help="A denial followed by a checkout of the same user and "
+                                                            "feature within this many minutes is not a true "
+                                                            "denial.")] = 10) -> None:
+    """Denials by feature, user or hour, with their reasons and the true denials."""
+    from lictel.analysis import denials
+
+    client, db, _ = _analysis(settings_for(data_dir))
+    _emit(denials(client, db, _scope(org, feature, start, end), by, within), fmt)
+
+
+@report_app.command("dormant")
+def report_dormant(data_dir: DataDir = None, fmt: Fmt = "table", org: OrgOpt = None, feature: FeatureOpt = None,
+                   start: From = None, end: To = None,
+                   days: Annotated[int, typer.Option(help="User/device assignments unused this many days are "
+                                                          "releasable.")] = 30,
+                   ratio: Annotated[float, typer.Option(help="Concurrent entitlements whose 99th percentile stays "
+                                                           "below this share are oversized.")] = 0.5,
+                   held_hours: Annotated[float, typer.Option(help="Checkouts held this long are "
+                                                                  "phantoms.")] = 24.0) -> None:
+    """Releasable user/device assignments, oversized concurrent entitlements, phantom checkouts."""
+    from lictel.analysis import dormant
+
+    client, db, models = _analysis(settings_for(data_dir))
+    _emit(dormant(client, db, _scope(org, feature, start, end), models, days, ratio, held_hours), fmt)
+
+
+@report_app.command("heatmap")
+def report_heatmap(data_dir: DataDir = None, fmt: Fmt = "table", org: OrgOpt = None, feature: FeatureOpt = None,
+                   start: From = None, end: To = None, level: LevelOpt = "estate",
+                   chart_dir: Annotated[Path, typer.Option(help="Where the SVG charts go.")] = Path(".")) -> None:
+    """Hour-of-week (UTC) average and peak per feature; one SVG chart per feature."""
+    from lictel.analysis import heatmap
+
+    client, db, _ = _analysis(settings_for(data_dir))
+    rep = heatmap(client, db, _scope(org, feature, start, end), level)
+    _emit(rep, fmt)
+    _save_charts(rep, chart_dir, "heatmap")
+
+
+@report_app.command("forecast")
+def report_forecast(data_dir: DataDir = None, fmt: Fmt = "table", org: OrgOpt = None, feature: FeatureOpt = None,
+                    start: From = None, end: To = None,
+                    horizon: Annotated[int, typer.Option(help="Days ahead to look for the crossing.")] = 365,
+                    chart_dir: Annotated[Path | None, typer.Option(help="Save SVG charts here.")] = None) -> None:
+    """Daily peak trend with weekly seasonality, the day it reaches the entitlement, and its backtest error."""
+    from lictel.analysis import forecast
+
+    client, db, _ = _analysis(settings_for(data_dir))
+    rep = forecast(client, db, _scope(org, feature, start, end), horizon)
+    _emit(rep, fmt)
+    _save_charts(rep, chart_dir, "forecast")
+
+
+@report_app.command("chargeback")
+def report_chargeback(groups: Annotated[Path, typer.Argument(exists=True, dir_okay=False,
+                                                             help="user,group CSV.")],
+                      data_dir: DataDir = None, fmt: Fmt = "table", org: OrgOpt = None, feature: FeatureOpt = None,
+                      start: From = None, end: To = None) -> None:
+    """License-hours and share of the peak by group, from a user → group CSV."""
+    from lictel.analysis import chargeback, read_groups
+
+    client, db, _ = _analysis(settings_for(data_dir))
+    _emit(chargeback(client, db, _scope(org, feature, start, end), read_groups(groups)), fmt)
+
+
+@report_app.command("reconcile-vendor")
+def report_reconcile_vendor(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Vendor daily usage: date,feature,count.")],
+    data_dir: DataDir = None, fmt: Fmt = "table", org: OrgOpt = None,
+    tolerance: Annotated[int, typer.Option(help="Differences up to this many licenses are agreement.")] = 0,
+) -> None:
+    """Compare a vendor-reported daily usage CSV with lictel's numbers day by day."""
+    from lictel.analysis import read_vendor_csv, reconcile_vendor
+
+    settings = settings_for(data_dir)
+    client, db, models = _analysis(settings)
+    _emit(reconcile_vendor(client, db, org or settings.org, read_vendor_csv(file), models, tolerance), fmt)
+
+
+@report_app.command("compliance")
+def report_compliance(
+    start: Annotated[str, typer.Option("--from", help="Start of the period (YYYY-MM-DD or ISO-8601).")],
+    end: Annotated[str, typer.Option("--to", help="End of the period, exclusive.")],
+    data_dir: DataDir = None,
+    fmt: Annotated[str, typer.Option("--format", help="html, csv or json.")] = "html",
+    org: OrgOpt = None, feature: FeatureOpt = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (default: stdout).")] = None,
+    pseudonymize: Annotated[bool, typer.Option("--pseudonymize", help="Replace user and device names with a keyed "
+                                               "SHA-256 (key: LICTEL_PSEUDONYM_KEY).")] = False,
+) -> None:
+    """One self-contained period report for audits: per feature entitlement, peak, cover, overuse,
+    denials; the periods, dormant licenses and user/device holders; charts embedded."""
+    import os
+
+    from lictel.analysis import compliance, pseudonymizer, to_html
+
+    if fmt not in ("html", "csv", "json"):
+        raise LictelError(f"--format must be html, csv or json, not {fmt!r}")
+    pseudo = pseudonymizer(os.environ.get("LICTEL_PSEUDONYM_KEY", "")) if pseudonymize else None
+    client, db, models = _analysis(settings_for(data_dir))
+    rep = compliance(client, db, _scope(org, feature, start, end), models, pseudo)
+    if fmt == "html":
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        _deliver(to_html(rep, stamp, pseudo is not None), output)
+    else:
+        _emit(rep, fmt, output=output)
 
 
 def _check_format(fmt: str) -> None:

@@ -28,12 +28,14 @@ _PERIOD = {
     "minute": "minute",
     "hour": "toStartOfHour(minute)",
     "day": "toStartOfDay(minute)",
+    "week": "toDateTime(toMonday(minute), 'UTC')",
     "month": "toStartOfMonth(minute)",
 }
 _SECONDS = {
     "minute": "60",
     "hour": "3600",
     "day": "86400",
+    "week": "604800",
     "month": "dateDiff('second', toDateTime(p, 'UTC'), toDateTime(p + INTERVAL 1 MONTH, 'UTC'))",
 }
 _SIX = Decimal("0.000001")

@@ -115,17 +115,18 @@ def ud_features(client: Client, db: str, models: dict[str, str], org: str | None
 
 
 def ud_report(client: Client, db: str, models: dict[str, str], org: str | None = None, feature: str | None = None,
-              day: dt.date | None = None, explain: bool = False) -> list[UDRow]:
+              day: dt.date | None = None, explain: bool = False, after_last_use: bool = False) -> list[UDRow]:
     """One row per org, user/device feature and day from its first to its last day with a use
-    (only ``day`` when given), sorted."""
+    (only ``day`` when given; with ``after_last_use`` also a ``day`` after the last use, whose
+    assignments may still be held), sorted."""
     keys = ud_features(client, db, models, org, feature)
     if not keys:
         return []
     if day is not None:
         bounds = client.query(
             f"SELECT org, feature FROM {db}.ud_daily WHERE (org, feature) IN {{keys:Array(Tuple(String, String))}} "
-            f"GROUP BY org, feature HAVING min(day) <= {{day:Date}} AND max(day) >= {{day:Date}}",
-            parameters={"keys": keys, "day": day}).result_rows
+            f"GROUP BY org, feature HAVING min(day) <= {{day:Date}} AND (max(day) >= {{day:Date}} OR {{after:Bool}})",
+            parameters={"keys": keys, "day": day, "after": after_last_use}).result_rows
         keys = sorted((o, f) for o, f in bounds)
         if not keys:
             return []

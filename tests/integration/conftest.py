@@ -13,10 +13,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lictel.broker import EmbeddedBroker
+from lictel.config import Settings
+from lictel.warehouse import connect, migrate
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +58,16 @@ def lictel(broker: EmbeddedBroker, tmp_path: Path) -> Lictel:
         "COLUMNS": "200",
     })
     return Lictel(tmp_path / "data", env)
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> Iterator[tuple[Settings, Any]]:
+    """An in-process chDB warehouse with lictel's schema, closed afterwards: chDB serves one data
+    directory per process, so a test that left its client open would break the next one."""
+    settings = Settings(data_dir=tmp_path)
+    client = connect(settings)
+    try:
+        migrate(client, settings)
+        yield settings, client
+    finally:
+        client.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +11,6 @@ import pytest
 from lictel.config import Settings
 from lictel.export import export_row, usage_rows
 from lictel.timeutil import DAY_US, HOUR_US, MINUTE_US, from_us, parse_ts, to_us
-from lictel.warehouse import connect, migrate
 from sinks.clickhouse import USAGE_COLUMNS, write_minute_rows
 
 pytestmark = pytest.mark.integration
@@ -48,10 +46,8 @@ def _expected(rows: list[dict[str, Any]], granularity: str) -> list[dict[str, An
     return out
 
 
-def test_rollups_equal_recomputation_from_minutes(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path)
-    client = connect(settings)
-    migrate(client, settings)
+def test_rollups_equal_recomputation_from_minutes(warehouse: tuple[Settings, Any]) -> None:
+    _, client = warehouse
     rnd = random.Random(5)
     start = parse_ts("2026-01-31T22:00:00Z")  # crosses a day and a month boundary
     rows = []
@@ -61,7 +57,7 @@ def test_rollups_equal_recomputation_from_minutes(tmp_path: Path) -> None:
                 continue  # a missing minute: nothing held, no events
             peak = rnd.randrange(1, 40)
             low = rnd.randrange(0, peak + 1)
-            rows.append({"level": "pool", "org": "acme", "server": server, "feature": "F",
+            rows.append({"level": "pool", "source": "license", "org": "acme", "server": server, "feature": "F",
                          "minute": start + k * MINUTE_US, "peak": peak, "low": low,
                          "license_us": rnd.randrange(low * 60, peak * 60 + 1) * 1_000_000 + rnd.randrange(1_000_000),
                          "checkouts": rnd.randrange(5), "checkins": rnd.randrange(5), "forced_releases": 0,
@@ -81,14 +77,12 @@ def test_rollups_equal_recomputation_from_minutes(tmp_path: Path) -> None:
     assert hour[("lic02", "2026-02-01T02:00:00Z")]["low"] == 0  # lic02 has gaps in that hour
 
 
-def test_estate_minutes_missing_a_servers_share_are_found(tmp_path: Path) -> None:
+def test_estate_minutes_missing_a_servers_share_are_found(warehouse: tuple[Settings, Any]) -> None:
     from lictel.engine import compute_rows
     from lictel.events import Event
     from lictel.reports import estate_gaps
 
-    settings = Settings(data_dir=tmp_path)
-    client = connect(settings)
-    migrate(client, settings)
+    _, client = warehouse
     t0 = parse_ts("2026-03-02T10:00:00Z")
     events = [Event(f"{s}:{i}", t0 + i * 20_000_000, "acme", s, "V", "F", a, "u", "h", None, 1, None, s, i)
               for s in ("a", "b") for i, a in enumerate(["OUT", "IN", "OUT", "IN"])]

@@ -1,0 +1,937 @@
+"""The answers lictel's users come for, from the stored minute usage, raw events and entitlements.
+
+Every function takes a ClickHouse client and returns a :class:`Report` (title, columns, rows, notes,
+optional SVG charts) that the CLI prints as a table, CSV or JSON. Every query is parameterised;
+only validated identifiers (database, level, granularity) are formatted in. Time ranges are
+half-open ``[start, end)`` in microseconds; without one, a report covers everything stored.
+
+Definitions (README "Reports" and docs/reports.md say the same for users):
+
+- *Use* of a concurrent feature is the estate concurrency ``c_estate(t)`` of the license series;
+  a minute's use is its ``peak``. Minutes without a row had no license out (use 0).
+- *Entitlement* of a feature on a day is the sum of ``count`` over its imported entitlements active
+  that day (``start`` ≤ day ≤ ``expiry``; uncounted ones are not limits).
+- The *overdraft band* is use above the entitlement by at most 10 % of it.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import hmac
+import io
+import itertools
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from clickhouse_connect.driver.client import Client
+
+from lictel.errors import ConfigError, InputError
+from lictel.export import usage_rows
+from lictel.identity import normalize_user
+from lictel.timeutil import DAY_US, MINUTE_US, US, iso_s
+from lictel.ud import UD, license_model, ud_report
+
+OVERDRAFT_BAND = 0.10
+#: The user name as the vendor compares it (lictel.identity.normalize_user, in SQL).
+SQL_USER = "lower(trimBoth(splitByChar('@', arrayElement(splitByChar('\\\\', trimBoth(user)), -1))[1]))"
+
+
+@dataclass
+class Report:
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+    notes: list[str] = field(default_factory=list)
+    charts: dict[str, str] = field(default_factory=dict)  # name -> SVG text
+    parts: list[Report] = field(default_factory=list)  # further tables of the same report
+
+    def dicts(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, r, strict=True)) for r in self.rows]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a report looks at: an org and/or feature, a time range (µs, half-open)."""
+
+    org: str | None = None
+    feature: str | None = None
+    start: int | None = None
+    end: int | None = None
+
+    def where(self, time_col: str = "minute", seconds: bool = True) -> tuple[str, dict[str, Any]]:
+        parts: list[str] = ["1"]
+        params: dict[str, Any] = {}
+        if self.org:
+            parts.append("org = {org:String}")
+            params["org"] = self.org
+        if self.feature:
+            parts.append("feature = {feature:String}")
+            params["feature"] = self.feature
+        conv = "toDateTime({%s:Int64}, 'UTC')" if seconds else "fromUnixTimestamp64Micro({%s:Int64}, 'UTC')"
+        div = US if seconds else 1
+        if self.start is not None:
+            parts.append(f"{time_col} >= {conv % 'start'}")
+            params["start"] = self.start // div
+        if self.end is not None:
+            parts.append(f"{time_col} < {conv % 'end'}")
+            params["end"] = self.end // div
+        return " AND ".join(parts), params
+
+
+def stored_range(client: Client, db: str, scope: Scope) -> tuple[int, int] | None:
+    """[first minute, last minute + 1 min) of the license series in scope, clipped to the scope."""
+    where, params = scope.where()
+    row = client.query(f"SELECT count(), toUnixTimestamp(min(minute)), toUnixTimestamp(max(minute)) "
+                       f"FROM {db}.usage_minute WHERE source = 'license' AND {where}", parameters=params).result_rows[0]
+    if not row[0]:
+        return None
+    start = scope.start if scope.start is not None else int(row[1]) * US
+    end = scope.end if scope.end is not None else int(row[2]) * US + MINUTE_US
+    return start, end
+
+
+# --------------------------------------------------------------------------- entitlements
+
+
+@dataclass(frozen=True)
+class Entitled:
+    feature: str
+    count: int
+    start: dt.date | None
+    expiry: dt.date
+
+
+def entitlements(client: Client, db: str, org: str | None) -> dict[tuple[str, str], list[Entitled]]:
+    where, params = ("AND org = {org:String}", {"org": org}) if org else ("", {})
+    result = client.query(f"SELECT org, feature, count, start, expiry FROM {db}.entitlements FINAL "
+                          f"WHERE uncounted = 0 {where}", parameters=params)
+    out: dict[tuple[str, str], list[Entitled]] = defaultdict(list)
+    for o, f, n, start, expiry in result.result_rows:
+        out[(o, f)].append(Entitled(f, int(n), start, expiry))
+    return out
+
+
+def entitled_on(items: list[Entitled], day: dt.date) -> int:
+    return sum(e.count for e in items if (e.start is None or e.start <= day) and day <= e.expiry)
+
+
+def _segments(items: list[Entitled], start: int, end: int) -> list[tuple[int, int, int]]:
+    """Piecewise-constant entitlement over [start, end): (from µs, to µs, count)."""
+    cuts = {start, end}
+    for e in items:
+        for d in (e.start, e.expiry + dt.timedelta(days=1)):
+            if d is not None:
+                t = _day_us(d)
+                if start < t < end:
+                    cuts.add(t)
+    bounds = sorted(cuts)
+    return [(a, b, entitled_on(items, _us_day(a))) for a, b in itertools.pairwise(bounds)]
+
+
+def _day_us(d: dt.date) -> int:
+    return (d - dt.date(1970, 1, 1)).days * DAY_US
+
+
+def _us_day(t: int) -> dt.date:
+    return dt.date(1970, 1, 1) + dt.timedelta(days=t // DAY_US)
+
+
+# --------------------------------------------------------------------------- usage, sizing
+
+
+def usage(client: Client, db: str, scope: Scope, level: str = "estate", granularity: str = "day",
+          source: str = "license") -> Report:
+    """Peak, low, time-weighted average and license-hours per period."""
+    rows = usage_rows(client, db, level, granularity, scope.org, scope.feature,
+                      None if scope.start is None else scope.start // US,
+                      None if scope.end is None else scope.end // US, source=source)
+    out = [[r["org"], r["server"] or "(estate)", r["feature"], r["minute"], r["peak"], r["low"], r["avg"],
+            round(float(r["license_seconds"]) / 3600, 6)] for r in rows]
+    return Report(f"Usage by {granularity} ({level}, {source})",
+                  ["org", "server", "feature", "period", "peak", "low", "avg", "license_hours"], out,
+                  ["avg is time-weighted over the whole period (minutes without a row count as 0); low is 0 "
+                   "when some minute of the period had nothing out."])
+
+
+def sizing(client: Client, db: str, scope: Scope, level: str = "estate") -> Report:
+    """Licenses that cover 95 %, 99 % and 100 % of the minutes, and the utilisation histogram."""
+    rng = stored_range(client, db, scope)
+    if rng is None:
+        return Report("Sizing", _SIZING_COLS, [])
+    start, end = rng
+    total = (end - start) // MINUTE_US
+    where, params = Scope(scope.org, scope.feature, start, end).where()
+    result = client.query(
+        f"SELECT org, server, feature, peak, count() FROM {db}.usage_minute FINAL "
+        f"WHERE level = {{level:String}} AND source = 'license' AND {where} GROUP BY org, server, feature, peak "
+        f"ORDER BY org, server, feature, peak", parameters={**params, "level": level})
+    by_key: dict[tuple[str, str, str], list[tuple[int, int]]] = defaultdict(list)
+    for o, s, f, peak, n in result.result_rows:
+        by_key[(o, s, f)].append((int(peak), int(n)))
+    ents = entitlements(client, db, scope.org)
+    rows, hist_rows = [], []
+    for (o, s, f), levels in sorted(by_key.items()):
+        zero = total - sum(n for _, n in levels)
+        dist = sorted([*( [(0, zero)] if zero > 0 else []), *levels])
+        mean = sum(p * n for p, n in dist) / total
+        ent = entitled_on(ents.get((o, f), []), _us_day(end - 1)) or None
+        rows.append([o, s or "(estate)", f, total, ent, _cover(dist, total, 0.95), _cover(dist, total, 0.99),
+                     dist[-1][0], round(mean, 3)])
+        for label, n in _histogram(dist, ent or dist[-1][0] or 1):
+            hist_rows.append([o, s or "(estate)", f, label, n, round(n / total, 6)])
+    rep = Report("Sizing: licenses that cover a share of the minutes", _SIZING_COLS, rows,
+                 [f"over {total:,} minutes from {iso_s(start)} to {iso_s(end)}; cover_95 = the fewest licenses "
+                  "that were enough in at least 95 % of the minutes (minute peak <= licenses)."])
+    rep.parts.append(Report("Utilisation histogram (minute peak as a share of the entitlement, or of the highest "
+                            "peak without one)", ["org", "server", "feature", "utilisation", "minutes", "share"],
+                            hist_rows))
+    return rep
+
+
+_SIZING_COLS = ["org", "server", "feature", "minutes", "entitlement", "cover_95", "cover_99", "cover_100", "mean"]
+
+
+def _cover(dist: list[tuple[int, int]], total: int, share: float) -> int:
+    need = math.ceil(share * total - 1e-9)
+    acc = 0
+    for peak, n in dist:
+        acc += n
+        if acc >= need:
+            return peak
+    return dist[-1][0]
+
+
+def _histogram(dist: list[tuple[int, int]], base: int) -> list[tuple[str, int]]:
+    bins = [0] * 12  # 0 %, (0-10], ..., (90-100], > 100 %
+    for peak, n in dist:
+        if peak == 0:
+            bins[0] += n
+        elif peak > base:
+            bins[11] += n
+        else:
+            bins[min(10, math.ceil(peak * 10 / base))] += n
+    labels = ["0%"] + [f"{10 * (i - 1)}-{10 * i}%" for i in range(1, 11)] + [">100%"]
+    return list(zip(labels, bins, strict=True))
+
+
+# --------------------------------------------------------------------------- overuse
+
+
+def overuse(client: Client, db: str, scope: Scope, models: dict[str, str]) -> Report:
+    """Periods where use exceeds the entitlement: concurrent features minute by minute (estate
+    peak), user/device features day by day (licenses assigned under the vendor's rule)."""
+    ents = entitlements(client, db, scope.org)
+    rows: list[list[Any]] = []
+    rng = stored_range(client, db, scope)
+    for (o, f), items in sorted(ents.items()):
+        if scope.feature and f != scope.feature:
+            continue
+        if license_model(f, models) == UD:
+            rows.extend(_ud_overuse(client, db, o, f, items, models, scope))
+            continue
+        if rng is None:
+            continue
+        for a, b, n in _segments(items, *rng):
+            where, params = Scope(o, f, a, b).where()
+            minutes = client.query(
+                f"SELECT toUnixTimestamp(minute), peak FROM {db}.usage_minute FINAL WHERE level = 'estate' "
+                f"AND source = 'license' AND peak > {{n:UInt32}} AND {where} ORDER BY minute",
+                parameters={**params, "n": n}).result_rows
+            for run in _runs([(int(m) * US, int(p)) for m, p in minutes], MINUTE_US):
+                rows.append(_overuse_row(o, f, "concurrent", run, n, MINUTE_US))
+    rows.sort(key=lambda r: (r[0], r[1], r[3]))
+    return Report("Overuse: use above the entitlement",
+                  ["org", "feature", "model", "start", "end", "duration", "max_use", "entitlement", "max_excess",
+                   "in_overdraft_band", "above_band", "kind"], rows,
+                  ["duration, in_overdraft_band and above_band count minutes (concurrent) or days (user/device); "
+                   f"the overdraft band is up to {OVERDRAFT_BAND:.0%} above the entitlement; kind is overdraft when "
+                   "the whole period stays inside it."])
+
+
+def _ud_overuse(client: Client, db: str, org: str, feature: str, items: list[Entitled], models: dict[str, str],
+                scope: Scope) -> list[list[Any]]:
+    lo = -(2**62) if scope.start is None else scope.start
+    hi = 2**62 if scope.end is None else scope.end
+    days = [r for r in ud_report(client, db, models, org, feature) if lo <= _day_us(r.day) < hi]
+    over = []
+    for r in days:
+        n = entitled_on(items, r.day)
+        if r.vendor_rule > n:
+            over.append((_day_us(r.day), r.vendor_rule, n))
+    rows = []
+    for run in _runs_by_limit(over):
+        rows.append(_overuse_row(org, feature, "user/device", [(t, u) for t, u, _ in run], run[0][2], DAY_US))
+    return rows
+
+
+def _runs(points: list[tuple[int, int]], step: int) -> Iterable[list[tuple[int, int]]]:
+    run: list[tuple[int, int]] = []
+    for t, v in points:
+        if run and t != run[-1][0] + step:
+            yield run
+            run = []
+        run.append((t, v))
+    if run:
+        yield run
+
+
+def _runs_by_limit(points: list[tuple[int, int, int]]) -> Iterable[list[tuple[int, int, int]]]:
+    run: list[tuple[int, int, int]] = []
+    for p in points:
+        if run and (p[0] != run[-1][0] + DAY_US or p[2] != run[-1][2]):
+            yield run
+            run = []
+        run.append(p)
+    if run:
+        yield run
+
+
+def _overuse_row(org: str, feature: str, model: str, run: list[tuple[int, int]], ent: int, step: int) -> list[Any]:
+    band = ent * (1 + OVERDRAFT_BAND)
+    top = max(v for _, v in run)
+    in_band = sum(1 for _, v in run if v <= band)
+    fmt = iso_s if step == MINUTE_US else (lambda t: _us_day(t).isoformat())
+    return [org, feature, model, fmt(run[0][0]), fmt(run[-1][0] + step), len(run), top, ent, top - ent, in_band,
+            len(run) - in_band, "overdraft" if top <= band else "overuse"]
+
+
+# --------------------------------------------------------------------------- denials
+
+
+def denials(client: Client, db: str, scope: Scope, by: str = "feature", within_min: int = 10) -> Report:
+    """Denials by feature, user or hour, with reasons; a *true* denial is one the same user did not
+    overcome with a successful checkout of the same feature within ``within_min`` minutes."""
+    if by not in ("feature", "user", "hour"):
+        raise ConfigError(f"--by must be one of feature, user, hour, not {by!r}")
+    where, params = scope.where("ts", seconds=False)
+    key = {"feature": "", "user": ", u AS k", "hour": ", toUnixTimestamp(toStartOfHour(t)) AS k"}[by]
+    group = ", k" if key else ""
+    result = client.query(
+        f"SELECT org, feature{key}, count(), "
+        f"countIf(next_out = 0 OR next_out - toUnixTimestamp64Micro(t) > {{within:Int64}} * 60000000), "
+        f"arrayStringConcat(arrayMap(x -> ifNull(x, '(none)'), topK(3)(reason)), '; ') "
+        f"FROM (SELECT d.org AS org, d.feature AS feature, d.u AS u, d.ts AS t, d.reason AS reason, "
+        f"toUnixTimestamp64Micro(o.ts) AS next_out "
+        f"FROM (SELECT org, feature, {SQL_USER} AS u, ts, reason FROM {db}.raw_events FINAL "
+        f"WHERE action = 'DENIED' AND {where}) AS d "
+        f"ASOF LEFT JOIN (SELECT org, feature, {SQL_USER} AS u, ts FROM {db}.raw_events FINAL "
+        f"WHERE action = 'OUT') AS o ON d.org = o.org AND d.feature = o.feature AND d.u = o.u AND o.ts > d.ts) "
+        f"GROUP BY org, feature{group} ORDER BY org, feature{group}",
+        parameters={**params, "within": within_min},
+        settings={"join_use_nulls": 0})
+    rows = []
+    for r in result.result_rows:
+        r = list(r)
+        if by == "hour":
+            r[2] = iso_s(int(r[2]) * US)
+        rows.append(r)
+    cols = ["org", "feature", *([by] if key else []), "denials", "true_denials", "top_reasons"]
+    return Report(f"Denials by {by}", cols, rows,
+                  [f"true_denials: not followed by a checkout of the same user and feature within {within_min} "
+                   "minutes (users compared without case and domain)."])
+
+
+# --------------------------------------------------------------------------- dormant
+
+
+def dormant(client: Client, db: str, scope: Scope, models: dict[str, str], days: int = 30, ratio: float = 0.5,
+            held_hours: float = 24.0, as_of: dt.date | None = None) -> Report:
+    """Three kinds of waste: user/device assignments unused for ``days`` (releasable), concurrent
+    entitlements whose 99th percentile stays below ``ratio`` of the entitlement, and checkouts held
+    longer than ``held_hours`` (phantoms)."""
+    rows: list[list[Any]] = []
+    rows += _releasable(client, db, scope, models, days, as_of)
+    rows += _oversized(client, db, scope, models, ratio)
+    rows += _phantoms(client, db, scope, held_hours)
+    return Report("Dormant licenses", ["kind", "org", "feature", "who", "detail", "since", "days"], rows,
+                  [f"releasable: a user/device assignment (held 90 days after its last use) unused for {days}+ days; "
+                   f"oversized: 99th percentile of the minute peaks below {ratio:.0%} of the entitlement; "
+                   f"phantom: a checkout held {held_hours:g}+ hours (or still held at the end of the data)."])
+
+
+def _releasable(client: Client, db: str, scope: Scope, models: dict[str, str], days: int,
+                as_of: dt.date | None) -> list[list[Any]]:
+    where, params = Scope(scope.org, scope.feature).where()
+    result = client.query(
+        f"SELECT org, feature, tupleElement(p, 1) AS user, tupleElement(p, 2) AS device, max(day) FROM "
+        f"(SELECT org, feature, day, arrayJoin(groupUniqArrayMerge(pairs)) AS p FROM {db}.ud_daily "
+        f"WHERE {where} GROUP BY org, feature, day) GROUP BY org, feature, user, device", parameters=params)
+    last_user: dict[tuple[str, str, str], dt.date] = {}
+    last_dev: dict[tuple[str, str, str], dt.date] = {}
+    newest: dict[tuple[str, str], dt.date] = {}
+    for o, f, u, d, day in result.result_rows:
+        if license_model(f, models) != UD:
+            continue
+        for table, key in ((last_user, (o, f, u)), (last_dev, (o, f, d))):
+            table[key] = max(day, table.get(key, day))
+        newest[(o, f)] = max(day, newest.get((o, f), day))
+    rows = []
+    for kind, table in (("user", last_user), ("device", last_dev)):
+        for (o, f, who), day in sorted(table.items()):
+            ref = as_of or newest[(o, f)]
+            idle = (ref - day).days
+            if days <= idle < 90:
+                rows.append(["releasable", o, f, who, f"{kind} assignment, free on "
+                             f"{(day + dt.timedelta(days=90)).isoformat()} if unused", day.isoformat(), idle])
+    return rows
+
+
+def _oversized(client: Client, db: str, scope: Scope, models: dict[str, str], ratio: float) -> list[list[Any]]:
+    rng = stored_range(client, db, scope)
+    if rng is None:
+        return []
+    start, end = rng
+    total = (end - start) // MINUTE_US
+    rows = []
+    for (o, f), items in sorted(entitlements(client, db, scope.org).items()):
+        if (scope.feature and f != scope.feature) or license_model(f, models) == UD:
+            continue
+        ent = entitled_on(items, _us_day(end - 1))
+        if not ent:
+            continue
+        where, params = Scope(o, f, start, end).where()
+        dist = [(int(p), int(n)) for p, n in client.query(
+            f"SELECT peak, count() FROM {db}.usage_minute FINAL WHERE level = 'estate' AND source = 'license' "
+            f"AND {where} GROUP BY peak ORDER BY peak", parameters=params).result_rows]
+        zero = total - sum(n for _, n in dist)
+        dist = sorted([*([(0, zero)] if zero > 0 else []), *dist])
+        p99 = _cover(dist, total, 0.99) if dist else 0
+        if p99 < ratio * ent:
+            rows.append(["oversized", o, f, "", f"99th percentile {p99} of entitlement {ent} "
+                         f"(peak {dist[-1][0] if dist else 0}); {ent - max(p99, dist[-1][0] if dist else 0)} "
+                         "never used", iso_s(start), total // 1440])
+    return rows
+
+
+def _phantoms(client: Client, db: str, scope: Scope, held_hours: float) -> list[list[Any]]:
+    where, params = scope.where("o.ts", seconds=False)
+    where = where.replace("org =", "o.org =").replace("feature =", "o.feature =")
+    result = client.query(
+        f"SELECT o.org, o.server, o.feature, o.user, o.host, toUnixTimestamp64Micro(o.ts), "
+        f"toUnixTimestamp64Micro(i.ts), toUnixTimestamp64Micro(r.ts), (SELECT toUnixTimestamp64Micro(max(ts)) "
+        f"FROM {db}.raw_events) FROM "
+        f"(SELECT * FROM {db}.raw_events FINAL WHERE action = 'OUT') AS o "
+        f"ASOF LEFT JOIN (SELECT org, server, vendor, feature, user, host, handle, ts FROM {db}.raw_events FINAL "
+        f"WHERE action = 'IN') AS i ON o.org = i.org AND o.server = i.server AND o.vendor = i.vendor "
+        f"AND o.feature = i.feature AND o.user = i.user AND o.host = i.host "
+        f"AND ifNull(o.handle, '') = ifNull(i.handle, '') AND i.ts >= o.ts "
+        f"ASOF LEFT JOIN (SELECT org, server, vendor, ts FROM {db}.raw_events FINAL WHERE action = 'RESTART') AS r "
+        f"ON o.org = r.org AND o.server = r.server AND o.vendor = r.vendor AND r.ts >= o.ts "
+        f"WHERE {where}", parameters=params, settings={"join_use_nulls": 0})
+    limit = int(held_hours * 3600 * US)
+    rows = []
+    for o, server, f, user, host, out_ts, in_ts, restart_ts, newest in result.result_rows:
+        ends = [t for t in (in_ts, restart_ts) if t and t > 0]
+        release = min(ends) if ends else None
+        held = (release if release is not None else newest) - out_ts
+        if held >= limit:
+            state = f"released {iso_s(release)}" if release is not None else "still held at the end of the data"
+            rows.append(["phantom", o, f, f"{user}@{host}", f"server {server}; {state}", iso_s(out_ts),
+                         round(held / DAY_US, 2)])
+    rows.sort(key=lambda r: (r[1], r[2], r[5]))
+    return rows
+
+
+# --------------------------------------------------------------------------- heatmap
+
+
+DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def heatmap(client: Client, db: str, scope: Scope, level: str = "estate") -> Report:
+    """Hour-of-week (UTC) average concurrency and peak per feature, with an SVG chart each."""
+    rng = stored_range(client, db, scope)
+    if rng is None:
+        return Report("Heatmap", _HEAT_COLS, [])
+    start, end = rng
+    where, params = Scope(scope.org, scope.feature, start, end).where()
+    result = client.query(
+        f"SELECT org, feature, toDayOfWeek(minute) - 1 AS dow, toHour(minute) AS h, sum(license_us), max(peak) "
+        f"FROM {db}.usage_minute FINAL WHERE level = {{level:String}} AND source = 'license' AND {where} "
+        f"GROUP BY org, feature, dow, h", parameters={**params, "level": level})
+    minutes = _minutes_per_hour_of_week(start, end)
+    cells: dict[tuple[str, str], dict[tuple[int, int], tuple[float, int]]] = defaultdict(dict)
+    for o, f, dow, h, lic, peak in result.result_rows:
+        n = minutes[int(dow)][int(h)]
+        cells[(o, f)][(int(dow), int(h))] = (int(lic) / US / 60 / n if n else 0.0, int(peak))
+    rows: list[list[Any]] = []
+    rep = Report("Hour of week (UTC): average concurrency and peak", _HEAT_COLS, rows)
+    for (o, f), grid in sorted(cells.items()):
+        for dow in range(7):
+            for h in range(24):
+                avg, peak = grid.get((dow, h), (0.0, 0))
+                rows.append([o, f, DAYS[dow], h, round(avg, 3), peak])
+        rep.charts[f"{o}-{f}"] = heatmap_svg(f"{o} {f}: average licenses in use by hour of week (UTC)", grid)
+    return rep
+
+
+_HEAT_COLS = ["org", "feature", "weekday", "hour", "avg", "peak"]
+
+
+def _minutes_per_hour_of_week(start: int, end: int) -> list[list[int]]:
+    counts = [[0] * 24 for _ in range(7)]
+    t = start - start % (3600 * US)
+    while t < end:
+        a, b = max(t, start), min(t + 3600 * US, end)
+        d = _us_day(t)
+        counts[d.weekday()][(t % DAY_US) // (3600 * US)] += (b - a) // MINUTE_US
+        t += 3600 * US
+    return counts
+
+
+def heatmap_svg(title: str, grid: dict[tuple[int, int], tuple[float, int]]) -> str:
+    top = max((v[0] for v in grid.values()), default=0.0) or 1.0
+    cell, left, head = 26, 44, 40
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + 24 * cell + 10}" height="{head + 7 * cell + 30}" '
+             f'font-family="sans-serif" font-size="11">', f'<text x="4" y="16" font-size="13">{_esc(title)}</text>']
+    for h in range(24):
+        parts.append(f'<text x="{left + h * cell + cell / 2}" y="{head - 6}" text-anchor="middle">{h}</text>')
+    for dow in range(7):
+        y = head + dow * cell
+        parts.append(f'<text x="4" y="{y + cell * 0.65}">{DAYS[dow]}</text>')
+        for h in range(24):
+            avg, peak = grid.get((dow, h), (0.0, 0))
+            shade = int(255 - 200 * avg / top)
+            parts.append(f'<rect x="{left + h * cell}" y="{y}" width="{cell - 1}" height="{cell - 1}" '
+                         f'fill="rgb({shade},{shade},255)"><title>{DAYS[dow]} {h:02d}:00 avg {avg:.2f}, '
+                         f'peak {peak}</title></rect>')
+    parts.append(f'<text x="4" y="{head + 7 * cell + 20}">darkest = {top:.2f} licenses on average</text></svg>')
+    return "\n".join(parts)
+
+
+def line_svg(title: str, series: dict[str, list[tuple[dt.date, float]]], width: int = 720, height: int = 260) -> str:
+    """A small line chart of daily values (one line per named series)."""
+    pts = [p for s in series.values() for p in s]
+    if not pts:
+        return ""
+    d0, d1 = min(p[0] for p in pts), max(p[0] for p in pts)
+    span = max((d1 - d0).days, 1)
+    top = max(max(p[1] for p in pts), 1.0) * 1.1
+    left, bottom, head = 50, 30, 28
+    w, h = width - left - 10, height - head - bottom
+
+    def xy(d: dt.date, v: float) -> str:
+        return f"{left + w * (d - d0).days / span:.1f},{head + h - h * v / top:.1f}"
+
+    colors = ["#1f5fbf", "#c0392b", "#27ae60", "#8e44ad"]
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+             f'font-size="11">', f'<text x="4" y="16" font-size="13">{_esc(title)}</text>',
+             f'<line x1="{left}" y1="{head + h}" x2="{left + w}" y2="{head + h}" stroke="#999"/>',
+             f'<line x1="{left}" y1="{head}" x2="{left}" y2="{head + h}" stroke="#999"/>',
+             f'<text x="{left - 4}" y="{head + 4}" text-anchor="end">{top / 1.1:.0f}</text>',
+             f'<text x="{left - 4}" y="{head + h}" text-anchor="end">0</text>',
+             f'<text x="{left}" y="{height - 8}">{d0}</text>',
+             f'<text x="{left + w}" y="{height - 8}" text-anchor="end">{d1}</text>']
+    for i, (name, s) in enumerate(series.items()):
+        color = colors[i % len(colors)]
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" '
+                     f'points="{" ".join(xy(d, v) for d, v in sorted(s))}"/>')
+        parts.append(f'<text x="{left + 8 + 140 * i}" y="{head + 12}" fill="{color}">{_esc(name)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+# --------------------------------------------------------------------------- forecast
+
+
+def daily_peaks(client: Client, db: str, scope: Scope) -> dict[tuple[str, str], list[tuple[dt.date, int]]]:
+    """Per org and feature: the estate peak of every UTC day from its first to its last stored day."""
+    where, params = scope.where()
+    result = client.query(
+        f"SELECT org, feature, toDate(minute) AS d, max(peak) FROM {db}.usage_minute FINAL "
+        f"WHERE level = 'estate' AND source = 'license' AND {where} GROUP BY org, feature, d ORDER BY org, feature, d",
+        parameters=params)
+    raw: dict[tuple[str, str], dict[dt.date, int]] = defaultdict(dict)
+    for o, f, d, p in result.result_rows:
+        raw[(o, f)][d] = int(p)
+    out = {}
+    for key, by_day in raw.items():
+        d, last = min(by_day), max(by_day)
+        series = []
+        while d <= last:
+            series.append((d, by_day.get(d, 0)))
+            d += dt.timedelta(days=1)
+        out[key] = series
+    return out
+
+
+@dataclass(frozen=True)
+class Fit:
+    intercept: float
+    slope: float  # per day
+    weekday: tuple[float, ...]  # additive effect of Mon..Sun (Mon = 0)
+    origin: dt.date
+
+    def predict(self, d: dt.date) -> float:
+        return self.intercept + self.slope * (d - self.origin).days + self.weekday[d.weekday()]
+
+
+def fit_trend(series: list[tuple[dt.date, float]]) -> Fit:
+    """Least squares: y = a + b·t + s[weekday], the weekday effects summing to zero."""
+    origin = series[0][0]
+    t = np.array([(d - origin).days for d, _ in series], dtype=float)
+    y = np.array([v for _, v in series], dtype=float)
+    dow = np.array([d.weekday() for d, _ in series])
+    # Effects coded against the mean: columns for Mon..Sat, Sunday = -(sum of the others).
+    x = np.zeros((len(series), 8))
+    x[:, 0] = 1.0
+    x[:, 1] = t
+    for k in range(6):
+        x[:, 2 + k] = np.where(dow == k, 1.0, np.where(dow == 6, -1.0, 0.0))
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    effects = [float(c) for c in coef[2:]]
+    effects.append(-sum(effects))
+    return Fit(float(coef[0]), float(coef[1]), tuple(effects), origin)
+
+
+def backtest(series: list[tuple[dt.date, float]], holdout: int = 28) -> tuple[float, float] | None:
+    """Fit on all but the last ``holdout`` days, predict them: (mean absolute error, MAPE %)."""
+    if len(series) < holdout + 28:
+        return None
+    fit = fit_trend(series[:-holdout])
+    errors = [abs(fit.predict(d) - v) for d, v in series[-holdout:]]
+    mae = sum(errors) / holdout
+    actual = [v for _, v in series[-holdout:]]
+    pct = [e / a for e, a in zip(errors, actual, strict=True) if a > 0]
+    return mae, 100 * sum(pct) / len(pct) if pct else float("nan")
+
+
+def forecast(client: Client, db: str, scope: Scope, horizon_days: int = 365) -> Report:
+    """Daily peak trend with weekly seasonality, and the day the forecast first reaches the entitlement."""
+    ents = entitlements(client, db, scope.org)
+    rows: list[list[Any]] = []
+    rep = Report("Forecast of the daily peak", ["org", "feature", "days", "trend_per_30_days", "entitlement",
+                                                "reaches_entitlement", "backtest_mae", "backtest_mape_pct"], rows,
+                 ["method: least squares on the daily estate peak, a straight trend plus one additive effect per "
+                  "weekday; backtest: fitted without the last 28 days, then compared with them."])
+    for (o, f), series in sorted(daily_peaks(client, db, scope).items()):
+        if len(series) < 14:
+            rows.append([o, f, len(series), None, None, "too little history (14 days needed)", None, None])
+            continue
+        fit = fit_trend([(d, float(v)) for d, v in series])
+        last = series[-1][0]
+        ent = entitled_on(ents.get((o, f), []), last) or None
+        reach = None
+        if ent is not None:
+            for k in range(0, horizon_days + 1):
+                d = last + dt.timedelta(days=k)
+                if fit.predict(d) >= ent:
+                    reach = d.isoformat() if k else "already"
+                    break
+        bt = backtest([(d, float(v)) for d, v in series])
+        rows.append([o, f, len(series), round(30 * fit.slope, 3), ent,
+                     reach or (f"not within {horizon_days} days" if ent else "no entitlement"),
+                     None if bt is None else round(bt[0], 3), None if bt is None else round(bt[1], 2)])
+        future = [(last + dt.timedelta(days=k), max(fit.predict(last + dt.timedelta(days=k)), 0.0))
+                  for k in range(1, min(horizon_days, 180) + 1)]
+        lines = {"daily peak": [(d, float(v)) for d, v in series], "forecast": future}
+        if ent:
+            lines["entitlement"] = [(series[0][0], float(ent)), (future[-1][0], float(ent))]
+        rep.charts[f"{o}-{f}"] = line_svg(f"{o} {f}: daily peak and forecast", lines)
+    return rep
+
+
+# --------------------------------------------------------------------------- chargeback
+
+
+def read_groups(path: Path) -> dict[str, str]:
+    """``user,group`` CSV (header required) → {normalized user: group}."""
+    text = path.read_text(encoding="utf-8-sig")
+    reader = csv.DictReader(io.StringIO(text))
+    cols = {c.strip().lower(): c for c in reader.fieldnames or []}
+    if "user" not in cols or "group" not in cols:
+        raise InputError("a group file needs the header user,group", source=str(path), line=1)
+    out = {}
+    for row in reader:
+        user, group = (row.get(cols["user"]) or "").strip(), (row.get(cols["group"]) or "").strip()
+        if not user or not group:
+            raise InputError("user and group must not be empty", source=str(path), line=reader.line_num)
+        out[normalize_user(user)] = group
+    return out
+
+
+def chargeback(client: Client, db: str, scope: Scope, groups: dict[str, str]) -> Report:
+    """License-hours and share of the peak per group. Checkouts are replayed from raw events (the
+    same OUT/IN/RESTART rules as the engine); the peak is the feature's estate peak instant."""
+    rng = stored_range(client, db, scope)
+    if rng is None:
+        return Report("Chargeback", _CB_COLS, [])
+    start, end = rng
+    where, params = Scope(scope.org, scope.feature).where()
+    result = client.query(
+        f"SELECT org, server, vendor, feature, action, user, host, ifNull(handle, ''), count, "
+        f"toUnixTimestamp64Micro(ts) FROM {db}.raw_events FINAL WHERE ((action IN ('OUT', 'IN') AND {where}) "
+        f"OR action = 'RESTART') AND vendor != 'SESSIONS' AND ts < fromUnixTimestamp64Micro({{end:Int64}}) "
+        f"ORDER BY ts, seq", parameters={**params, "end": end})
+    held: dict[tuple[Any, ...], int] = {}
+    since: dict[tuple[Any, ...], int] = {}
+    hours: dict[tuple[str, str, str], float] = defaultdict(float)
+    level: dict[tuple[str, str], int] = defaultdict(int)
+    by_group_now: dict[tuple[str, str, str], int] = defaultdict(int)
+    peak: dict[tuple[str, str], tuple[int, int, dict[str, int]]] = {}
+
+    def group_of(user: str) -> str:
+        return groups.get(normalize_user(user), "(unmapped)")
+
+    def settle(ident: tuple[Any, ...], t: int) -> None:
+        n = held.get(ident, 0)
+        if n:
+            a = max(since[ident], start)
+            if t > a:
+                hours[(ident[0], ident[3], group_of(ident[4]))] += n * (t - a) / US / 3600
+            since[ident] = t
+
+    def change(ident: tuple[Any, ...], t: int, delta: int) -> None:
+        settle(ident, t)
+        since[ident] = t
+        held[ident] = held.get(ident, 0) + delta
+        if not held[ident]:
+            del held[ident]
+        key = (ident[0], ident[3])
+        level[key] += delta
+        by_group_now[(ident[0], ident[3], group_of(ident[4]))] += delta
+
+    pending: list[tuple[int, tuple[str, str]]] = []
+
+    def note_peaks(t: int) -> None:
+        # Called once per instant, after all its events (events at one instant are simultaneous).
+        for key in {k for _, k in pending}:
+            if start <= t < end and level[key] > peak.get(key, (-1, 0, {}))[0]:
+                shares = {g: n for (o, f, g), n in by_group_now.items() if (o, f) == key and n}
+                peak[key] = (level[key], t, shares)
+        pending.clear()
+
+    last_t = None
+    for o, server, vendor, f, action, user, host, handle, count, t in result.result_rows:
+        t = max(int(t), 0)
+        if last_t is not None and t != last_t:
+            note_peaks(max(last_t, start))
+        last_t = t
+        if action == "RESTART":
+            for ident in [i for i in held if i[0] == o and i[1] == server and i[2] == vendor]:
+                change(ident, t, -held[ident])
+                pending.append((t, (o, ident[3])))
+            continue
+        ident = (o, server, vendor, f, user, host, handle)
+        if action == "OUT":
+            change(ident, t, int(count))
+        else:
+            n = min(int(count), held.get(ident, 0))
+            if n:
+                change(ident, t, -n)
+        pending.append((t, (o, f)))
+    if last_t is not None:
+        note_peaks(max(last_t, start))
+    for key, n in level.items():  # what is still held counts from the start of the range
+        if n and key not in peak:
+            shares = {g: k for (o, f, g), k in by_group_now.items() if (o, f) == key and k}
+            peak[key] = (n, start, shares)
+    for ident in list(held):
+        settle(ident, end)
+    total_hours: dict[tuple[str, str], float] = defaultdict(float)
+    for (o, f, _), h in hours.items():
+        total_hours[(o, f)] += h
+    rows = []
+    keys = sorted(set(hours) | {(o, f, g) for (o, f), (_, _, sh) in peak.items() for g in sh})
+    for o, f, g in keys:
+        h = hours.get((o, f, g), 0.0)
+        top, at, shares = peak.get((o, f), (0, start, {}))
+        rows.append([o, f, g, round(h, 4), round(h / total_hours[(o, f)], 6) if total_hours[(o, f)] else 0.0,
+                     shares.get(g, 0), round(shares.get(g, 0) / top, 6) if top else 0.0, top, iso_s(at)])
+    return Report("Chargeback by group", _CB_COLS, rows,
+                  [f"from {iso_s(start)} to {iso_s(end)}; share_of_peak: the licenses each group held at the "
+                   "feature's estate peak instant (the first, if it recurs); users not in the group file are "
+                   "(unmapped)."])
+
+
+_CB_COLS = ["org", "feature", "group", "license_hours", "share_of_hours", "held_at_peak", "share_of_peak", "peak",
+            "peak_at"]
+
+
+# --------------------------------------------------------------------------- vendor reconciliation
+
+
+def read_vendor_csv(path: Path) -> list[tuple[dt.date, str, int, int]]:
+    """``date,feature,count`` (header required) → [(date, feature, count, line)]."""
+    reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig")))
+    cols = {c.strip().lower(): c for c in reader.fieldnames or []}
+    if not {"date", "feature", "count"} <= cols.keys():
+        raise InputError("a vendor usage file needs the header date,feature,count", source=str(path), line=1)
+    out = []
+    for row in reader:
+        line = reader.line_num
+        text = {k: (row.get(cols[k]) or "").strip() for k in ("date", "feature", "count")}
+        try:
+            day = dt.date.fromisoformat(text["date"])
+        except ValueError:
+            raise InputError(f"date {text['date']!r} is not YYYY-MM-DD", source=str(path), line=line,
+                             field="date") from None
+        if not text["count"].isdigit():
+            raise InputError(f"count {text['count']!r} is not a whole number", source=str(path), line=line,
+                             field="count")
+        if not text["feature"]:
+            raise InputError("feature is empty", source=str(path), line=line, field="feature")
+        out.append((day, text["feature"], int(text["count"]), line))
+    return out
+
+
+def reconcile_vendor(client: Client, db: str, org: str, vendor_rows: list[tuple[dt.date, str, int, int]],
+                     models: dict[str, str], tolerance: int = 0) -> Report:
+    """Compare a vendor's daily counts with ours: concurrent features by the day's estate peak,
+    user/device features by the licenses assigned under the vendor's rule; list every difference
+    above ``tolerance`` with our evidence."""
+    rows: list[list[Any]] = []
+    features = sorted({f for _, f, _, _ in vendor_rows})
+    peaks: dict[tuple[str, dt.date], tuple[int, int]] = {}
+    if any(license_model(f, models) != UD for f in features):
+        result = client.query(
+            f"SELECT feature, toDate(minute) AS d, max(peak), "
+            f"toUnixTimestamp(argMax(minute, (peak, -toUnixTimestamp(minute)))) FROM {db}.usage_minute FINAL "
+            f"WHERE level = 'estate' AND source = 'license' AND org = {{org:String}} "
+            f"AND feature IN {{features:Array(String)}} GROUP BY feature, d",
+            parameters={"org": org, "features": features})
+        peaks = {(f, d): (int(p), int(at) * US) for f, d, p, at in result.result_rows}
+    ud = {}
+    for f in features:
+        if license_model(f, models) == UD:
+            ud.update({(f, r.day): r for r in ud_report(client, db, models, org, f)})
+    matched = 0
+    for day, f, theirs, line in sorted(vendor_rows):
+        if license_model(f, models) == UD:
+            r = ud.get((f, day))
+            ours = r.vendor_rule if r else 0
+            evidence = (f"{r.users_90d} users in the 90 days to {day}; vendor rule {r.vendor_rule}, optimum "
+                        f"{r.optimal}" if r else "no use in the 90 days")
+        else:
+            ours, at = peaks.get((f, day), (0, 0))
+            evidence = f"estate peak {ours} at {iso_s(at)}" if at else "no license out that day"
+        if abs(theirs - ours) > tolerance:
+            rows.append([day.isoformat(), f, theirs, ours, theirs - ours, evidence, line])
+        else:
+            matched += 1
+    return Report("Vendor-reported use against ours", ["date", "feature", "vendor", "ours", "difference", "evidence",
+                                                       "line"], rows,
+                  [f"{matched} of {len(vendor_rows)} day(s) agree within {tolerance}; concurrent features compare "
+                   "the day's estate peak, user/device features the licenses assigned under the vendor's rule."])
+
+
+# --------------------------------------------------------------------------- pseudonyms
+
+
+def pseudonymizer(key: str) -> Callable[[str], str]:
+    """A keyed SHA-256 (HMAC) of a name: stable for one key, not reversible without it."""
+    if not key:
+        raise ConfigError("--pseudonymize needs a key: set LICTEL_PSEUDONYM_KEY (keep it secret; the same key "
+                          "gives the same pseudonyms in every report)")
+    secret = key.encode()
+
+    def pseudo(name: str) -> str:
+        return "p-" + hmac.new(secret, name.encode(), hashlib.sha256).hexdigest()[:16]
+
+    return pseudo
+
+
+# --------------------------------------------------------------------------- compliance
+
+
+def compliance(client: Client, db: str, scope: Scope, models: dict[str, str],
+               pseudo: Callable[[str], str] | None = None) -> Report:
+    """One period report: per feature the entitlement, peak (or licenses assigned), the 99 % cover,
+    overuse, denials; then the overuse periods, denials, dormant licenses, user/device assignments,
+    and charts (daily peak against the entitlement; hour of week)."""
+    if scope.start is None or scope.end is None:
+        raise ConfigError("compliance needs --from and --to: the period the report is for")
+    ents = entitlements(client, db, scope.org)
+    last_day = _us_day(scope.end - 1)
+    size = {(r[0], r[2]): r for r in sizing(client, db, scope).rows}
+    over = overuse(client, db, scope, models)
+    den = denials(client, db, scope)
+    dorm = dormant(client, db, scope, models, as_of=last_day)
+    ud_rows = ud_report(client, db, models, scope.org, scope.feature, day=last_day, explain=True, after_last_use=True)
+    where, params = scope.where()
+    peaks = client.query(
+        f"SELECT org, feature, max(peak), toUnixTimestamp(argMax(minute, (peak, -toUnixTimestamp(minute)))), "
+        f"sum(license_us) FROM {db}.usage_minute FINAL WHERE level = 'estate' AND source = 'license' AND {where} "
+        f"GROUP BY org, feature ORDER BY org, feature", parameters=params).result_rows
+    keys = sorted({(o, f) for o, f, *_ in peaks} | {(r.org, r.feature) for r in ud_rows})
+    peak_of = {(o, f): (int(p), int(at) * US, int(lic)) for o, f, p, at, lic in peaks}
+    den_of = {(r[0], r[1]): (r[2], r[3]) for r in den.rows}
+    ud_of = {(r.org, r.feature): r for r in ud_rows}
+    rows = []
+    for o, f in keys:
+        model = license_model(f, models)
+        ent = entitled_on(ents.get((o, f), []), last_day) or None
+        periods = [r for r in over.rows if r[0] == o and r[1] == f]
+        d, true_d = den_of.get((o, f), (0, 0))
+        if model == UD:
+            u = ud_of.get((o, f))
+            use, when, cover = (u.vendor_rule, last_day.isoformat(), u.optimal) if u else (0, "", 0)
+        else:
+            p, at, _ = peak_of.get((o, f), (0, 0, 0))
+            use, when = p, iso_s(at) if at else ""
+            cover = size.get((o, f), [None] * 7)[6]
+        rows.append([o, f, "user/device" if model == UD else "concurrent", ent, use, when, cover, len(periods),
+                     sum(r[5] for r in periods), d, true_d])
+    rep = Report(f"Compliance report {iso_s(scope.start)} to {iso_s(scope.end)}",
+                 ["org", "feature", "model", "entitlement", "peak_or_assigned", "at", "cover_99_or_optimal",
+                  "overuse_periods", "overuse_minutes_or_days", "denials", "true_denials"], rows,
+                 ["concurrent features: peak = the highest estate concurrency; cover_99 = licenses enough in 99 % of "
+                  "the minutes. user/device features: assigned = licenses under the vendor's rule on the last day, "
+                  "optimal = the fewest that would cover the same 90 days."])
+    rep.parts.append(over)
+    rep.parts.append(den)
+    if pseudo is not None:
+        for r in dorm.rows:
+            r[3] = "@".join(pseudo(x) for x in r[3].split("@")) if r[0] == "phantom" else pseudo(r[3])
+    rep.parts.append(dorm)
+    assign: list[list[Any]] = []
+    for u in ud_rows:
+        for rule, a in (("vendor_rule", u.vendor), ("optimal", u.cover)):
+            if a is None:
+                continue
+            assign += [[u.org, u.feature, rule, "device", pseudo(x) if pseudo else x] for x in a.devices]
+            assign += [[u.org, u.feature, rule, "user", pseudo(x) if pseudo else x] for x in a.users]
+    rep.parts.append(Report(f"User/device licenses held on {last_day}", ["org", "feature", "rule", "license",
+                                                                          "holder"], assign))
+    daily = daily_peaks(client, db, scope)
+    for (o, f), series in sorted(daily.items()):
+        lines = {"daily peak": [(d, float(v)) for d, v in series]}
+        ent_line = [(d, float(entitled_on(ents.get((o, f), []), d))) for d, _ in series]
+        if any(v for _, v in ent_line):
+            lines["entitlement"] = ent_line
+        rep.charts[f"{o} {f}: daily peak"] = line_svg(f"{o} {f}: daily estate peak", lines)
+    for name, svg in heatmap(client, db, scope).charts.items():
+        rep.charts[f"{name}: hour of week"] = svg
+    return rep
+
+
+def to_html(rep: Report, generated: str, pseudonymized: bool) -> str:
+    """A self-contained HTML page: the tables and the charts inline, no external resources."""
+    def table(r: Report) -> str:
+        head = "".join(f"<th>{_esc(c)}</th>" for c in r.columns)
+        body = "".join("<tr>" + "".join(f"<td>{_esc('' if v is None else str(v))}</td>" for v in row) + "</tr>"
+                       for row in r.rows) or f'<tr><td colspan="{len(r.columns)}">none</td></tr>'
+        notes = "".join(f"<p class=note>{_esc(n)}</p>" for n in r.notes)
+        return f"<h2>{_esc(r.title)}</h2><table><tr>{head}</tr>{body}</table>{notes}"
+
+    charts = "".join(f"<figure>{svg}<figcaption>{_esc(name)}</figcaption></figure>"
+                     for name, svg in rep.charts.items() if svg)
+    privacy = "User and device names are pseudonymized (keyed SHA-256)." if pseudonymized else ""
+    return ("<!DOCTYPE html><html><head><meta charset=utf-8><title>" + _esc(rep.title) + "</title><style>"
+            "body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:.5em 0}"
+            "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}th{background:#eef}"
+            ".note{color:#555;font-size:12px}figure{display:inline-block;margin:1em}</style></head><body>"
+            f"<h1>{_esc(rep.title)}</h1><p class=note>Measured by lictel from the organisation's own license "
+            f"server logs; generated {_esc(generated)}. {privacy}</p>"
+            + table(rep) + "".join(table(p) for p in rep.parts) + "<h2>Charts</h2>" + charts + "</body></html>")

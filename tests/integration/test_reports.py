@@ -1,0 +1,213 @@
+"""Every report on a small hand-built estate in real chDB, against hand-computed expectations.
+
+The estate (org acme, server lic01, UTC; 2026-03-02 is a Monday):
+- F_CCU (concurrent, 2 licenses): ann 09:00-11:00, bob 10:00-10:30, cat 10:10-10:20, dan 10:20-10:50 on
+  Monday; dan was denied at 10:15 and got a license 5 minutes later; eve was denied on Tuesday 14:00 and
+  never got one; gus checked out Tuesday 01:00 and never checked in. Use: 1 (09:00), 2 (10:00),
+  3 (10:10-10:30), 2 (10:30), 1 (10:50), 0 (11:00); Tuesday 1 from 01:00.
+- F_UD (user/device, 1 license): ann on 2026-01-05, bob on 2026-03-02.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lictel.analysis import (
+    Scope,
+    backtest,
+    chargeback,
+    denials,
+    dormant,
+    fit_trend,
+    heatmap,
+    overuse,
+    reconcile_vendor,
+    sizing,
+    usage,
+)
+from lictel.config import Settings
+from lictel.engine import compute_rows
+from lictel.entitlements import parse_contract_csv, store
+from lictel.events import Event
+from lictel.timeutil import parse_ts
+from lictel.warehouse import connect, migrate
+from sinks.clickhouse import RAW_COLUMNS, write_minute_rows
+from tests.integration.conftest import Lictel
+
+pytestmark = pytest.mark.integration
+DB = "lictel"
+MON, WED = parse_ts("2026-03-02T00:00:00Z"), parse_ts("2026-03-04T00:00:00Z")
+TWO_DAYS = Scope("acme", None, MON, WED)
+
+
+def _events() -> list[Event]:
+    spec = [
+        ("2026-03-02T09:00", "OUT", "ann", "pc1", "F_CCU"), ("2026-03-02T10:00", "OUT", "bob", "pc2", "F_CCU"),
+        ("2026-03-02T10:10", "OUT", "cat", "pc3", "F_CCU"), ("2026-03-02T10:15", "DENIED", "CORP\\Dan", "pc4", "F_CCU"),
+        ("2026-03-02T10:20", "IN", "cat", "pc3", "F_CCU"), ("2026-03-02T10:20", "OUT", "dan", "pc4", "F_CCU"),
+        ("2026-03-02T10:30", "IN", "bob", "pc2", "F_CCU"), ("2026-03-02T10:50", "IN", "dan", "pc4", "F_CCU"),
+        ("2026-03-02T11:00", "IN", "ann", "pc1", "F_CCU"), ("2026-03-03T01:00", "OUT", "gus", "pc7", "F_CCU"),
+        ("2026-03-03T14:00", "DENIED", "eve", "pc5", "F_CCU"),
+        ("2026-01-05T09:00", "OUT", "ann", "pc1", "F_UD"), ("2026-01-05T09:30", "IN", "ann", "pc1", "F_UD"),
+        ("2026-03-02T08:00", "OUT", "bob", "pc2", "F_UD"), ("2026-03-02T08:30", "IN", "bob", "pc2", "F_UD"),
+    ]
+    return [Event(f"lic01:log:{i}", parse_ts(f"{ts}:00Z"), "acme", "lic01", "CITRIX", f, action, user, host, None, 1,
+                  "Licensed number of users already reached" if action == "DENIED" else None, "lic01:log", i)
+            for i, (ts, action, user, host, f) in enumerate(spec)]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("reports")
+    settings = Settings(data_dir=path)
+    client = connect(settings)
+    try:
+        migrate(client, settings)
+        events = _events()
+        client.insert(f"{DB}.raw_events", [[getattr(e, c) for c in RAW_COLUMNS] for e in events],
+                      column_names=RAW_COLUMNS)
+        write_minute_rows(client, DB, compute_rows(sorted(events, key=lambda e: (e.ts, e.seq))), version=1)
+        store(client, DB, parse_contract_csv("feature,count,start,expiry,vendor,note\n"
+                                             "F_CCU,2,2026-01-01,2026-12-31,CITRIX,\nF_UD,1,2026-01-01,,CITRIX,\n",
+                                             org="acme", source="contract.csv"))
+    finally:
+        client.close()
+    return path
+
+
+@pytest.fixture
+def client(data_dir: Path) -> Iterator[object]:
+    c = connect(Settings(data_dir=data_dir))
+    yield c
+    c.close()
+
+
+def test_usage_by_day(client: object) -> None:
+    rep = usage(client, DB, Scope("acme", "F_CCU", MON, WED), granularity="day")
+    # Monday: 190 license-minutes (60 + 10*2 + 20*3 + 20*2 + 10*1); Tuesday: gus 01:00-14:01.
+    assert rep.rows == [["acme", "(estate)", "F_CCU", "2026-03-02T00:00:00Z", 3, 0, "0.131944", round(190 / 60, 6)],
+                        ["acme", "(estate)", "F_CCU", "2026-03-03T00:00:00Z", 1, 0, "0.542361", round(781 / 60, 6)]]
+
+
+def test_sizing_and_histogram(client: object) -> None:
+    rep = sizing(client, DB, Scope("acme", "F_CCU", MON, WED))
+    # 2880 minutes: 20 at 3, 30 at 2, 851 at 1, the rest at 0.
+    assert rep.rows == [["acme", "(estate)", "F_CCU", 2880, 2, 1, 2, 3, round((851 + 60 + 60) / 2880, 3)]]
+    hist = {r[3]: r[4] for r in rep.parts[0].rows if r[4]}
+    assert hist == {"0%": 2880 - 901, "40-50%": 851, "90-100%": 30, ">100%": 20}
+
+
+def test_overuse_periods_and_band(client: object) -> None:
+    rep = overuse(client, DB, TWO_DAYS, {})
+    assert rep.rows == [
+        ["acme", "F_CCU", "concurrent", "2026-03-02T10:10:00Z", "2026-03-02T10:30:00Z", 20, 3, 2, 1, 0, 20, "overuse"],
+        # F_UD: on 2026-03-02 the 90 days hold ann (Jan 5) and bob: 2 licenses assigned, 1 entitled.
+        ["acme", "F_UD", "user/device", "2026-03-02", "2026-03-03", 1, 2, 1, 1, 0, 1, "overuse"]]
+
+
+def test_denials_true_and_by_user(client: object) -> None:
+    rep = denials(client, DB, TWO_DAYS)
+    assert rep.rows == [["acme", "F_CCU", 2, 1, "Licensed number of users already reached"]]
+    by_user = denials(client, DB, TWO_DAYS, by="user").rows
+    # CORP\Dan is dan, who got a license 5 minutes later; eve never did.
+    assert [r[:5] for r in by_user] == [["acme", "F_CCU", "dan", 1, 0], ["acme", "F_CCU", "eve", 1, 1]]
+    assert [r[3] for r in denials(client, DB, TWO_DAYS, by="user", within_min=4).rows] == [1, 1]
+
+
+def test_dormant_releasable_and_phantom(client: object) -> None:
+    rep = dormant(client, DB, Scope("acme"), {}, days=30, held_hours=12)
+    kinds = {(r[0], r[3]): r for r in rep.rows}
+    assert kinds[("releasable", "ann")][5:] == ["2026-01-05", 56]
+    assert kinds[("releasable", "pc1")][5:] == ["2026-01-05", 56]
+    assert ("releasable", "bob") not in kinds
+    phantom = kinds[("phantom", "gus@pc7")]
+    assert phantom[4] == "server lic01; still held at the end of the data" and phantom[6] == round(13 / 24, 2)
+    assert not [r for r in rep.rows if r[0] == "oversized"]  # p99 = 2 of 2 entitled
+    assert [r[0] for r in dormant(client, DB, Scope("acme"), {}, ratio=1.01).rows].count("oversized") == 1
+
+
+def test_heatmap_hour_of_week(client: object) -> None:
+    rep = heatmap(client, DB, Scope("acme", "F_CCU", MON, WED))
+    cells = {(r[2], r[3]): (r[4], r[5]) for r in rep.rows}
+    assert len(rep.rows) == 7 * 24
+    assert cells[("Mon", 10)] == (round(130 / 60, 3), 3) and cells[("Mon", 9)] == (1.0, 1)
+    assert cells[("Tue", 14)] == (round(1 / 60, 3), 1) and cells[("Sun", 3)] == (0.0, 0)
+    svg = rep.charts["acme-F_CCU"]
+    assert svg.startswith("<svg") and svg.count("<rect") == 168
+
+
+def test_chargeback_by_group(client: object, tmp_path: Path) -> None:
+    groups = {"ann": "eng", "bob": "eng", "cat": "ops", "dan": "ops"}
+    rep = chargeback(client, DB, Scope("acme", "F_CCU", MON, WED), groups)
+    got = {r[2]: r[3:8] for r in rep.rows}
+    total = 2.5 + 1 / 6 + 0.5 + 23  # gus holds from Tuesday 01:00 to the end of the range
+    assert got["eng"] == [2.5, round(2.5 / total, 6), 2, round(2 / 3, 6), 3]
+    assert got["ops"] == [round(2 / 3, 4), round((2 / 3) / total, 6), 1, round(1 / 3, 6), 3]
+    assert got["(unmapped)"][:3] == [23.0, round(23 / total, 6), 0]
+    assert {r[8] for r in rep.rows} == {"2026-03-02T10:10:00Z"}
+
+
+def test_reconcile_vendor_lists_differences_with_evidence(client: object) -> None:
+    vendor = [(dt.date(2026, 3, 2), "F_CCU", 3, 2), (dt.date(2026, 3, 3), "F_CCU", 2, 3),
+              (dt.date(2026, 3, 2), "F_UD", 2, 4)]
+    rep = reconcile_vendor(client, DB, "acme", vendor, {})
+    assert rep.rows == [["2026-03-03", "F_CCU", 2, 1, 1, "estate peak 1 at 2026-03-03T01:00:00Z", 3]]
+    assert "2 of 3 day(s) agree within 0" in rep.notes[0]
+    assert reconcile_vendor(client, DB, "acme", vendor, {}, tolerance=1).rows == []
+
+
+def test_forecast_backtest_on_simulated_growth() -> None:
+    rng = random.Random(1)
+    start = dt.date(2025, 1, 6)
+    weekday = [10, 12, 12, 11, 9, -25, -29]  # busy weekdays, quiet weekend
+    series = [(start + dt.timedelta(days=k), 100 + 0.2 * k + weekday[(start + dt.timedelta(days=k)).weekday()]
+               + rng.gauss(0, 2)) for k in range(240)]
+    fit = fit_trend(series)
+    assert abs(fit.slope - 0.2) < 0.02
+    assert abs(fit.weekday[5] - weekday[5]) < 1.5
+    bt = backtest(series)
+    assert bt is not None and bt[0] < 3 and bt[1] < 3  # MAE in licenses, MAPE in %
+
+
+def test_cli_formats_and_compliance(data_dir: Path, tmp_path: Path) -> None:
+    lictel = Lictel(data_dir, {**os.environ, "LICTEL_DATA_DIR": str(data_dir), "COLUMNS": "200"})
+    sizing_csv = lictel("report", "sizing", "--format", "csv", "--feature", "F_CCU", "--from", "2026-03-02",
+                        "--to", "2026-03-04").stdout
+    assert sizing_csv.splitlines() == ["org,server,feature,minutes,entitlement,cover_95,cover_99,cover_100,mean",
+                                       "acme,(estate),F_CCU,2880,2,1,2,3,0.337"]
+    doc = json.loads(lictel("report", "denials", "--format", "json", "--by", "hour").stdout)
+    assert [(r["hour"], r["true_denials"]) for r in doc["rows"]] == [("2026-03-02T10:00:00Z", 0),
+                                                                      ("2026-03-03T14:00:00Z", 1)]
+    vendor = tmp_path / "vendor.csv"
+    vendor.write_text("date,feature,count\n2026-03-03,F_CCU,2\n2026-03-0x,F_CCU,2\n")
+    bad = lictel("report", "reconcile-vendor", str(vendor), check=False)
+    assert bad.returncode == 2 and f"line 3 of {vendor}" in bad.stderr and "'date'" in bad.stderr
+    groups = tmp_path / "groups.csv"
+    groups.write_text("user,group\nCORP\\ann,eng\n")
+    assert "eng" in lictel("report", "chargeback", str(groups), "--format", "csv").stdout
+    charts = tmp_path / "charts"
+    lictel("report", "heatmap", "--chart-dir", str(charts), "--format", "csv")
+    assert sorted(p.name for p in charts.iterdir()) == ["heatmap-acme-F_CCU.svg", "heatmap-acme-F_UD.svg"]
+
+    page = tmp_path / "report.html"
+    lictel("report", "compliance", "--from", "2026-03-02", "--to", "2026-03-04", "-o", str(page))
+    html = page.read_text()
+    assert html.startswith("<!DOCTYPE html>") and html.count("<svg") == 4 and ">bob<" in html
+    assert "src=" not in html and "href=" not in html  # self-contained
+    refused = lictel("report", "compliance", "--from", "2026-03-02", "--to", "2026-03-04", "--pseudonymize",
+                     check=False)
+    assert refused.returncode == 2 and "LICTEL_PSEUDONYM_KEY" in refused.stderr
+    lictel.env["LICTEL_PSEUDONYM_KEY"] = "s3cret"
+    lictel("report", "compliance", "--from", "2026-03-02", "--to", "2026-03-04", "--pseudonymize", "-o", str(page))
+    masked = page.read_text()
+    assert ">bob<" not in masked and ">ann<" not in masked and ">p-" in masked
+    again = lictel("report", "compliance", "--from", "2026-03-02", "--to", "2026-03-04", "--pseudonymize",
+                   "--format", "json").stdout
+    assert json.loads(again)["rows"][0]["feature"] == "F_CCU"
