@@ -126,7 +126,7 @@ def _segments(items: list[Entitled], start: int, end: int) -> list[tuple[int, in
     """Piecewise-constant entitlement over [start, end): (from µs, to µs, count)."""
     cuts = {start, end}
     for e in items:
-        for d in (e.start, e.expiry + dt.timedelta(days=1)):
+        for d in (e.start, e.expiry + dt.timedelta(days=1) if e.expiry < dt.date.max else None):
             if d is not None:
                 t = _day_us(d)
                 if start < t < end:

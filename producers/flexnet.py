@@ -51,6 +51,10 @@ if TYPE_CHECKING:
     from producers.base import EventProducer
 
 _LINE = re.compile(r"\s*(\d{1,2}):(\d\d):(\d\d) \(([^)\s]+)\) ?(.*)")
+# lmgrd -datestamp: "2026-03-02T08:15:03+01:00 (CITRIX) OUT: ..." (ISO 8601; the offset as Z, +hh:mm,
+# +hhmm or +hh; without one the time is the server's local time, --tz).
+_ISO_LINE = re.compile(r"\s*(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(?:[.,]\d+)?"
+                       r"(Z|[+-]\d\d(?::?\d\d)?)? \(([^)\s]+)\) ?(.*)")
 _USAGE = re.compile(r'^(OUT|IN|DENIED|UNSUPPORTED|QUEUED|DEQUEUED): "([^"]*)" ?(.*)$')
 _LICENSES = re.compile(r"\s*\((\d+) licenses?\)")
 _FLAG = re.compile(r"\s*\((INACTIVE|SHUTDOWN)\)\s*$")
@@ -137,13 +141,16 @@ class FlexnetParser:
                 continue
             m = _LINE.match(text)
             if m is None:
-                yield self._skip(lineno, "unparseable (no 'H:MM:SS (daemon)' prefix)", text, dead=True)
+                iso = _ISO_LINE.match(text)
+                if iso is None:
+                    yield self._skip(lineno, "unparseable (no 'H:MM:SS (daemon)' or ISO-8601 date-time prefix)",
+                                     text, dead=True)
+                else:
+                    yield from self._iso_line(lineno, iso, text)
                 continue
             hh, mm, ss, daemon, body = m.groups()
             if "_" in daemon:
-                forked = _FORKED.match(daemon)
-                if forked:
-                    daemon = forked.group(1)  # "CITRIX_1": a forked copy of the CITRIX daemon
+                daemon = _vendor_of(daemon)
             h, mi, se = int(hh), int(mm), int(ss)
             if h > 23 or mi > 59 or se > 59:
                 yield self._skip(lineno, "unparseable (impossible time of day)", text, dead=True)
@@ -163,6 +170,36 @@ class FlexnetParser:
                 yield from out
             else:
                 yield out  # type: ignore[misc]
+
+    def _iso_line(self, lineno: int, m: re.Match[str], text: str) -> Iterator[Event | Skipped]:
+        """A line of a log written with ``lmgrd -datestamp``: it carries its own date and offset."""
+        year, month, day, h, mi, se, offset, daemon, body = m.groups()
+        try:
+            tz: dt.tzinfo = self.tz if offset is None else _offset(offset)
+            local = dt.datetime(int(year), int(month), int(day), int(h), int(mi), int(se), tzinfo=tz)
+        except ValueError:
+            yield self._skip(lineno, "unparseable (impossible date or time)", text, dead=True)
+            return
+        if self.date is not None and local.date() < self.date:
+            self.stats.warnings.append(
+                f"line {lineno}: the date goes back from {self.date} to {local.date()}: a log segment out of "
+                f"order (logs pasted together newest-first?)")
+        secs = local.hour * 3600 + local.minute * 60 + local.second
+        if self.date != local.date():
+            self.fold = 0
+        self.date = local.date()
+        self.prev_secs = secs
+        yield from self._flush_pending()
+        body = body.rstrip()
+        if body[:1] in _DATE_STARTS and (_TIMESTAMP.match(body) or _STARTED_ON.search(body)
+                                         or _SYSTEM_DATE.match(body)):
+            yield self._skip(lineno, "date line", text)
+            return
+        out = self._line(lineno, secs, _vendor_of(daemon), body, text, self.date, 0, ts=to_us(local))
+        if isinstance(out, list):
+            yield from out
+        else:
+            yield out
 
     @property
     def waiting(self) -> bool:
@@ -277,8 +314,9 @@ class FlexnetParser:
         return to_us(local)
 
     def _line(self, lineno: int, secs: int, daemon: str, body: str, raw: str, day: dt.date,
-              fold: int) -> Event | Skipped | list[Event]:
-        ts = self._ts(day, secs, fold)
+              fold: int, ts: int | None = None) -> Event | Skipped | list[Event]:
+        if ts is None:
+            ts = self._ts(day, secs, fold)
         if body[:1] in _USAGE_STARTS and daemon != LMGRD:
             m = _USAGE.match(body)
             if m is not None:
@@ -356,6 +394,24 @@ class FlexnetParser:
     def _skip(self, lineno: int, reason: str, raw: str, dead: bool = False) -> Skipped:
         self.stats.skipped[reason] += 1
         return Skipped(lineno, reason, raw[:4096], dead)
+
+
+def _vendor_of(daemon: str) -> str:
+    """``CITRIX_1`` (a forked copy of the CITRIX daemon) → ``CITRIX``."""
+    if "_" in daemon:
+        forked = _FORKED.match(daemon)
+        if forked:
+            return forked.group(1)
+    return daemon
+
+
+def _offset(text: str) -> dt.tzinfo:
+    if text == "Z":
+        return dt.UTC
+    sign = -1 if text[0] == "-" else 1
+    digits = text[1:].replace(":", "")
+    hours, minutes = int(digits[:2]), int(digits[2:4] or 0)
+    return dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
 
 
 def render(events: Iterable[Event], tz: str = "UTC") -> Iterator[str]:

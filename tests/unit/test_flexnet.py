@@ -131,3 +131,27 @@ def test_verbose_blocks_and_forked_daemons() -> None:
                    ("IN", "demo", "alice", "pc-1", "0x12CE"), ("IN", "demo", "alice", "pc-1", "0x12CF")]
     # Two checkouts by one user on one host, told apart by their handles: the peak is 2.
     assert max(r.peak for r in compute_rows(events)) == 2
+
+
+def test_datestamp_lines_carry_their_own_date_and_offset() -> None:
+    # lmgrd -datestamp across the night the clocks fall back (Europe, 2026-10-25): every line
+    # names its offset, so the repeated hour needs no guessing and --tz does not matter.
+    events, skipped, p = parse("datestamp.log", tz="America/New_York")
+    got = [(e.action, e.vendor, e.user, e.count, e.ts) for e in events]
+    assert got == [
+        ("RESTART", "CITRIX", "", 1, parse_ts("2026-10-24T21:59:51Z")),
+        ("OUT", "CITRIX", "alice", 1, parse_ts("2026-10-24T21:59:58Z")),
+        ("OUT", "CITRIX", "bob", 2, parse_ts("2026-10-24T22:00:05Z")),
+        ("IN", "CITRIX", "alice", 1, parse_ts("2026-10-25T00:30:00Z")),
+        ("DENIED", "CITRIX", "carol", 1, parse_ts("2026-10-25T01:10:00Z")),
+        ("IN", "CITRIX", "bob", 2, parse_ts("2026-10-25T01:20:00Z")),
+        ("OUT", "CITRIX", "dave", 1, parse_ts("2026-10-25T07:00:00Z")),
+        ("IN", "CITRIX", "dave", 1, parse_ts("2026-10-25T07:00:00Z")),
+    ]
+    assert [(s.line, s.reason.split(" (")[0]) for s in skipped if s.dead] == [(12, "unparseable")]
+    assert p.stats.lines == 12 and not p.stats.warnings
+    # Mixed with compact lines (a server restarted without -datestamp), the date carries over.
+    q = FlexnetParser(org="acme", server="lic01")
+    lines = ["2026-03-02T23:50:00Z (CITRIX) OUT: \"F\" u@h", "0:10:00 (CITRIX) IN: \"F\" u@h"]
+    mixed = [i for i in q.parse(lines, "x.log") if isinstance(i, Event)]
+    assert [e.ts for e in mixed] == [parse_ts("2026-03-02T23:50:00Z"), parse_ts("2026-03-03T00:10:00Z")]
