@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/sink_rows.py
 	$(BIN)/python bench/run_end_to_end.py
 	$(BIN)/python bench/flexnet_parse.py
+	$(BIN)/python bench/reports.py
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .ruff_cache .mypy_cache

@@ -24,7 +24,7 @@ import io
 import itertools
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,9 @@ import numpy as np
 from clickhouse_connect.driver.client import Client
 
 from lictel.errors import ConfigError, InputError
-from lictel.export import usage_rows
+from lictel.export import LEVELS, PERIOD, PERIOD_SECONDS, SOURCES
 from lictel.identity import normalize_user
+from lictel.reports import PEAK_AND_FIRST, peak_and_first
 from lictel.timeutil import DAY_US, MINUTE_US, US, iso_s
 from lictel.ud import UD, license_model, ud_report
 
@@ -148,14 +149,23 @@ def _us_day(t: int) -> dt.date:
 
 def usage(client: Client, db: str, scope: Scope, level: str = "estate", granularity: str = "day",
           source: str = "license") -> Report:
-    """Peak, low, time-weighted average and license-hours per period."""
-    rows = usage_rows(client, db, level, granularity, scope.org, scope.feature,
-                      None if scope.start is None else scope.start // US,
-                      None if scope.end is None else scope.end // US, source=source)
-    out = [[r["org"], r["server"] or "(estate)", r["feature"], r["minute"], r["peak"], r["low"], r["avg"],
-            round(float(r["license_seconds"]) / 3600, 6)] for r in rows]
+    """Peak, low, time-weighted average and license-hours per period (the rollup rules of
+    lictel.export, computed and formatted in ClickHouse: a year of hourly pool rows is a bulk answer)."""
+    if level not in LEVELS or source not in SOURCES or granularity not in ("hour", "day", "week", "month"):
+        raise ConfigError(f"level {level!r}, source {source!r} or granularity {granularity!r} is not one of "
+                          f"{LEVELS}, {SOURCES}, hour/day/week/month")
+    where, params = scope.where()
+    seconds = PERIOD_SECONDS[granularity]
+    result = client.query(
+        f"SELECT org, if(server = '', '(estate)', server), feature, formatDateTime(p, '%Y-%m-%dT%H:%i:%SZ', 'UTC'), "
+        f"max(peak), if(count() < intDiv({seconds}, 60), 0, min(low)), round(sum(license_us) / ({seconds} * 1e6), 6), "
+        f"round(sum(license_us) / 3.6e9, 6) FROM (SELECT *, {PERIOD[granularity]} AS p FROM {db}.usage_minute FINAL "
+        f"WHERE level = {{level:String}} AND source = {{source:String}} AND {where}) "
+        f"GROUP BY org, server, feature, p ORDER BY org, server, feature, p",
+        parameters={**params, "level": level, "source": source})
     return Report(f"Usage by {granularity} ({level}, {source})",
-                  ["org", "server", "feature", "period", "peak", "low", "avg", "license_hours"], out,
+                  ["org", "server", "feature", "period", "peak", "low", "avg", "license_hours"],
+                  [list(r) for r in result.result_rows],
                   ["avg is time-weighted over the whole period (minutes without a row count as 0); low is 0 "
                    "when some minute of the period had nothing out."])
 
@@ -178,8 +188,7 @@ def sizing(client: Client, db: str, scope: Scope, level: str = "estate") -> Repo
     ents = entitlements(client, db, scope.org)
     rows, hist_rows = [], []
     for (o, s, f), levels in sorted(by_key.items()):
-        zero = total - sum(n for _, n in levels)
-        dist = sorted([*( [(0, zero)] if zero > 0 else []), *levels])
+        dist = _with_idle(levels, total)
         mean = sum(p * n for p, n in dist) / total
         ent = entitled_on(ents.get((o, f), []), _us_day(end - 1)) or None
         rows.append([o, s or "(estate)", f, total, ent, _cover(dist, total, 0.95), _cover(dist, total, 0.99),
@@ -196,6 +205,12 @@ def sizing(client: Client, db: str, scope: Scope, level: str = "estate") -> Repo
 
 
 _SIZING_COLS = ["org", "server", "feature", "minutes", "entitlement", "cover_95", "cover_99", "cover_100", "mean"]
+
+
+def _with_idle(levels: list[tuple[int, int]], total: int) -> list[tuple[int, int]]:
+    """(peak, minutes) pairs, plus the minutes without a row (nothing out) at peak 0, sorted."""
+    idle = total - sum(n for _, n in levels)
+    return sorted([*([(0, idle)] if idle > 0 else []), *levels])
 
 
 def _cover(dist: list[tuple[int, int]], total: int, share: float) -> int:
@@ -400,8 +415,7 @@ def _oversized(client: Client, db: str, scope: Scope, models: dict[str, str], ra
         dist = [(int(p), int(n)) for p, n in client.query(
             f"SELECT peak, count() FROM {db}.usage_minute FINAL WHERE level = 'estate' AND source = 'license' "
             f"AND {where} GROUP BY peak ORDER BY peak", parameters=params).result_rows]
-        zero = total - sum(n for _, n in dist)
-        dist = sorted([*([(0, zero)] if zero > 0 else []), *dist])
+        dist = _with_idle(dist, total)
         p99 = _cover(dist, total, 0.99) if dist else 0
         if p99 < ratio * ent:
             rows.append(["oversized", o, f, "", f"99th percentile {p99} of entitlement {ent} "
@@ -674,85 +688,123 @@ def chargeback(client: Client, db: str, scope: Scope, groups: dict[str, str]) ->
         f"toUnixTimestamp64Micro(ts) FROM {db}.raw_events FINAL WHERE ((action IN ('OUT', 'IN') AND {where}) "
         f"OR action = 'RESTART') AND vendor != 'SESSIONS' AND ts < fromUnixTimestamp64Micro({{end:Int64}}) "
         f"ORDER BY ts, seq", parameters={**params, "end": end})
-    held: dict[tuple[Any, ...], int] = {}
-    since: dict[tuple[Any, ...], int] = {}
-    hours: dict[tuple[str, str, str], float] = defaultdict(float)
-    level: dict[tuple[str, str], int] = defaultdict(int)
-    by_group_now: dict[tuple[str, str, str], int] = defaultdict(int)
-    peak: dict[tuple[str, str], tuple[int, int, dict[str, int]]] = {}
+    rows = result.result_rows
+    cache: dict[str, str] = {}
 
     def group_of(user: str) -> str:
-        return groups.get(normalize_user(user), "(unmapped)")
+        g = cache.get(user)
+        if g is None:
+            g = cache[user] = groups.get(normalize_user(user), "(unmapped)")
+        return g
+
+    # 1. Before the range only what is held matters.
+    held: dict[tuple[Any, ...], int] = {}
+    i, n = 0, len(rows)
+    while i < n and rows[i][9] < start:
+        _apply_checkout(held, rows[i])
+        i += 1
+    # 2. In the range: license-hours per group, and the groups holding at each feature's peak.
+    level: dict[tuple[str, str], int] = defaultdict(int)
+    now: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    since: dict[tuple[Any, ...], int] = {}
+    for ident, k in held.items():
+        key = (ident[0], ident[3])
+        level[key] += k
+        now[key][group_of(ident[4])] += k
+        since[ident] = start
+    best: dict[tuple[str, str], tuple[int, int, dict[str, int]]] = {
+        key: (v, start, dict(now[key])) for key, v in level.items() if v}
+    hours: dict[tuple[str, str, str], float] = defaultdict(float)
 
     def settle(ident: tuple[Any, ...], t: int) -> None:
-        n = held.get(ident, 0)
-        if n:
-            a = max(since[ident], start)
-            if t > a:
-                hours[(ident[0], ident[3], group_of(ident[4]))] += n * (t - a) / US / 3600
-            since[ident] = t
-
-    def change(ident: tuple[Any, ...], t: int, delta: int) -> None:
-        settle(ident, t)
+        k = held.get(ident, 0)
+        if k:
+            hours[(ident[0], ident[3], group_of(ident[4]))] += k * (t - since[ident]) / (3600 * US)
         since[ident] = t
-        held[ident] = held.get(ident, 0) + delta
-        if not held[ident]:
-            del held[ident]
-        key = (ident[0], ident[3])
-        level[key] += delta
-        by_group_now[(ident[0], ident[3], group_of(ident[4]))] += delta
 
-    pending: list[tuple[int, tuple[str, str]]] = []
-
-    def note_peaks(t: int) -> None:
-        # Called once per instant, after all its events (events at one instant are simultaneous).
-        for key in {k for _, k in pending}:
-            if start <= t < end and level[key] > peak.get(key, (-1, 0, {}))[0]:
-                shares = {g: n for (o, f, g), n in by_group_now.items() if (o, f) == key and n}
-                peak[key] = (level[key], t, shares)
-        pending.clear()
-
-    last_t = None
-    for o, server, vendor, f, action, user, host, handle, count, t in result.result_rows:
-        t = max(int(t), 0)
-        if last_t is not None and t != last_t:
-            note_peaks(max(last_t, start))
-        last_t = t
+    dirty: set[tuple[str, str]] = set()
+    instant = start
+    hour_us = 3600 * US
+    for row in rows[i:]:
+        o, server, vendor, f, action, user, host, handle, count, t = row
+        if t != instant:
+            for key in dirty:  # events at one instant are simultaneous: look after the last of them
+                if level[key] > best.get(key, (0, 0, {}))[0]:
+                    best[key] = (level[key], instant, {g: v for g, v in now[key].items() if v})
+            dirty.clear()
+            instant = t
         if action == "RESTART":
-            for ident in [i for i in held if i[0] == o and i[1] == server and i[2] == vendor]:
-                change(ident, t, -held[ident])
-                pending.append((t, (o, ident[3])))
+            before = {ident: held[ident] for ident in _touched(held, row)}
+            for ident in before:
+                settle(ident, t)
+            _apply_checkout(held, row)
+            for ident, was in before.items():
+                key = (ident[0], ident[3])
+                level[key] -= was
+                now[key][group_of(ident[4])] -= was
+                dirty.add(key)
             continue
+        # OUT and IN, inline: this loop runs once per checkout and check-in of the range.
         ident = (o, server, vendor, f, user, host, handle)
-        if action == "OUT":
-            change(ident, t, int(count))
-        else:
-            n = min(int(count), held.get(ident, 0))
-            if n:
-                change(ident, t, -n)
-        pending.append((t, (o, f)))
-    if last_t is not None:
-        note_peaks(max(last_t, start))
-    for key, n in level.items():  # what is still held counts from the start of the range
-        if n and key not in peak:
-            shares = {g: k for (o, f, g), k in by_group_now.items() if (o, f) == key and k}
-            peak[key] = (n, start, shares)
+        had = held.get(ident, 0)
+        group = cache.get(user) or group_of(user)
+        if had:
+            hours[(o, f, group)] += had * (t - since[ident]) / hour_us
+        new = had + count if action == "OUT" else (had - count if had > count else 0)
+        since[ident] = t
+        if new:
+            held[ident] = new
+        elif had:
+            del held[ident]
+        if new != had:
+            key = (o, f)
+            level[key] += new - had
+            now[key][group] += new - had
+            dirty.add(key)
+    for key in dirty:
+        if level[key] > best.get(key, (0, 0, {}))[0]:
+            best[key] = (level[key], instant, {g: v for g, v in now[key].items() if v})
     for ident in list(held):
         settle(ident, end)
-    total_hours: dict[tuple[str, str], float] = defaultdict(float)
+    total: dict[tuple[str, str], float] = defaultdict(float)
     for (o, f, _), h in hours.items():
-        total_hours[(o, f)] += h
-    rows = []
-    keys = sorted(set(hours) | {(o, f, g) for (o, f), (_, _, sh) in peak.items() for g in sh})
-    for o, f, g in keys:
+        total[(o, f)] += h
+    out = []
+    for o, f, g in sorted(set(hours) | {(o, f, g) for (o, f), (_, _, sh) in best.items() for g in sh}):
         h = hours.get((o, f, g), 0.0)
-        top, at, shares = peak.get((o, f), (0, start, {}))
-        rows.append([o, f, g, round(h, 4), round(h / total_hours[(o, f)], 6) if total_hours[(o, f)] else 0.0,
-                     shares.get(g, 0), round(shares.get(g, 0) / top, 6) if top else 0.0, top, iso_s(at)])
-    return Report("Chargeback by group", _CB_COLS, rows,
+        top, at, shares = best.get((o, f), (0, start, {}))
+        out.append([o, f, g, round(h, 4), round(h / total[(o, f)], 6) if total[(o, f)] else 0.0,
+                    shares.get(g, 0), round(shares.get(g, 0) / top, 6) if top else 0.0, top, iso_s(at)])
+    return Report("Chargeback by group", _CB_COLS, out,
                   [f"from {iso_s(start)} to {iso_s(end)}; share_of_peak: the licenses each group held at the "
                    "feature's estate peak instant (the first, if it recurs); users not in the group file are "
                    "(unmapped)."])
+
+
+def _touched(held: dict[tuple[Any, ...], int], row: Sequence[Any]) -> list[tuple[Any, ...]]:
+    o, server, vendor, f, action, user, host, handle = row[:8]
+    if action == "RESTART":
+        return [i for i in held if i[0] == o and i[1] == server and i[2] == vendor]
+    return [(o, server, vendor, f, user, host, handle)]
+
+
+def _apply_checkout(held: dict[tuple[Any, ...], int], row: Sequence[Any]) -> None:
+    """The engine's rules for one raw event: OUT adds, IN releases what the checkout holds,
+    RESTART releases everything the vendor daemon held."""
+    o, server, vendor, f, action, user, host, handle, count = row[:9]
+    if action == "RESTART":
+        for ident in [i for i in held if i[0] == o and i[1] == server and i[2] == vendor]:
+            del held[ident]
+        return
+    ident = (o, server, vendor, f, user, host, handle)
+    if action == "OUT":
+        held[ident] = held.get(ident, 0) + int(count)
+    else:
+        have = held.get(ident, 0)
+        if have > count:
+            held[ident] = have - int(count)
+        elif have:
+            del held[ident]
 
 
 _CB_COLS = ["org", "feature", "group", "license_hours", "share_of_hours", "held_at_peak", "share_of_peak", "peak",
@@ -796,12 +848,11 @@ def reconcile_vendor(client: Client, db: str, org: str, vendor_rows: list[tuple[
     peaks: dict[tuple[str, dt.date], tuple[int, int]] = {}
     if any(license_model(f, models) != UD for f in features):
         result = client.query(
-            f"SELECT feature, toDate(minute) AS d, max(peak), "
-            f"toUnixTimestamp(argMax(minute, (peak, -toUnixTimestamp(minute)))) FROM {db}.usage_minute FINAL "
+            f"SELECT feature, toDate(minute) AS d, {PEAK_AND_FIRST} FROM {db}.usage_minute FINAL "
             f"WHERE level = 'estate' AND source = 'license' AND org = {{org:String}} "
             f"AND feature IN {{features:Array(String)}} GROUP BY feature, d",
             parameters={"org": org, "features": features})
-        peaks = {(f, d): (int(p), int(at) * US) for f, d, p, at in result.result_rows}
+        peaks = {(f, d): peak_and_first(e) for f, d, e in result.result_rows}
     ud = {}
     for f in features:
         if license_model(f, models) == UD:
@@ -861,11 +912,11 @@ def compliance(client: Client, db: str, scope: Scope, models: dict[str, str],
     ud_rows = ud_report(client, db, models, scope.org, scope.feature, day=last_day, explain=True, after_last_use=True)
     where, params = scope.where()
     peaks = client.query(
-        f"SELECT org, feature, max(peak), toUnixTimestamp(argMax(minute, (peak, -toUnixTimestamp(minute)))), "
+        f"SELECT org, feature, {PEAK_AND_FIRST}, "
         f"sum(license_us) FROM {db}.usage_minute FINAL WHERE level = 'estate' AND source = 'license' AND {where} "
         f"GROUP BY org, feature ORDER BY org, feature", parameters=params).result_rows
     keys = sorted({(o, f) for o, f, *_ in peaks} | {(r.org, r.feature) for r in ud_rows})
-    peak_of = {(o, f): (int(p), int(at) * US, int(lic)) for o, f, p, at, lic in peaks}
+    peak_of = {(o, f): (*peak_and_first(e), int(lic)) for o, f, e, lic in peaks}
     den_of = {(r[0], r[1]): (r[2], r[3]) for r in den.rows}
     ud_of = {(r.org, r.feature): r for r in ud_rows}
     rows = []

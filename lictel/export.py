@@ -24,14 +24,14 @@ from lictel.timeutil import US, iso_s
 COLUMNS = ["org", "server", "feature", "minute", "peak", "low", "avg", "license_seconds", "checkouts",
            "checkins", "forced_releases", "denials", "queued", "orphans"]
 LEVELS = ("pool", "estate")
-_PERIOD = {
+PERIOD = {
     "minute": "minute",
     "hour": "toStartOfHour(minute)",
     "day": "toStartOfDay(minute)",
     "week": "toDateTime(toMonday(minute), 'UTC')",
     "month": "toStartOfMonth(minute)",
 }
-_SECONDS = {
+PERIOD_SECONDS = {
     "minute": "60",
     "hour": "3600",
     "day": "86400",
@@ -53,8 +53,8 @@ def usage_rows(client: Client, db: str, level: str, granularity: str,
     server, feature, period."""
     if level not in LEVELS:
         raise ConfigError(f"--level must be one of {', '.join(LEVELS)}, not {level!r}")
-    if granularity not in _PERIOD:
-        raise ConfigError(f"--granularity must be one of {', '.join(_PERIOD)}, not {granularity!r}")
+    if granularity not in PERIOD:
+        raise ConfigError(f"--granularity must be one of {', '.join(PERIOD)}, not {granularity!r}")
     if source not in SOURCES:
         raise ConfigError(f"--source must be one of {', '.join(SOURCES)}, not {source!r}")
     where = ["level = {level:String}", "source = {source:String}"]
@@ -77,8 +77,8 @@ def usage_rows(client: Client, db: str, level: str, granularity: str,
                f"checkouts, checkins, forced_releases, denials, queued, orphans FROM ({inner}) "
                f"ORDER BY org, server, feature, p")
     else:
-        period = _PERIOD[granularity]
-        seconds = _SECONDS[granularity]
+        period = PERIOD[granularity]
+        seconds = PERIOD_SECONDS[granularity]
         sql = (
             f"SELECT org, server, feature, toUnixTimestamp(p), max(peak), "
             f"if(count() < intDiv({seconds}, 60), 0, min(low)), sum(license_us), {seconds}, "

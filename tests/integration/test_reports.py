@@ -92,8 +92,11 @@ def client(data_dir: Path) -> Iterator[object]:
 def test_usage_by_day(client: object) -> None:
     rep = usage(client, DB, Scope("acme", "F_CCU", MON, WED), granularity="day")
     # Monday: 190 license-minutes (60 + 10*2 + 20*3 + 20*2 + 10*1); Tuesday: gus 01:00-14:01.
-    assert rep.rows == [["acme", "(estate)", "F_CCU", "2026-03-02T00:00:00Z", 3, 0, "0.131944", round(190 / 60, 6)],
-                        ["acme", "(estate)", "F_CCU", "2026-03-03T00:00:00Z", 1, 0, "0.542361", round(781 / 60, 6)]]
+    assert rep.rows == [["acme", "(estate)", "F_CCU", "2026-03-02T00:00:00Z", 3, 0, 0.131944, round(190 / 60, 6)],
+                        ["acme", "(estate)", "F_CCU", "2026-03-03T00:00:00Z", 1, 0, 0.542361, round(781 / 60, 6)]]
+    weeks = usage(client, DB, Scope("acme", "F_CCU", MON, WED), granularity="week").rows
+    assert weeks == [["acme", "(estate)", "F_CCU", "2026-03-02T00:00:00Z", 3, 0, round(971 / 10080, 6),
+                      round(971 / 60, 6)]]
 
 
 def test_sizing_and_histogram(client: object) -> None:
@@ -211,3 +214,17 @@ def test_cli_formats_and_compliance(data_dir: Path, tmp_path: Path) -> None:
     again = lictel("report", "compliance", "--from", "2026-03-02", "--to", "2026-03-04", "--pseudonymize",
                    "--format", "json").stdout
     assert json.loads(again)["rows"][0]["feature"] == "F_CCU"
+
+
+def test_sql_views_agree_with_the_reports(client: object) -> None:
+    day = client.query("SELECT peak, low, round(avg, 6), round(license_hours, 6) FROM lictel.usage_day "  # type: ignore[attr-defined]
+                       "WHERE level = 'estate' AND feature = 'F_CCU' ORDER BY day").result_rows
+    assert [list(r) for r in day] == [[3, 0, 0.131944, round(190 / 60, 6)], [1, 0, 0.542361, round(781 / 60, 6)]]
+    hour = client.query("SELECT peak, round(avg, 6) FROM lictel.usage_hour WHERE level = 'estate' "  # type: ignore[attr-defined]
+                        "AND feature = 'F_CCU' AND hour = '2026-03-02 10:00:00'").result_rows
+    assert hour == [(3, round(130 / 60, 6))]
+    den = client.query("SELECT user, denials FROM lictel.denials_hour ORDER BY hour").result_rows  # type: ignore[attr-defined]
+    assert den == [("dan", 1), ("eve", 1)]
+    ent = client.query("SELECT feature, licenses FROM lictel.entitled(day = '2026-03-02') "  # type: ignore[attr-defined]
+                       "ORDER BY feature").result_rows
+    assert ent == [("F_CCU", 2), ("F_UD", 1)]
