@@ -16,9 +16,10 @@ the machine named in the section, on the date given; rerun the script to refresh
 
 Targets: one stream worker >= 50,000 events/s; the FlexNet parser >= 300,000 lines/s on one
 core; `lictel run` over 1,000,000 simulated events <= 90 s end to end; the sink >= 200,000 rows/s
-into chDB; every report <= 2 s over a year of minute rows (20 features x 5 servers, ~52.6M rows). On the 2-core virtual machines these run on, repeated runs vary by up to about 25%,
-and far more when anything else runs at the same time (the sink measured 139,666 rows/s once
-while another benchmark was still shutting down): run them one at a time on an idle machine.
+into chDB; every report <= 2 s over a year of minute rows (20 features x 5 servers). On the 2-core
+virtual machines these run on, repeated runs vary by up to about 25%, and far more when anything
+else runs at the same time (the sink measured 139,666 rows/s once while another benchmark was
+still shutting down): run them one at a time on an idle machine.
 """
 
 
