@@ -535,12 +535,12 @@ def export_usage(
 ) -> None:
     """Print usage rows: org,server,feature,minute,peak,low,avg,license_seconds,checkouts,..."""
     from lictel.export import to_csv, to_json, usage_rows
-    from lictel.warehouse import connect
+    from lictel.warehouse import open_warehouse
 
     if fmt not in ("csv", "json"):
         raise LictelError(f"--format must be csv or json, not {fmt!r}")
     settings = settings_for(data_dir)
-    rows = usage_rows(connect(settings), settings.clickhouse_database, level, granularity, org, feature,
+    rows = usage_rows(open_warehouse(settings), settings.clickhouse_database, level, granularity, org, feature,
                       source=source)
     text = to_csv(rows) if fmt == "csv" else to_json(rows)
     if output:
@@ -572,14 +572,14 @@ def report_ud(
     """User/device licensing: per org, _UD feature and day, the licenses the 90 days ending that day
     need: distinct users, the vendor's shared-device rule, and the optimum (minimum vertex cover)."""
     from lictel.ud import parse_models, ud_report
-    from lictel.warehouse import connect
+    from lictel.warehouse import open_warehouse
 
     _check_format(fmt)
     settings = settings_for(data_dir)
     models = parse_models(settings.license_models)
     when = _parse_day(day, "--day") if day else None
     with console.status("computing 90-day windows"):
-        rows = ud_report(connect(settings), settings.clickhouse_database, models, org, feature, when, explain)
+        rows = ud_report(open_warehouse(settings), settings.clickhouse_database, models, org, feature, when, explain)
     columns = ["org", "feature", "day", "users_90d", "vendor_rule", "optimal"]
     plain = [[r.org, r.feature, r.day.isoformat(), r.users_90d, r.vendor_rule, r.optimal] for r in rows]
     if fmt == "csv" and explain:
@@ -652,9 +652,9 @@ def _parse_time(text: str, option: str) -> int:
 
 def _analysis(settings: Settings) -> tuple[Any, str, dict[str, str]]:
     from lictel.ud import parse_models
-    from lictel.warehouse import connect
+    from lictel.warehouse import open_warehouse
 
-    return connect(settings), settings.clickhouse_database, parse_models(settings.license_models)
+    return open_warehouse(settings), settings.clickhouse_database, parse_models(settings.license_models)
 
 
 def _emit(report: Any, fmt: str, part: int | None = None, output: Path | None = None) -> None:
@@ -893,9 +893,9 @@ def _write_json(docs: Any) -> None:
 def _print_summary(settings: Settings) -> None:
     from lictel.reports import compare_series, estate_gaps, peak_summary
     from lictel.timeutil import iso_s
-    from lictel.warehouse import connect
+    from lictel.warehouse import open_warehouse
 
-    client = connect(settings)
+    client = open_warehouse(settings)
     summary = peak_summary(client, settings.clickhouse_database)
     if not summary.rows:
         out.print("no usage stored yet")
@@ -970,10 +970,10 @@ def reconcile(
     from lictel.reconcile import late_range
     from lictel.reconcile import reconcile as run_reconcile
     from lictel.timeutil import iso_s, parse_ts
-    from lictel.warehouse import connect
+    from lictel.warehouse import open_warehouse
 
     settings = settings_for(data_dir)
-    client = connect(settings)
+    client = open_warehouse(settings)
     if late:
         found = late_range(client, settings.clickhouse_database)
         if found is None:
@@ -1024,10 +1024,10 @@ def entitlements_list(
 
     from lictel.entitlements import PERMANENT, listing
     from lictel.export import to_csv
-    from lictel.warehouse import connect
+    from lictel.warehouse import open_warehouse
 
     settings = settings_for(data_dir)
-    rows = listing(connect(settings), settings.clickhouse_database, org)
+    rows = listing(open_warehouse(settings), settings.clickhouse_database, org)
     for r in rows:
         r["count"] = "uncounted" if r.pop("uncounted") else r["count"]
         r["expiry"] = "permanent" if r["expiry"] == PERMANENT else str(r["expiry"])
@@ -1060,10 +1060,15 @@ def config_cmd() -> None:
 
 
 def main() -> None:
+    from clickhouse_connect.driver.exceptions import DatabaseError
+
     try:
         app()
     except LictelError as exc:
         console.print(f"[red]error:[/] {exc}")
+        raise SystemExit(2) from None
+    except DatabaseError as exc:
+        console.print(f"[red]error:[/] ClickHouse refused a query: {str(exc).splitlines()[0][:500]}")
         raise SystemExit(2) from None
 
 

@@ -41,6 +41,30 @@ def connect(settings: Settings) -> Client:
         raise WarehouseError(f"cannot open ClickHouse ({where}): {exc}{hint}") from exc
 
 
+def open_warehouse(settings: Settings) -> Client:
+    """A client for reading lictel's data: the database must exist. Embedded chDB is brought to the
+    current schema (what the sink would do on start); a ClickHouse server must be migrated by
+    ``lictel db migrate``, never implicitly by a read."""
+    client = connect(settings)
+    db = settings.clickhouse_database
+    exists = client.query("SELECT count() FROM system.tables WHERE database = {db:String} "
+                          "AND name = 'schema_migrations'", parameters={"db": db}).result_rows[0][0]
+    where = settings.clickhouse_url or f"chDB at {settings.warehouse_dir}"
+    if not exists:
+        client.close()
+        raise WarehouseError(f"no lictel data in {where} (database {db}): run `lictel run`, or `lictel up` and a "
+                             f"producer, with this --data-dir / LICTEL_CLICKHOUSE_URL first")
+    done = {r[0] for r in client.query(f"SELECT version FROM {db}.schema_migrations").result_rows}
+    pending = [name for number, name, _ in migration_files() if number not in done]
+    if pending:
+        if settings.clickhouse_url:
+            client.close()
+            raise WarehouseError(f"the schema in {where} is older than this lictel (pending: {', '.join(pending)}): "
+                                 f"run `lictel db migrate`")
+        migrate(client, settings)
+    return client
+
+
 def migration_files() -> list[tuple[int, str, Path]]:
     found = []
     for path in sorted(MIGRATIONS.glob("*.sql")):

@@ -228,3 +228,10 @@ def test_sql_views_agree_with_the_reports(client: object) -> None:
     ent = client.query("SELECT feature, licenses FROM lictel.entitled(day = '2026-03-02') "  # type: ignore[attr-defined]
                        "ORDER BY feature").result_rows
     assert ent == [("F_CCU", 2), ("F_UD", 1)]
+
+
+def test_reports_on_an_empty_data_dir_say_what_to_do(tmp_path: Path) -> None:
+    lictel = Lictel(tmp_path, {**os.environ, "LICTEL_DATA_DIR": str(tmp_path / "none")})
+    for args in (("report", "ud"), ("report", "sizing"), ("export", "usage")):
+        run = lictel(*args, check=False)
+        assert run.returncode == 2 and "no lictel data" in run.stderr and "Traceback" not in run.stderr
