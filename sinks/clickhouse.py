@@ -14,6 +14,9 @@ Invariants
   message, whichever comes first.
 - After a flush the sink publishes what is now stored (per input stream and partition: final_upto; per
   topic partition: next offset) to the progress topic, and keeps ``pipeline_progress`` current.
+- On taking partitions (start, rebalance) the sink first publishes what is already stored for them:
+  their committed offsets and ``pipeline_progress``. A sink killed between its commit and its
+  progress message would otherwise leave ``lictel run`` waiting for positions nobody reports.
 - A message that does not decode is dead-lettered with its position; the sink goes on.
 """
 
@@ -26,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from clickhouse_connect.driver.client import Client
 
 from lictel.config import Settings
@@ -104,6 +107,20 @@ class _Buffer:
         return f"{table}|" + "|".join(parts)
 
 
+class _Announce(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, sink: ClickHouseSink) -> None:
+        self.sink = sink
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        try:
+            await self.sink.announce(assigned)
+        except Exception as exc:  # progress is advisory; never let it stop the sink
+            log.warning("could not announce stored progress: %s", exc)
+
+
 class ClickHouseSink:
     """The sink loop. ``run`` until ``stop`` is set; ``flush`` on the way out."""
 
@@ -141,7 +158,7 @@ class ClickHouseSink:
     async def run(self) -> None:
         migrate(self.client, self.settings)
         self._consumer = AIOKafkaConsumer(
-            *self.topics, bootstrap_servers=self.bootstrap,
+            bootstrap_servers=self.bootstrap,
             group_id=f"{self.settings.topic_prefix}-sink", enable_auto_commit=False,
             auto_offset_reset="earliest", max_partition_fetch_bytes=16 << 20,
             fetch_max_bytes=64 << 20, session_timeout_ms=6_000,
@@ -149,6 +166,7 @@ class ClickHouseSink:
         self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
         try:
             await self._consumer.start()
+            self._consumer.subscribe(list(self.topics), listener=_Announce(self))
             await self._producer.start()
         except Exception as exc:
             raise BrokerError(f"sink cannot reach Kafka at {self.bootstrap}: {exc}") from exc
@@ -261,6 +279,23 @@ class ClickHouseSink:
                        "late_events": buf.n_late},
         }
         await self._producer.send_and_wait(self.settings.topic("progress"), json.dumps(progress).encode())
+
+    async def announce(self, assigned: set[TopicPartition]) -> None:
+        """On taking partitions: publish what is already stored for them (committed offsets, and how
+        far each input partition is final, from ``pipeline_progress``). A sink killed after its
+        commit but before its progress message would otherwise leave waiters short forever."""
+        assert self._consumer is not None and self._producer is not None
+        offsets = {}
+        for tp in sorted(assigned):
+            committed = await self._consumer.committed(tp)
+            if committed is not None and committed >= 0:
+                offsets[f"{tp.topic}|{tp.partition}"] = committed
+        rows = await asyncio.to_thread(lambda: self.client.query(
+            f"SELECT stream, partition, toUnixTimestamp64Micro(max(final_upto)) FROM {self.db}.pipeline_progress "
+            f"GROUP BY stream, partition").result_rows)
+        final = {progress_key(stream, int(p)): int(f) for stream, p, f in rows}
+        await self._producer.send_and_wait(self.settings.topic("progress"), json.dumps(
+            {"final_upto": final, "offsets": offsets, "stored": {}}).encode())
 
     def _insert(self, table: str, columns: dict[str, list[Any]], token: str) -> None:
         self.client.insert(table, list(columns.values()), column_names=list(columns), column_oriented=True,
