@@ -674,8 +674,9 @@ def _emit(report: Any, fmt: str, part: int | None = None, output: Path | None = 
     else:
         for r in (report, *report.parts):
             table = Table(title=r.title, title_justify="left")
-            for c in r.columns:
-                table.add_column(c, justify="left")
+            for k, c in enumerate(r.columns):
+                numeric = r.rows and all(isinstance(row[k], int | float) or row[k] is None for row in r.rows)
+                table.add_column(c, justify="right" if numeric else "left")
             for row in r.rows:
                 table.add_row(*["" if v is None else (f"{v:,}" if isinstance(v, int) else str(v)) for v in row])
             if not r.rows:
