@@ -43,7 +43,8 @@ from lictel.errors import LictelError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="lictel: license telemetry, measured by yourself.")
-produce_app = typer.Typer(no_args_is_help=True, help="Send events to the events topic.")
+produce_app = typer.Typer(no_args_is_help=True, help="Send input to Kafka: license events (events topic) or "
+                                                     "session exports (sessions topic).")
 db_app = typer.Typer(no_args_is_help=True, help="ClickHouse schema.")
 export_app = typer.Typer(no_args_is_help=True, help="Export stored data.")
 report_app = typer.Typer(no_args_is_help=True, help="Readable reports.")
