@@ -86,6 +86,14 @@ def load(client: Any, db: str, days: int) -> dict[str, int]:
         f"+ if(ai = 1, 3600 + cityHash64(number, 5) % 14400, 0) - if(ai = 2, 60, 0)) AS t "
         f"FROM numbers({2000 * days}) WHERE cityHash64(number, 7) % 100 < 45 AND (ai != 2 OR number % 40 = 0))",
         settings={"max_threads": 2})
+    # One large user/device feature straight into its daily states: 20,000 users, each on about
+    # half of the days, one device each except every tenth user, who shares one with two others.
+    client.command(
+        f"INSERT INTO {db}.ud_daily SELECT 'acme', 'LARGE_UD', toDate('{START}') + intDiv(number, 20000) AS day, "
+        f"groupUniqArrayState((concat('user', toString(number % 20000)), concat('pc', toString(if(number % 10 = 0, "
+        f"number % 20000 - number % 20000 % 30, number % 20000))))), uniqExactState(concat('user', "
+        f"toString(number % 20000))), uniqExactState(concat('pc', toString(number % 20000))) "
+        f"FROM numbers(20000 * {days}) WHERE cityHash64(number) % 2 = 0 GROUP BY day", settings={"max_threads": 2})
     t3 = time.perf_counter()
     counts = {
         "pool_rows": client.query(f"SELECT count() FROM {db}.usage_minute WHERE level = 'pool'").result_rows[0][0],
@@ -147,7 +155,11 @@ def main() -> None:
             ("dormant, a year", lambda: dormant(client, db, year, {})),
             ("heatmap, a year", lambda: heatmap(client, db, year)),
             ("forecast, a year", lambda: forecast(client, db, year)),
-            ("user/device (report ud), a year", lambda: ud_report(client, db, {})),
+            ("user/device (report ud), a year, all 5 _UD features", lambda: ud_report(client, db, {})),
+            ("user/device (report ud), a year, 20,000 users (3.6M user-days)",
+             lambda: ud_report(client, db, {}, feature="LARGE_UD")),
+            ("user/device (report ud --day --explain), 20,000 users",
+             lambda: ud_report(client, db, {}, feature="LARGE_UD", day=last, explain=True)),
             ("chargeback, last 30 days", lambda: chargeback(client, db, month, groups)),
             ("chargeback, a year", lambda: chargeback(client, db, year, groups)),
             ("reconcile-vendor, 30 days x 16 features", lambda: reconcile_vendor(client, db, "acme", vendor, {})),

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 from clickhouse_connect.driver.client import Client
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_bipartite_matching
@@ -86,24 +87,59 @@ class UDRow:
     shared_devices: list[str] = field(default_factory=list)
 
 
-def daily_pairs(client: Client, db: str, features: list[tuple[str, str]], first: dt.date | None = None,
-                last: dt.date | None = None) -> dict[tuple[str, str], list[tuple[dt.date, list[tuple[str, str]]]]]:
-    """Per (org, feature): [(day, [(user, device), ...]), ...] in day order, from ``ud_daily``."""
-    where = ["(org, feature) IN {keys:Array(Tuple(String, String))}"]
-    params: dict[str, Any] = {"keys": features}
+@dataclass
+class Uses:
+    """The (user, device) pairs of one org and feature, one entry per pair and day it was seen:
+    ``day`` (days since 1970-01-01, ascending), ``user`` and ``device`` (dense ids into the name
+    lists)."""
+
+    day: np.ndarray
+    user: np.ndarray
+    device: np.ndarray
+    user_names: list[str]
+    device_names: list[str]
+
+    @classmethod
+    def from_days(cls, days: list[tuple[dt.date, list[tuple[str, str]]]]) -> Uses:
+        users: dict[str, int] = {}
+        devices: dict[str, int] = {}
+        d_col, u_col, v_col = [], [], []
+        for day, pairs in sorted(days):
+            n = (day - _EPOCH).days
+            for u, v in pairs:
+                d_col.append(n)
+                u_col.append(users.setdefault(u, len(users)))
+                v_col.append(devices.setdefault(v, len(devices)))
+        return cls(np.asarray(d_col, dtype=np.int64), np.asarray(u_col, dtype=np.int64),
+                   np.asarray(v_col, dtype=np.int64), list(users), list(devices))
+
+
+_EPOCH = dt.date(1970, 1, 1)
+
+
+def daily_uses(client: Client, db: str, org: str, feature: str, first: dt.date | None = None,
+               last: dt.date | None = None) -> Uses:
+    """The uses of one org and feature from ``ud_daily``, read as Arrow columns and given dense ids
+    by Arrow's dictionary encoding: a year of 20,000 daily users (3.6 million entries) in about 1 s."""
+    where = ["org = {org:String}", "feature = {feature:String}"]
+    params: dict[str, Any] = {"org": org, "feature": feature}
     if first is not None:
         where.append("day >= {first:Date}")
         params["first"] = first
     if last is not None:
         where.append("day <= {last:Date}")
         params["last"] = last
-    result = client.query(
-        f"SELECT org, feature, day, groupUniqArrayMerge(pairs) FROM {db}.ud_daily WHERE {' AND '.join(where)} "
-        f"GROUP BY org, feature, day ORDER BY org, feature, day", parameters=params)
-    out: dict[tuple[str, str], list[tuple[dt.date, list[tuple[str, str]]]]] = {}
-    for org, feature, day, pairs in result.result_rows:
-        out.setdefault((org, feature), []).append((day, [tuple(p) for p in pairs]))
-    return out
+    table = client.query_arrow(
+        f"SELECT toInt32(day) AS d, p.1 AS u, p.2 AS v FROM (SELECT day, arrayJoin(groupUniqArrayMerge(pairs)) AS p "
+        f"FROM {db}.ud_daily WHERE {' AND '.join(where)} GROUP BY day) ORDER BY d", parameters=params)
+    if table.num_rows == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return Uses(empty, empty, empty, [], [])
+    users = pc.dictionary_encode(table.column("u").combine_chunks())
+    devices = pc.dictionary_encode(table.column("v").combine_chunks())
+    return Uses(table.column("d").to_numpy().astype(np.int64), users.indices.to_numpy().astype(np.int64),
+                devices.indices.to_numpy().astype(np.int64), [str(x) for x in users.dictionary.to_pylist()],
+                [str(x) for x in devices.dictionary.to_pylist()])
 
 
 def ud_features(client: Client, db: str, models: dict[str, str], org: str | None = None,
@@ -131,63 +167,53 @@ def ud_report(client: Client, db: str, models: dict[str, str], org: str | None =
         if not keys:
             return []
     first = day - dt.timedelta(days=WINDOW_DAYS - 1) if day else None
-    data = daily_pairs(client, db, keys, first, day)
     rows: list[UDRow] = []
-    for (o, f), days in sorted(data.items()):
-        if day is not None:
-            rows.extend(r for r in windows(o, f, days, explain=explain, until=day) if r.day == day)
-        else:
-            rows.extend(windows(o, f, days, explain=explain))
-    if day is not None:  # uses on both sides of the day, none in its 90 days: a row of zeros
-        rows.extend(UDRow(o, f, day, 0, 0, 0, *((Assignment([], []),) * 2 if explain else ()))
-                    for o, f in keys if (o, f) not in data)
-        rows.sort(key=lambda r: (r.org, r.feature))
+    for o, f in keys:
+        uses = daily_uses(client, db, o, f, first, day)
+        if day is None:
+            rows.extend(slide(o, f, uses, explain=explain))
+        elif uses.day.size:
+            rows.extend(slide(o, f, uses, explain=explain, until=day, only=day))
+        else:  # uses on both sides of the day, none in its 90 days: a row of zeros
+            rows.append(UDRow(o, f, day, 0, 0, 0, *((Assignment([], []),) * 2 if explain else ())))
     return rows
 
 
 def windows(org: str, feature: str, days: list[tuple[dt.date, list[tuple[str, str]]]],
             explain: bool = False, until: dt.date | None = None) -> Iterator[UDRow]:
-    """Slide the 90-day window over ``days`` (day order, uses per day); one row per calendar day from
-    the first day to the last (or to ``until``)."""
-    if not days:
+    """:func:`slide` over uses given as (day, [(user, device), ...]) in day order."""
+    if days:
+        yield from slide(org, feature, Uses.from_days(days), explain=explain, until=until)
+
+
+def slide(org: str, feature: str, uses: Uses, explain: bool = False, until: dt.date | None = None,
+          only: dt.date | None = None) -> Iterator[UDRow]:
+    """Slide the 90-day window one day at a time; one row per calendar day from the first day with a
+    use to the last (or to ``until``); with ``only``, just that day's row."""
+    if uses.day.size == 0:
         return
-    users: dict[str, int] = {}
-    devices: dict[str, int] = {}
-    pair_ids: dict[tuple[int, int], int] = {}
-    pu: list[int] = []
-    pd: list[int] = []
-    by_day: dict[dt.date, np.ndarray] = {}
-    for d, pairs in days:
-        ids = []
-        for u, v in pairs:
-            key = (users.setdefault(u, len(users)), devices.setdefault(v, len(devices)))
-            pid = pair_ids.get(key)
-            if pid is None:
-                pid = pair_ids[key] = len(pu)
-                pu.append(key[0])
-                pd.append(key[1])
-            ids.append(pid)
-        by_day[d] = np.asarray(ids, dtype=np.int64)
-    pair_user = np.asarray(pu, dtype=np.int64)
-    pair_dev = np.asarray(pd, dtype=np.int64)
-    n_users, n_devs = len(users), len(devices)
-    user_names = list(users)
-    dev_names = list(devices)
-    counts = np.zeros(len(pu), dtype=np.int32)
-    window: deque[dt.date] = deque()
-    day = days[0][0]
-    last = until or days[-1][0]
-    while day <= last:
-        today = by_day.get(day)
+    n_users, n_devs = len(uses.user_names), len(uses.device_names)
+    keys, pair_of = np.unique(uses.user * n_devs + uses.device, return_inverse=True)
+    pair_user, pair_dev = keys // n_devs, keys % n_devs
+    day_values, starts = np.unique(uses.day, return_index=True)
+    bounds = [*starts.tolist(), uses.day.size]
+    by_day = {int(d): pair_of[bounds[k]:bounds[k + 1]] for k, d in enumerate(day_values)}
+    counts = np.zeros(keys.size, dtype=np.int32)
+    window: deque[int] = deque()
+    first = int(day_values[0])
+    last = (until - _EPOCH).days if until else int(day_values[-1])
+    for n in range(first, last + 1):
+        today = by_day.get(n)
         if today is not None:
             counts[today] += 1
-            window.append(day)
-        while window and (day - window[0]).days >= WINDOW_DAYS:
+            window.append(n)
+        while window and n - window[0] >= WINDOW_DAYS:
             counts[by_day[window.popleft()]] -= 1
+        if only is not None and n != (only - _EPOCH).days:
+            continue
         active = np.flatnonzero(counts)
-        yield _window_row(org, feature, day, pair_user[active], pair_dev[active], n_users, n_devs,
-                          user_names, dev_names, explain)
-        day += dt.timedelta(days=1)
+        yield _window_row(org, feature, _EPOCH + dt.timedelta(days=n), pair_user[active], pair_dev[active],
+                          n_users, n_devs, uses.user_names, uses.device_names, explain)
 
 
 def _window_row(org: str, feature: str, day: dt.date, u: np.ndarray, d: np.ndarray, n_users: int, n_devs: int,
