@@ -28,7 +28,6 @@ LOGON = "LOGON"
 LOGOFF = "LOGOFF"
 DISCONNECT = "DISCONNECT"
 RECONNECT = "RECONNECT"
-SESSION_ACTIONS = (LOGON, LOGOFF, DISCONNECT, RECONNECT)
 SESSION_VENDOR = "SESSIONS"
 #: The usage series: what license servers logged, and what the sessions imply.
 LICENSE_SOURCE = "license"
@@ -154,11 +153,6 @@ def heartbeat(org: str, server: str, ts: int, source: str, seq: int, vendor: str
     ``vendor`` is :data:`SESSION_VENDOR` when ``server`` is a broker site of session events."""
     return Event(f"{source}:hb:{ts}", ts, org, server, vendor, "", HEARTBEAT, "", "", None, 1, None,
                  source, seq)
-
-
-def series_of(event: Event) -> str:
-    """Which usage series an event feeds: :data:`SESSIONS_SOURCE` or :data:`LICENSE_SOURCE`."""
-    return SESSIONS_SOURCE if event.vendor == SESSION_VENDOR else LICENSE_SOURCE
 
 
 def _short(obj: object) -> str:

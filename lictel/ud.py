@@ -31,7 +31,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -82,9 +82,8 @@ class UDRow:
     vendor_rule: int
     optimal: int
     # With explain: the evidence.
-    vendor: Assignment | None = None
+    vendor: Assignment | None = None  # the vendor rule's devices (exclusively shared) and users
     cover: Assignment | None = None
-    shared_devices: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -241,8 +240,7 @@ def _window_row(org: str, feature: str, day: dt.date, u: np.ndarray, d: np.ndarr
     cover = Assignment(sorted(user_names[i] for i in cover_users), sorted(dev_names[i] for i in cover_devs))
     if len(cover.users) + len(cover.devices) != optimal:  # pragma: no cover - König's theorem
         raise AssertionError("vertex cover and maximum matching differ in size")
-    return UDRow(org, feature, day, n_active_users, vendor, optimal, Assignment(vendor_users, vendor_devs),
-                 cover, vendor_devs)
+    return UDRow(org, feature, day, n_active_users, vendor, optimal, Assignment(vendor_users, vendor_devs), cover)
 
 
 def _konig_cover(u: np.ndarray, d: np.ndarray, match: np.ndarray, n_devs: int) -> tuple[list[int], list[int]]:
