@@ -33,15 +33,13 @@ import numpy as np
 from clickhouse_connect.driver.client import Client
 
 from lictel.errors import ConfigError, InputError
-from lictel.export import LEVELS, PERIOD, PERIOD_SECONDS, SOURCES
-from lictel.identity import normalize_user
+from lictel.export import rollup_query
+from lictel.identity import SQL_USER, normalize_user
 from lictel.reports import PEAK_AND_FIRST, peak_and_first
-from lictel.timeutil import DAY_US, MINUTE_US, US, iso_s
+from lictel.timeutil import DAY_US, MINUTE_US, US, date_us, iso_s, us_date
 from lictel.ud import UD, license_model, ud_report
 
 OVERDRAFT_BAND = 0.10
-#: The user name as the vendor compares it (lictel.identity.normalize_user, in SQL).
-SQL_USER = "lower(trimBoth(splitByChar('@', arrayElement(splitByChar('\\\\', trimBoth(user)), -1))[1]))"
 
 
 @dataclass
@@ -66,14 +64,15 @@ class Scope:
     start: int | None = None
     end: int | None = None
 
-    def where(self, time_col: str = "minute", seconds: bool = True) -> tuple[str, dict[str, Any]]:
+    def where(self, time_col: str = "minute", seconds: bool = True, table: str = "") -> tuple[str, dict[str, Any]]:
+        """A parameterised condition; ``table`` (``"o."``) qualifies the org and feature columns."""
         parts: list[str] = ["1"]
         params: dict[str, Any] = {}
         if self.org:
-            parts.append("org = {org:String}")
+            parts.append(f"{table}org = {{org:String}}")
             params["org"] = self.org
         if self.feature:
-            parts.append("feature = {feature:String}")
+            parts.append(f"{table}feature = {{feature:String}}")
             params["feature"] = self.feature
         conv = "toDateTime({%s:Int64}, 'UTC')" if seconds else "fromUnixTimestamp64Micro({%s:Int64}, 'UTC')"
         div = US if seconds else 1
@@ -129,19 +128,11 @@ def _segments(items: list[Entitled], start: int, end: int) -> list[tuple[int, in
     for e in items:
         for d in (e.start, e.expiry + dt.timedelta(days=1) if e.expiry < dt.date.max else None):
             if d is not None:
-                t = _day_us(d)
+                t = date_us(d)
                 if start < t < end:
                     cuts.add(t)
     bounds = sorted(cuts)
-    return [(a, b, entitled_on(items, _us_day(a))) for a, b in itertools.pairwise(bounds)]
-
-
-def _day_us(d: dt.date) -> int:
-    return (d - dt.date(1970, 1, 1)).days * DAY_US
-
-
-def _us_day(t: int) -> dt.date:
-    return dt.date(1970, 1, 1) + dt.timedelta(days=t // DAY_US)
+    return [(a, b, entitled_on(items, us_date(a))) for a, b in itertools.pairwise(bounds)]
 
 
 # --------------------------------------------------------------------------- usage, sizing
@@ -149,20 +140,16 @@ def _us_day(t: int) -> dt.date:
 
 def usage(client: Client, db: str, scope: Scope, level: str = "estate", granularity: str = "day",
           source: str = "license") -> Report:
-    """Peak, low, time-weighted average and license-hours per period (the rollup rules of
-    lictel.export, computed and formatted in ClickHouse: a year of hourly pool rows is a bulk answer)."""
-    if level not in LEVELS or source not in SOURCES or granularity not in ("hour", "day", "week", "month"):
-        raise ConfigError(f"level {level!r}, source {source!r} or granularity {granularity!r} is not one of "
-                          f"{LEVELS}, {SOURCES}, hour/day/week/month")
-    where, params = scope.where()
-    seconds = PERIOD_SECONDS[granularity]
+    """Peak, low, time-weighted average and license-hours per period: lictel.export's rollup,
+    with the numbers formatted in ClickHouse (a year of hourly pool rows is a bulk answer)."""
+    rollup, params = rollup_query(db, level, granularity, scope.org, scope.feature,
+                                  None if scope.start is None else scope.start // US,
+                                  None if scope.end is None else scope.end // US, source)
     result = client.query(
-        f"SELECT org, if(server = '', '(estate)', server), feature, formatDateTime(p, '%Y-%m-%dT%H:%i:%SZ', 'UTC'), "
-        f"max(peak), if(count() < intDiv({seconds}, 60), 0, min(low)), round(sum(license_us) / ({seconds} * 1e6), 6), "
-        f"round(sum(license_us) / 3.6e9, 6) FROM (SELECT *, {PERIOD[granularity]} AS p FROM {db}.usage_minute FINAL "
-        f"WHERE level = {{level:String}} AND source = {{source:String}} AND {where}) "
-        f"GROUP BY org, server, feature, p ORDER BY org, server, feature, p",
-        parameters={**params, "level": level, "source": source})
+        f"SELECT org, if(server = '', '(estate)', server), feature, "
+        f"formatDateTime(toDateTime(start, 'UTC'), '%Y-%m-%dT%H:%i:%SZ', 'UTC'), top, bottom, "
+        f"round(lic / (secs * 1e6), 6), round(lic / 3.6e9, 6) FROM ({rollup}) ORDER BY org, server, feature, start",
+        parameters=params)
     return Report(f"Usage by {granularity} ({level}, {source})",
                   ["org", "server", "feature", "period", "peak", "low", "avg", "license_hours"],
                   [list(r) for r in result.result_rows],
@@ -190,7 +177,7 @@ def sizing(client: Client, db: str, scope: Scope, level: str = "estate") -> Repo
     for (o, s, f), levels in sorted(by_key.items()):
         dist = _with_idle(levels, total)
         mean = sum(p * n for p, n in dist) / total
-        ent = entitled_on(ents.get((o, f), []), _us_day(end - 1)) or None
+        ent = entitled_on(ents.get((o, f), []), us_date(end - 1)) or None
         rows.append([o, s or "(estate)", f, total, ent, _cover(dist, total, 0.95), _cover(dist, total, 0.99),
                      dist[-1][0], round(mean, 3)])
         for label, n in _histogram(dist, ent or dist[-1][0] or 1):
@@ -259,8 +246,8 @@ def overuse(client: Client, db: str, scope: Scope, models: dict[str, str]) -> Re
                 f"SELECT toUnixTimestamp(minute), peak FROM {db}.usage_minute FINAL WHERE level = 'estate' "
                 f"AND source = 'license' AND peak > {{n:UInt32}} AND {where} ORDER BY minute",
                 parameters={**params, "n": n}).result_rows
-            for run in _runs([(int(m) * US, int(p)) for m, p in minutes], MINUTE_US):
-                rows.append(_overuse_row(o, f, "concurrent", run, n, MINUTE_US))
+            for run in _runs([(int(m) * US, int(p), n) for m, p in minutes], MINUTE_US):
+                rows.append(_overuse_row(o, f, "concurrent", run, MINUTE_US))
     rows.sort(key=lambda r: (r[0], r[1], r[3]))
     return Report("Overuse: use above the entitlement",
                   ["org", "feature", "model", "start", "end", "duration", "max_use", "entitlement", "max_excess",
@@ -274,33 +261,20 @@ def _ud_overuse(client: Client, db: str, org: str, feature: str, items: list[Ent
                 scope: Scope) -> list[list[Any]]:
     lo = -(2**62) if scope.start is None else scope.start
     hi = 2**62 if scope.end is None else scope.end
-    days = [r for r in ud_report(client, db, models, org, feature) if lo <= _day_us(r.day) < hi]
+    days = [r for r in ud_report(client, db, models, org, feature) if lo <= date_us(r.day) < hi]
     over = []
     for r in days:
         n = entitled_on(items, r.day)
         if r.vendor_rule > n:
-            over.append((_day_us(r.day), r.vendor_rule, n))
-    rows = []
-    for run in _runs_by_limit(over):
-        rows.append(_overuse_row(org, feature, "user/device", [(t, u) for t, u, _ in run], run[0][2], DAY_US))
-    return rows
+            over.append((date_us(r.day), r.vendor_rule, n))
+    return [_overuse_row(org, feature, "user/device", run, DAY_US) for run in _runs(over, DAY_US)]
 
 
-def _runs(points: list[tuple[int, int]], step: int) -> Iterable[list[tuple[int, int]]]:
-    run: list[tuple[int, int]] = []
-    for t, v in points:
-        if run and t != run[-1][0] + step:
-            yield run
-            run = []
-        run.append((t, v))
-    if run:
-        yield run
-
-
-def _runs_by_limit(points: list[tuple[int, int, int]]) -> Iterable[list[tuple[int, int, int]]]:
+def _runs(points: list[tuple[int, int, int]], step: int) -> Iterable[list[tuple[int, int, int]]]:
+    """Split (time, use, entitlement) points into runs of consecutive steps under one entitlement."""
     run: list[tuple[int, int, int]] = []
     for p in points:
-        if run and (p[0] != run[-1][0] + DAY_US or p[2] != run[-1][2]):
+        if run and (p[0] != run[-1][0] + step or p[2] != run[-1][2]):
             yield run
             run = []
         run.append(p)
@@ -308,11 +282,12 @@ def _runs_by_limit(points: list[tuple[int, int, int]]) -> Iterable[list[tuple[in
         yield run
 
 
-def _overuse_row(org: str, feature: str, model: str, run: list[tuple[int, int]], ent: int, step: int) -> list[Any]:
+def _overuse_row(org: str, feature: str, model: str, run: list[tuple[int, int, int]], step: int) -> list[Any]:
+    ent = run[0][2]
     band = ent * (1 + OVERDRAFT_BAND)
-    top = max(v for _, v in run)
-    in_band = sum(1 for _, v in run if v <= band)
-    fmt = iso_s if step == MINUTE_US else (lambda t: _us_day(t).isoformat())
+    top = max(v for _, v, _ in run)
+    in_band = sum(1 for _, v, _ in run if v <= band)
+    fmt = iso_s if step == MINUTE_US else (lambda t: us_date(t).isoformat())
     return [org, feature, model, fmt(run[0][0]), fmt(run[-1][0] + step), len(run), top, ent, top - ent, in_band,
             len(run) - in_band, "overdraft" if top <= band else "overuse"]
 
@@ -408,7 +383,7 @@ def _oversized(client: Client, db: str, scope: Scope, models: dict[str, str], ra
     for (o, f), items in sorted(entitlements(client, db, scope.org).items()):
         if (scope.feature and f != scope.feature) or license_model(f, models) == UD:
             continue
-        ent = entitled_on(items, _us_day(end - 1))
+        ent = entitled_on(items, us_date(end - 1))
         if not ent:
             continue
         where, params = Scope(o, f, start, end).where()
@@ -425,8 +400,7 @@ def _oversized(client: Client, db: str, scope: Scope, models: dict[str, str], ra
 
 
 def _phantoms(client: Client, db: str, scope: Scope, held_hours: float) -> list[list[Any]]:
-    where, params = scope.where("o.ts", seconds=False)
-    where = where.replace("org =", "o.org =").replace("feature =", "o.feature =")
+    where, params = scope.where("o.ts", seconds=False, table="o.")
     result = client.query(
         f"SELECT o.org, o.server, o.feature, o.user, o.host, toUnixTimestamp64Micro(o.ts), "
         f"toUnixTimestamp64Micro(i.ts), toUnixTimestamp64Micro(r.ts), (SELECT toUnixTimestamp64Micro(max(ts)) "
@@ -494,7 +468,7 @@ def _minutes_per_hour_of_week(start: int, end: int) -> list[list[int]]:
     t = start - start % (3600 * US)
     while t < end:
         a, b = max(t, start), min(t + 3600 * US, end)
-        d = _us_day(t)
+        d = us_date(t)
         counts[d.weekday()][(t % DAY_US) // (3600 * US)] += (b - a) // MINUTE_US
         t += 3600 * US
     return counts
@@ -723,34 +697,36 @@ def chargeback(client: Client, db: str, scope: Scope, groups: dict[str, str]) ->
         since[ident] = t
 
     dirty: set[tuple[str, str]] = set()
+
+    def note_peaks(instant: int) -> None:
+        # Events at one instant are simultaneous: the level counts after the last of them.
+        for key in dirty:
+            if level[key] > best.get(key, (0, 0, {}))[0]:
+                best[key] = (level[key], instant, {g: v for g, v in now[key].items() if v})
+        dirty.clear()
+
     instant = start
     hour_us = 3600 * US
     for row in rows[i:]:
         o, server, vendor, f, action, user, host, handle, count, t = row
         if t != instant:
-            for key in dirty:  # events at one instant are simultaneous: look after the last of them
-                if level[key] > best.get(key, (0, 0, {}))[0]:
-                    best[key] = (level[key], instant, {g: v for g, v in now[key].items() if v})
-            dirty.clear()
+            note_peaks(instant)
             instant = t
         if action == "RESTART":
-            before = {ident: held[ident] for ident in _touched(held, row)}
-            for ident in before:
+            for ident in _released_by_restart(held, o, server, vendor):
                 settle(ident, t)
-            _apply_checkout(held, row)
-            for ident, was in before.items():
                 key = (ident[0], ident[3])
-                level[key] -= was
-                now[key][group_of(ident[4])] -= was
+                level[key] -= held[ident]
+                now[key][group_of(ident[4])] -= held.pop(ident)
                 dirty.add(key)
             continue
         # OUT and IN, inline: this loop runs once per checkout and check-in of the range.
         ident = (o, server, vendor, f, user, host, handle)
         had = held.get(ident, 0)
-        group = cache.get(user) or group_of(user)
+        group = group_of(user)
         if had:
             hours[(o, f, group)] += had * (t - since[ident]) / hour_us
-        new = had + count if action == "OUT" else (had - count if had > count else 0)
+        new = _held_after(had, action, count)
         since[ident] = t
         if new:
             held[ident] = new
@@ -761,9 +737,7 @@ def chargeback(client: Client, db: str, scope: Scope, groups: dict[str, str]) ->
             level[key] += new - had
             now[key][group] += new - had
             dirty.add(key)
-    for key in dirty:
-        if level[key] > best.get(key, (0, 0, {}))[0]:
-            best[key] = (level[key], instant, {g: v for g, v in now[key].items() if v})
+    note_peaks(instant)
     for ident in list(held):
         settle(ident, end)
     total: dict[tuple[str, str], float] = defaultdict(float)
@@ -781,30 +755,30 @@ def chargeback(client: Client, db: str, scope: Scope, groups: dict[str, str]) ->
                    "(unmapped)."])
 
 
-def _touched(held: dict[tuple[Any, ...], int], row: Sequence[Any]) -> list[tuple[Any, ...]]:
-    o, server, vendor, f, action, user, host, handle = row[:8]
-    if action == "RESTART":
-        return [i for i in held if i[0] == o and i[1] == server and i[2] == vendor]
-    return [(o, server, vendor, f, user, host, handle)]
+def _released_by_restart(held: dict[tuple[Any, ...], int], org: str, server: str,
+                         vendor: str) -> list[tuple[Any, ...]]:
+    """The checkouts a restart of ``vendor`` on ``server`` releases (the engine's RESTART rule)."""
+    return [i for i in held if i[0] == org and i[1] == server and i[2] == vendor]
+
+
+def _held_after(had: int, action: str, count: int) -> int:
+    """The engine's OUT/IN rule for one checkout: OUT adds, IN releases at most what is held."""
+    return had + count if action == "OUT" else max(had - count, 0)
 
 
 def _apply_checkout(held: dict[tuple[Any, ...], int], row: Sequence[Any]) -> None:
-    """The engine's rules for one raw event: OUT adds, IN releases what the checkout holds,
-    RESTART releases everything the vendor daemon held."""
+    """One raw event applied to what each checkout holds."""
     o, server, vendor, f, action, user, host, handle, count = row[:9]
     if action == "RESTART":
-        for ident in [i for i in held if i[0] == o and i[1] == server and i[2] == vendor]:
+        for ident in _released_by_restart(held, o, server, vendor):
             del held[ident]
         return
     ident = (o, server, vendor, f, user, host, handle)
-    if action == "OUT":
-        held[ident] = held.get(ident, 0) + int(count)
+    new = _held_after(held.get(ident, 0), action, int(count))
+    if new:
+        held[ident] = new
     else:
-        have = held.get(ident, 0)
-        if have > count:
-            held[ident] = have - int(count)
-        elif have:
-            del held[ident]
+        held.pop(ident, None)
 
 
 _CB_COLS = ["org", "feature", "group", "license_hours", "share_of_hours", "held_at_peak", "share_of_peak", "peak",
@@ -904,7 +878,7 @@ def compliance(client: Client, db: str, scope: Scope, models: dict[str, str],
     if scope.start is None or scope.end is None:
         raise ConfigError("compliance needs --from and --to: the period the report is for")
     ents = entitlements(client, db, scope.org)
-    last_day = _us_day(scope.end - 1)
+    last_day = us_date(scope.end - 1)
     size = {(r[0], r[2]): r for r in sizing(client, db, scope).rows}
     over = overuse(client, db, scope, models)
     den = denials(client, db, scope)

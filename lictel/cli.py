@@ -136,7 +136,8 @@ def run(
         raise LictelError("give --jsonl or --flexnet, not both")
     parser = _flexnet_parser(settings, flexnet, server, org, tz, date) if flexnet else None
     exports = _sessions_reader(settings, site, org, feature, tz) if sessions else None
-    if sessions and not (flexnet or jsonl):
+    license_input = bool(flexnet or jsonl or not sessions)  # without any input: the simulated estate
+    if not license_input:
         what = ""
     elif flexnet:
         total = sum(p.stat().st_size for p in flexnet)
@@ -186,14 +187,13 @@ def run(
                             progress.update(task, completed=i)
 
             def stage(text: str) -> None:
-                n = settings.partitions * ((1 if license_feed else 0) + (1 if sessions else 0))
-                progress.update(task, description=text, total=n, completed=0)
+                progress.update(task, description=text, total=None, completed=0)
 
             def parts(done: int, total_parts: int) -> None:
-                progress.update(task, completed=done)
+                progress.update(task, completed=done, total=total_parts)
 
-            license_feed = feed if (flexnet or jsonl or not sessions) else None
-            result = asyncio.run(run_job(stack, license_feed, sessions_feed=feed_sessions if sessions else None,
+            result = asyncio.run(run_job(stack, feed if license_input else None,
+                                         sessions_feed=feed_sessions if sessions else None,
                                          timeout=timeout, on_stage=stage, on_progress=parts))
     ps = result.produce
     console.print(f"  produced {ps.events:,} events in {ps.messages:,} messages; "
@@ -572,6 +572,9 @@ def report_ud(
 ) -> None:
     """User/device licensing: per org, _UD feature and day, the licenses the 90 days ending that day
     need: distinct users, the vendor's shared-device rule, and the optimum (minimum vertex cover)."""
+    import json
+
+    from lictel.analysis import Report
     from lictel.ud import parse_models, ud_report
     from lictel.warehouse import open_warehouse
 
@@ -581,38 +584,32 @@ def report_ud(
     when = _parse_day(day, "--day") if day else None
     with console.status("computing 90-day windows"):
         rows = ud_report(open_warehouse(settings), settings.clickhouse_database, models, org, feature, when, explain)
-    columns = ["org", "feature", "day", "users_90d", "vendor_rule", "optimal"]
-    plain = [[r.org, r.feature, r.day.isoformat(), r.users_90d, r.vendor_rule, r.optimal] for r in rows]
+    report = Report("User/device licenses needed over the 90 days ending each day",
+                    ["org", "feature", "day", "users_90d", "vendor_rule", "optimal"],
+                    [[r.org, r.feature, r.day.isoformat(), r.users_90d, r.vendor_rule, r.optimal] for r in rows])
     if fmt == "csv" and explain:
         # One row per license held: who holds it under which rule.
-        lines = [["org", "feature", "day", "rule", "license", "holder"]]
+        held: list[list[Any]] = []
         for r in rows:
             assert r.vendor is not None and r.cover is not None
             for rule, a in (("vendor_rule", r.vendor), ("optimal", r.cover)):
-                lines += [[r.org, r.feature, r.day.isoformat(), rule, "device", x] for x in a.devices]
-                lines += [[r.org, r.feature, r.day.isoformat(), rule, "user", x] for x in a.users]
-        _write_csv(lines)
+                held += [[r.org, r.feature, r.day.isoformat(), rule, "device", x] for x in a.devices]
+                held += [[r.org, r.feature, r.day.isoformat(), rule, "user", x] for x in a.users]
+        _emit(Report("", ["org", "feature", "day", "rule", "license", "holder"], held), fmt)
     elif fmt == "csv":
-        _write_csv([columns, *plain])
+        _emit(report, fmt)
     elif fmt == "json":
-        docs = []
-        for r, p in zip(rows, plain, strict=True):
-            doc: dict[str, Any] = dict(zip(columns, p, strict=True))
+        docs = report.dicts()
+        for r, doc in zip(rows, docs, strict=True):
             if explain and r.vendor is not None and r.cover is not None:
                 doc["vendor_assignment"] = {"devices": r.vendor.devices, "users": r.vendor.users}
                 doc["optimal_assignment"] = {"devices": r.cover.devices, "users": r.cover.users}
-            docs.append(doc)
-        _write_json(docs)
+        _deliver(json.dumps(docs, indent=1, ensure_ascii=False, default=str) + "\n", None)
     else:
         if not rows:
             out.print("no user/device license use stored (features ending in _UD, or set LICTEL_LICENSE_MODELS)")
             return
-        table = Table(title="User/device licenses needed over the 90 days ending each day", title_justify="left")
-        for c in columns:
-            table.add_column(c, justify="right" if c in ("users_90d", "vendor_rule", "optimal") else "left")
-        for p in plain:
-            table.add_row(*[f"{x:,}" if isinstance(x, int) else str(x) for x in p])
-        out.print(table)
+        _emit(report, fmt)
         for r in rows if explain else []:
             assert r.vendor is not None and r.cover is not None
             out.print(f"{r.org} {r.feature} {r.day}: optimal {r.optimal}: devices {', '.join(r.cover.devices) or '-'}; "
@@ -641,12 +638,10 @@ def _scope(org: str | None, feature: str | None, start: str | None, end: str | N
 
 
 def _parse_time(text: str, option: str) -> int:
-    from lictel.timeutil import parse_ts
+    from lictel.timeutil import date_us, parse_ts
 
     try:
-        if len(text) == 10:
-            return parse_ts(f"{dt.date.fromisoformat(text).isoformat()}T00:00:00Z")
-        return parse_ts(text)
+        return date_us(dt.date.fromisoformat(text)) if len(text) == 10 else parse_ts(text)
     except ValueError as exc:
         raise LictelError(f"{option} {text!r}: {exc} (write 2026-03-02 or 2026-03-02T09:00:00Z)") from None
 
@@ -877,21 +872,6 @@ def _parse_day(text: str, option: str) -> dt.date:
         raise LictelError(f"{option} {text!r} is not a date like 2026-03-02") from None
 
 
-def _write_csv(lines: list[list[Any]]) -> None:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(lines)
-    sys.stdout.write(buf.getvalue())
-
-
-def _write_json(docs: Any) -> None:
-    import json
-
-    sys.stdout.write(json.dumps(docs, indent=1, ensure_ascii=False, default=str) + "\n")
-
-
 def _print_summary(settings: Settings) -> None:
     from lictel.reports import compare_series, estate_gaps, peak_summary
     from lictel.timeutil import iso_s
@@ -919,12 +899,12 @@ def _print_summary(settings: Settings) -> None:
         out.print(f"series sessions: licenses implied by session exports (server = broker site), one per "
                   f"distinct {rule.unit} with a session, disconnected sessions "
                   f"{'holding' if rule.disconnected_holds else 'not holding'} theirs.")
-    for c in compare_series(client, settings.clickhouse_database):
-        verdict = (f"[yellow]implied above logged in {c.minutes_sessions_above:,} minute(s), by up to "
-                   f"{c.max_excess:,} at {iso_s(c.max_excess_at)}[/]" if c.minutes_sessions_above
-                   else "implied never above logged")
-        out.print(f"{c.org} {c.feature}: logged peak {c.license_peak:,} vs implied peak {c.sessions_peak:,} over "
-                  f"{c.minutes:,} minute(s) both cover; {verdict}")
+        for c in compare_series(client, settings.clickhouse_database):
+            verdict = (f"[yellow]implied above logged in {c.minutes_sessions_above:,} minute(s), by up to "
+                       f"{c.max_excess:,} at {iso_s(c.max_excess_at)}[/]" if c.minutes_sessions_above
+                       else "implied never above logged")
+            out.print(f"{c.org} {c.feature}: logged peak {c.license_peak:,} vs implied peak {c.sessions_peak:,} "
+                      f"over {c.minutes:,} minute(s) both cover; {verdict}")
     gaps = estate_gaps(client, settings.clickhouse_database)
     if gaps is not None:
         out.print(f"[yellow]{gaps.minutes:,} estate minute(s) between {iso_s(gaps.first)} and {iso_s(gaps.end)} "

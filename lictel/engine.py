@@ -189,11 +189,11 @@ class Engine:
         touched: set[str] = set()
         servers = self._servers
         for ev in events:
-            session = ev.vendor == SESSION_VENDOR
-            skey = _skey(ev.org, ev.server, SESSIONS_SOURCE if session else LICENSE_SOURCE)
+            source = SESSIONS_SOURCE if ev.vendor == SESSION_VENDOR else LICENSE_SOURCE
+            skey = ev.org + _SEP + ev.server if source is LICENSE_SOURCE else _skey(ev.org, ev.server, source)
             srv = servers.get(skey)
             if srv is None:
-                srv = servers[skey] = _Server(ev.org, ev.server, SESSIONS_SOURCE if session else LICENSE_SOURCE)
+                srv = servers[skey] = _Server(ev.org, ev.server, source)
             srv.last_seen_wall = max(srv.last_seen_wall, now_wall_us)
             touched.add(skey)
             action = ev.action
@@ -502,8 +502,6 @@ def _apply_session(pool: _Pool, ev: Event, cnt: _Counters, rule: SessionRule) ->
             del pool.sessions[key]
             if sess[1]:
                 _release(pool, sess, cnt)
-    elif action == RESTART:
-        pass  # a license server's restart; nothing of a broker site
     else:  # pragma: no cover - validated at intake
         raise ValueError(f"unknown session action {action!r}")
 

@@ -32,6 +32,7 @@ SESSION_VENDOR = "SESSIONS"
 #: The usage series: what license servers logged, and what the sessions imply.
 LICENSE_SOURCE = "license"
 SESSIONS_SOURCE = "sessions"
+SOURCES = (LICENSE_SOURCE, SESSIONS_SOURCE)
 ACTIONS = (OUT, IN, DENIED, QUEUED, DEQUEUED, RESTART, HEARTBEAT)
 #: Actions that concern every feature of a server: producers send them to every partition.
 BROADCAST = frozenset({RESTART, HEARTBEAT})

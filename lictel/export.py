@@ -19,19 +19,20 @@ from clickhouse_connect.driver.client import Client
 
 from lictel.engine import MinuteRow
 from lictel.errors import ConfigError
+from lictel.events import SOURCES
 from lictel.timeutil import US, iso_s
 
 COLUMNS = ["org", "server", "feature", "minute", "peak", "low", "avg", "license_seconds", "checkouts",
            "checkins", "forced_releases", "denials", "queued", "orphans"]
 LEVELS = ("pool", "estate")
-PERIOD = {
+_PERIOD = {
     "minute": "minute",
     "hour": "toStartOfHour(minute)",
     "day": "toStartOfDay(minute)",
     "week": "toDateTime(toMonday(minute), 'UTC')",
     "month": "toStartOfMonth(minute)",
 }
-PERIOD_SECONDS = {
+_SECONDS = {
     "minute": "60",
     "hour": "3600",
     "day": "86400",
@@ -41,9 +42,6 @@ PERIOD_SECONDS = {
 _SIX = Decimal("0.000001")
 
 
-SOURCES = ("license", "sessions")
-
-
 def usage_rows(client: Client, db: str, level: str, granularity: str,
                org: str | None = None, feature: str | None = None,
                start_s: int | None = None, end_s: int | None = None,
@@ -51,10 +49,23 @@ def usage_rows(client: Client, db: str, level: str, granularity: str,
     """Rows of ``level`` at ``granularity`` of one series (``license``: what license servers logged;
     ``sessions``: what session exports imply, ``server`` being the broker site), sorted by org,
     server, feature, period."""
+    sql, params = rollup_query(db, level, granularity, org, feature, start_s, end_s, source)
+    result = client.query(f"{sql} ORDER BY org, server, feature, start", parameters=params)
+    return [export_row(o, server, feat, int(p) * US, int(peak), int(low), int(lic_us), int(secs),
+                       int(co), int(ci), int(fr), int(de), int(qu), int(orph))
+            for (o, server, feat, p, peak, low, lic_us, secs, co, ci, fr, de, qu, orph) in result.result_rows]
+
+
+def rollup_query(db: str, level: str, granularity: str, org: str | None = None, feature: str | None = None,
+                 start_s: int | None = None, end_s: int | None = None,
+                 source: str = "license") -> tuple[str, dict[str, Any]]:
+    """The one rollup of minute rows (the rules in this module's docstring), unsorted, with its
+    parameters. Columns: org, server, feature, start (period start, Unix seconds), top (peak), bottom
+    (low), lic (license-µs), secs (seconds in the period), checkouts .. orphans."""
     if level not in LEVELS:
         raise ConfigError(f"--level must be one of {', '.join(LEVELS)}, not {level!r}")
-    if granularity not in PERIOD:
-        raise ConfigError(f"--granularity must be one of {', '.join(PERIOD)}, not {granularity!r}")
+    if granularity not in _PERIOD:
+        raise ConfigError(f"--granularity must be one of {', '.join(_PERIOD)}, not {granularity!r}")
     if source not in SOURCES:
         raise ConfigError(f"--source must be one of {', '.join(SOURCES)}, not {source!r}")
     where = ["level = {level:String}", "source = {source:String}"]
@@ -73,22 +84,16 @@ def usage_rows(client: Client, db: str, level: str, granularity: str,
         params["end"] = end_s
     inner = f"SELECT * FROM {db}.usage_minute FINAL WHERE {' AND '.join(where)}"
     if granularity == "minute":
-        sql = (f"SELECT org, server, feature, toUnixTimestamp(minute) AS p, peak, low, license_us, 60, "
-               f"checkouts, checkins, forced_releases, denials, queued, orphans FROM ({inner}) "
-               f"ORDER BY org, server, feature, p")
-    else:
-        period = PERIOD[granularity]
-        seconds = PERIOD_SECONDS[granularity]
-        sql = (
-            f"SELECT org, server, feature, toUnixTimestamp(p), max(peak), "
-            f"if(count() < intDiv({seconds}, 60), 0, min(low)), sum(license_us), {seconds}, "
+        return (f"SELECT org, server, feature, toUnixTimestamp(minute) AS start, peak AS top, low AS bottom, "
+                f"license_us AS lic, 60 AS secs, checkouts, checkins, forced_releases, denials, queued, orphans "
+                f"FROM ({inner})"), params
+    period = _PERIOD[granularity]
+    seconds = _SECONDS[granularity]
+    return (f"SELECT org, server, feature, toUnixTimestamp(p) AS start, max(peak) AS top, "
+            f"if(count() < intDiv({seconds}, 60), 0, min(low)) AS bottom, sum(license_us) AS lic, {seconds} AS secs, "
             f"sum(checkouts), sum(checkins), sum(forced_releases), sum(denials), sum(queued), "
             f"sum(orphans) FROM (SELECT *, {period} AS p FROM ({inner})) "
-            f"GROUP BY org, server, feature, p ORDER BY org, server, feature, p")
-    result = client.query(sql, parameters=params)
-    return [export_row(o, server, feat, int(p) * US, int(peak), int(low), int(lic_us), int(secs),
-                       int(co), int(ci), int(fr), int(de), int(qu), int(orph))
-            for (o, server, feat, p, peak, low, lic_us, secs, co, ci, fr, de, qu, orph) in result.result_rows]
+            f"GROUP BY org, server, feature, p"), params
 
 
 def export_row(org: str, server: str, feature: str, period_us: int, peak: int, low: int, license_us: int,

@@ -6,6 +6,11 @@ A user name compares case-insensitively, with any domain part removed: ``CORP\\A
 
 from __future__ import annotations
 
+#: :func:`normalize_user` of a column ``user`` and :func:`normalize_device` of a column ``host``, in
+#: ClickHouse SQL (migrations and reports use these; keep the two forms in step).
+SQL_USER = "lower(trimBoth(splitByChar('@', arrayElement(splitByChar('\\\\', trimBoth(user)), -1))[1]))"
+SQL_DEVICE = "lower(trimBoth(host))"
+
 
 def normalize_user(name: str) -> str:
     """``DOMAIN\\user`` and ``user@domain`` → ``user``, lower-cased and stripped."""

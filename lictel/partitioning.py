@@ -12,3 +12,9 @@ import zlib
 def partition_for(org: str, feature: str, partitions: int) -> int:
     """Partition of the pool and estate keys of ``(org, feature)``."""
     return zlib.crc32(f"{org}\x1f{feature}".encode()) % partitions
+
+
+def partition_name(stream: str, partition: int) -> str:
+    """How progress messages and engine snapshots name an input partition: ``"3"`` of the events
+    topic (the form from before the sessions topic existed), ``"sessions:3"`` of another."""
+    return str(partition) if stream == "events" else f"{stream}:{partition}"

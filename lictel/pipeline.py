@@ -25,8 +25,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from lictel.broker import EmbeddedBroker, ensure_topics
 from lictel.config import Settings
 from lictel.errors import BrokerError, LictelError
+from lictel.partitioning import partition_name
 from producers.base import EventProducer, ProduceStats
-from sinks.clickhouse import progress_key
 
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -145,7 +145,7 @@ async def wait_stored(settings: Settings, bootstrap: str, targets: dict[str, int
     stored_offsets: dict[str, int] = {}
     stored = {"raw_events": 0, "usage_rows": 0, "dead_letters": 0, "late_events": 0}
     deadline = time.monotonic() + timeout
-    parts = [(progress_key(stream, p), target) for stream, target in targets.items() if target is not None
+    parts = [(partition_name(stream, p), target) for stream, target in targets.items() if target is not None
              for p in range(settings.partitions)]
     side_topics_done = False
     try:
@@ -226,14 +226,11 @@ async def run_job(stack: Stack, feed: Feed | None, *, sessions_feed: Feed | None
     return JobResult(total, time.monotonic() - started, stored)
 
 
-async def wait_input_stored(stack: Stack, closing_marks: dict[str, int | None] | int | None, *,
-                            timeout: float = 900.0,
+async def wait_input_stored(stack: Stack, closing_marks: dict[str, int | None], *, timeout: float = 900.0,
                             on_progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
-    """After producers closed with ``closing_marks`` (per input stream; a bare mark means the
-    events stream): wait until everything they sent is final and stored."""
+    """After producers closed with ``closing_marks`` (input stream -> closing mark): wait until
+    everything they sent is final and stored."""
     settings = stack.settings
-    if not isinstance(closing_marks, dict):
-        closing_marks = {"events": closing_marks}
     ends: dict[str, int] = {}
     targets: dict[str, int | None] = {}
     for stream, mark in closing_marks.items():

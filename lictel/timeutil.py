@@ -15,6 +15,19 @@ DAY_US = 86400 * US
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
+EPOCH_DATE = dt.date(1970, 1, 1)
+
+
+def date_us(day: dt.date) -> int:
+    """The start of UTC day ``day`` in microseconds."""
+    return (day - EPOCH_DATE).days * DAY_US
+
+
+def us_date(ts_us: int) -> dt.date:
+    """The UTC day that holds ``ts_us``."""
+    return EPOCH_DATE + dt.timedelta(days=ts_us // DAY_US)
+
+
 def floor_minute(ts_us: int) -> int:
     """Start of the minute that contains ``ts_us``."""
     return ts_us - ts_us % MINUTE_US

@@ -41,6 +41,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_bipartite_matching
 
 from lictel.errors import ConfigError
+from lictel.timeutil import EPOCH_DATE
 
 WINDOW_DAYS = 90
 UD, CONCURRENT = "ud", "concurrent"
@@ -104,16 +105,13 @@ class Uses:
         devices: dict[str, int] = {}
         d_col, u_col, v_col = [], [], []
         for day, pairs in sorted(days):
-            n = (day - _EPOCH).days
+            n = (day - EPOCH_DATE).days
             for u, v in pairs:
                 d_col.append(n)
                 u_col.append(users.setdefault(u, len(users)))
                 v_col.append(devices.setdefault(v, len(devices)))
         return cls(np.asarray(d_col, dtype=np.int64), np.asarray(u_col, dtype=np.int64),
                    np.asarray(v_col, dtype=np.int64), list(users), list(devices))
-
-
-_EPOCH = dt.date(1970, 1, 1)
 
 
 def daily_uses(client: Client, db: str, org: str, feature: str, first: dt.date | None = None,
@@ -200,7 +198,7 @@ def slide(org: str, feature: str, uses: Uses, explain: bool = False, until: dt.d
     counts = np.zeros(keys.size, dtype=np.int32)
     window: deque[int] = deque()
     first = int(day_values[0])
-    last = (until - _EPOCH).days if until else int(day_values[-1])
+    last = (until - EPOCH_DATE).days if until else int(day_values[-1])
     for n in range(first, last + 1):
         today = by_day.get(n)
         if today is not None:
@@ -208,10 +206,10 @@ def slide(org: str, feature: str, uses: Uses, explain: bool = False, until: dt.d
             window.append(n)
         while window and n - window[0] >= WINDOW_DAYS:
             counts[by_day[window.popleft()]] -= 1
-        if only is not None and n != (only - _EPOCH).days:
+        if only is not None and n != (only - EPOCH_DATE).days:
             continue
         active = np.flatnonzero(counts)
-        yield _window_row(org, feature, _EPOCH + dt.timedelta(days=n), pair_user[active], pair_dev[active],
+        yield _window_row(org, feature, EPOCH_DATE + dt.timedelta(days=n), pair_user[active], pair_dev[active],
                           n_users, n_devs, uses.user_names, uses.device_names, explain)
 
 

@@ -19,6 +19,7 @@ from clickhouse_connect.driver.client import Client
 
 from lictel.config import Settings
 from lictel.errors import ConfigError, WarehouseError
+from lictel.identity import SQL_DEVICE, SQL_USER
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "sinks" / "migrations"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -83,6 +84,8 @@ def render(path: Path, settings: Settings, cluster: str | None = None) -> list[s
         "db": settings.clickhouse_database,
         "on_cluster": f"ON CLUSTER {cluster}" if cluster else "",
         "engine_replacing": "ReplicatedReplacingMergeTree" if cluster else "ReplacingMergeTree",
+        "norm_user": SQL_USER,
+        "norm_device": SQL_DEVICE,
         "engine_aggregating": "ReplicatedAggregatingMergeTree" if cluster else "AggregatingMergeTree",
         "ttl": ttl,
         "dedup_setting": ("replicated_deduplication_window = 1000" if cluster

@@ -71,8 +71,10 @@ class EventProducer:
         self.source = source
         self.stream = stream
         self.topic = settings.topic(stream)
+        self._hb_vendor = SESSION_VENDOR if stream == "sessions" else ""
         self.dead_topic = settings.topic("deadletter")
         self.serde = Serde.of(settings)
+        self._encode = self.serde.encode_sessions if stream == "sessions" else self.serde.encode_events
         self.partitions = settings.partitions
         self.stats = ProduceStats()
         self._buffers: list[list[Event]] = [[] for _ in range(self.partitions)]
@@ -145,8 +147,7 @@ class EventProducer:
         for (org, server), newest in sorted(self._servers.items()):
             ts = ts_override if ts_override is not None else newest
             self._hb_seq += 1
-            hb = heartbeat(org, server, ts, f"{self.source}:{server}", self._hb_seq,
-                           SESSION_VENDOR if self.stream == "sessions" else "")
+            hb = heartbeat(org, server, ts, f"{self.source}:{server}", self._hb_seq, self._hb_vendor)
             self.stats.heartbeats += 1
             for p in range(self.partitions):
                 await self._add(p, hb)
@@ -169,8 +170,7 @@ class EventProducer:
         self._buffers[p] = []
         self._first_at[p] = None
         assert self._producer is not None
-        encode = self.serde.encode_sessions if self.stream == "sessions" else self.serde.encode_events
-        fut = await self._producer.send(self.topic, encode(buf), partition=p)
+        fut = await self._producer.send(self.topic, self._encode(buf), partition=p)
         self._pending.append(fut)
         self.stats.messages += 1
 

@@ -180,22 +180,14 @@ class FlexnetParser:
         except ValueError:
             yield self._skip(lineno, "unparseable (impossible date or time)", text, dead=True)
             return
-        if self.date is not None and local.date() < self.date:
-            self.stats.warnings.append(
-                f"line {lineno}: the date goes back from {self.date} to {local.date()}: a log segment out of "
-                f"order (logs pasted together newest-first?)")
         secs = local.hour * 3600 + local.minute * 60 + local.second
-        if self.date != local.date():
-            self.fold = 0
-        self.date = local.date()
-        self.prev_secs = secs
+        self._set_date(lineno, secs, local.date())
         yield from self._flush_pending()
         body = body.rstrip()
-        if body[:1] in _DATE_STARTS and (_TIMESTAMP.match(body) or _STARTED_ON.search(body)
-                                         or _SYSTEM_DATE.match(body)):
+        if body[:1] in _DATE_STARTS and _date_in(body) is not None:
             yield self._skip(lineno, "date line", text)
             return
-        out = self._line(lineno, secs, _vendor_of(daemon), body, text, self.date, 0, ts=to_us(local))
+        out = self._line(lineno, secs, _vendor_of(daemon), body, text, local.date(), 0, ts=to_us(local))
         if isinstance(out, list):
             yield from out
         else:
@@ -231,22 +223,14 @@ class FlexnetParser:
     # ------------------------------------------------------------------ dates
 
     def _sets_date(self, lineno: int, secs: int, body: str) -> bool:
-        m = _TIMESTAMP.match(body)
-        if m:
-            month, day, year = (int(x) for x in m.groups())
-        else:
-            m2 = _STARTED_ON.search(body)
-            if m2:
-                month, day, year = (int(x) for x in m2.groups())
-            else:
-                m3 = _SYSTEM_DATE.match(body)
-                if not m3 or m3.group(1) not in _MONTHS:
-                    return False
-                month, day, year = _MONTHS[m3.group(1)], int(m3.group(2)), int(m3.group(3))
-        try:
-            new = dt.date(year, month, day)
-        except ValueError:
+        new = _date_in(body)
+        if new is None:
             return False
+        self._set_date(lineno, secs, new)
+        return True
+
+    def _set_date(self, lineno: int, secs: int, new: dt.date) -> None:
+        """The date is now ``new`` (at ``secs`` past its midnight); a step back is reported."""
         if self.date is not None and new < self.date:
             self.stats.warnings.append(
                 f"line {lineno}: the date goes back from {self.date} to {new}: a log segment out of order "
@@ -255,7 +239,6 @@ class FlexnetParser:
             self.fold = 0
         self.date = new
         self.prev_secs = secs
-        return True
 
     def _advance(self, secs: int) -> None:
         assert self.date is not None
@@ -394,6 +377,26 @@ class FlexnetParser:
     def _skip(self, lineno: int, reason: str, raw: str, dead: bool = False) -> Skipped:
         self.stats.skipped[reason] += 1
         return Skipped(lineno, reason, raw[:4096], dead)
+
+
+def _date_in(body: str) -> dt.date | None:
+    """The date a TIMESTAMP, licensing start-up or system-date line names, if the body is one."""
+    m = _TIMESTAMP.match(body)
+    if m:
+        month, day, year = (int(x) for x in m.groups())
+    else:
+        m2 = _STARTED_ON.search(body)
+        if m2:
+            month, day, year = (int(x) for x in m2.groups())
+        else:
+            m3 = _SYSTEM_DATE.match(body)
+            if not m3 or m3.group(1) not in _MONTHS:
+                return None
+            month, day, year = _MONTHS[m3.group(1)], int(m3.group(2)), int(m3.group(3))
+    try:
+        return dt.date(year, month, day)
+    except ValueError:
+        return None
 
 
 def _vendor_of(daemon: str) -> str:

@@ -36,6 +36,7 @@ from lictel.config import Settings
 from lictel.engine import MinuteRow
 from lictel.errors import BrokerError, SchemaError
 from lictel.events import HEARTBEAT
+from lictel.partitioning import partition_name
 from lictel.serde import Serde
 from lictel.timeutil import US
 from lictel.warehouse import connect, migrate
@@ -61,11 +62,6 @@ class SinkStats:
     undecodable: int = 0
     first_message_at: float | None = None  # time.monotonic() of the first message taken
     final_upto: dict[tuple[str, int], int] = field(default_factory=dict)
-
-
-def progress_key(stream: str, partition: int) -> str:
-    """How the progress topic names an input partition: ``"3"`` (events) or ``"sessions:3"``."""
-    return str(partition) if stream == "events" else f"{stream}:{partition}"
 
 
 def write_minute_rows(client: Client, db: str, rows: list[MinuteRow], version: int) -> None:
@@ -273,7 +269,7 @@ class ClickHouseSink:
         assert self._consumer is not None and self._producer is not None
         await self._consumer.commit({tp: last + 1 for tp, (_, last) in buf.offsets.items()})
         progress = {
-            "final_upto": {progress_key(s, p): f for (s, p), f in buf.final.items()},
+            "final_upto": {partition_name(s, p): f for (s, p), f in buf.final.items()},
             "offsets": {f"{tp.topic}|{tp.partition}": last + 1 for tp, (_, last) in buf.offsets.items()},
             "stored": {"raw_events": buf.n_raw, "usage_rows": buf.n_usage, "dead_letters": buf.n_dead,
                        "late_events": buf.n_late},
@@ -293,7 +289,7 @@ class ClickHouseSink:
         rows = await asyncio.to_thread(lambda: self.client.query(
             f"SELECT stream, partition, toUnixTimestamp64Micro(max(final_upto)) FROM {self.db}.pipeline_progress "
             f"GROUP BY stream, partition").result_rows)
-        final = {progress_key(stream, int(p)): int(f) for stream, p, f in rows}
+        final = {partition_name(stream, int(p)): int(f) for stream, p, f in rows}
         await self._producer.send_and_wait(self.settings.topic("progress"), json.dumps(
             {"final_upto": final, "offsets": offsets, "stored": {}}).encode())
 

@@ -32,6 +32,7 @@ from lictel import metrics
 from lictel.config import Settings
 from lictel.engine import Engine
 from lictel.errors import SchemaError
+from lictel.partitioning import partition_name
 from lictel.serde import Serde
 from lictel.timeutil import US
 
@@ -97,11 +98,8 @@ def make_app(settings: Settings, bootstrap: str, instance_id: str | None = None)
     metrics.serve("stream", lambda: counters, settings.metrics_port, settings.data_dir)
     catchup: dict[str, AIOKafkaConsumer] = {}
 
-    def state_key(stream: str, p: int) -> str:
-        return str(p) if stream == "events" else f"{stream}:{p}"
-
     def load(stream: str, p: int) -> _PartitionState:
-        raw = state.get(state_key(stream, p))
+        raw = state.get(partition_name(stream, p))
         if raw is None:
             return _PartitionState(Engine(settings.lateness_us, settings.idle_timeout_us,
                                           settings.session_rule), -1, None)
@@ -175,7 +173,7 @@ def make_app(settings: Settings, bootstrap: str, instance_id: str | None = None)
             if time.monotonic() - st.saved_at >= settings.snapshot_s:
                 # Rows must reach Kafka before the state that no longer holds them is saved.
                 await app.producer.flush()
-                state[state_key(name, p)] = json.dumps(
+                state[partition_name(name, p)] = json.dumps(
                     {"offset": st.offset, "final": st.final, "engine": st.engine.to_state()},
                     separators=(",", ":")).encode()
                 st.saved_at = time.monotonic()

@@ -1,7 +1,7 @@
 -- User/device licensing: per org, feature and UTC day, the exact set of (user, device) pairs that
 -- checked out (OUT), as aggregate states; a 90-day answer merges 90 daily states. User names are
 -- compared as the vendor does by default: lower-cased, domain removed (DOMAIN\user, user@domain);
--- devices lower-cased. lictel.identity.normalize_user is the same rule in Python.
+-- devices lower-cased ({norm_user} and {norm_device}: lictel.identity, the same rule as in Python).
 CREATE TABLE IF NOT EXISTS {db}.ud_daily {on_cluster}
 (
     org LowCardinality(String),
@@ -20,8 +20,8 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.ud_daily_mv {on_cluster} TO {db}.ud_
 SELECT org, feature, toDate(ts) AS day,
        groupUniqArrayState((u, d)) AS pairs, uniqExactState(u) AS users, uniqExactState(d) AS devices
 FROM (SELECT org, feature, ts,
-             lower(trimBoth(splitByChar('@', arrayElement(splitByChar('\\', trimBoth(user)), -1))[1])) AS u,
-             lower(trimBoth(host)) AS d
+             {norm_user} AS u,
+             {norm_device} AS d
       FROM {db}.raw_events WHERE action = 'OUT' AND vendor != 'SESSIONS')
 GROUP BY org, feature, day;
 
@@ -30,8 +30,8 @@ INSERT INTO {db}.ud_daily
 SELECT org, feature, toDate(ts) AS day,
        groupUniqArrayState((u, d)), uniqExactState(u), uniqExactState(d)
 FROM (SELECT org, feature, ts,
-             lower(trimBoth(splitByChar('@', arrayElement(splitByChar('\\', trimBoth(user)), -1))[1])) AS u,
-             lower(trimBoth(host)) AS d
+             {norm_user} AS u,
+             {norm_device} AS d
       FROM {db}.raw_events FINAL WHERE action = 'OUT' AND vendor != 'SESSIONS')
 GROUP BY org, feature, day;
 

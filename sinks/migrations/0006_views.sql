@@ -18,7 +18,7 @@ GROUP BY source, level, org, server, feature, day;
 -- Denials per hour, feature and user (user names compared as the vendor does).
 CREATE VIEW IF NOT EXISTS {db}.denials_hour {on_cluster} AS
 SELECT org, feature, toStartOfHour(ts) AS hour,
-       lower(trimBoth(splitByChar('@', arrayElement(splitByChar('\\', trimBoth(user)), -1))[1])) AS user,
+       {norm_user} AS user,
        count() AS denials, groupUniqArray(ifNull(reason, '')) AS reasons
 FROM {db}.raw_events FINAL WHERE action = 'DENIED'
 GROUP BY org, feature, hour, user;

@@ -73,7 +73,7 @@ def run_pipeline(tmp: Path, events: list[Event], *, workers: int = 1, broker: Em
                 await after_produce(stack)
             mark = producer.closing_mark()
             assert mark is not None
-            await wait_input_stored(stack, mark, timeout=300)
+            await wait_input_stored(stack, {"events": mark}, timeout=300)
 
         asyncio.run(produce())
     finally:

@@ -53,7 +53,7 @@ def test_worker_sigkill_and_restart_gives_identical_rows(broker: EmbeddedBroker,
             await producer.close(final=True)
             mark = producer.closing_mark()
             assert mark is not None
-            await wait_input_stored(stack, mark, timeout=300)
+            await wait_input_stored(stack, {"events": mark}, timeout=300)
             return mark
 
         asyncio.run(second_half())

@@ -36,6 +36,7 @@ from lictel.config import Settings
 from lictel.engine import compute_rows
 from lictel.entitlements import parse_contract_csv, store
 from lictel.events import Event
+from lictel.identity import SQL_USER, normalize_user
 from lictel.timeutil import parse_ts
 from lictel.warehouse import connect, migrate
 from sinks.clickhouse import RAW_COLUMNS, write_minute_rows
@@ -235,3 +236,10 @@ def test_reports_on_an_empty_data_dir_say_what_to_do(tmp_path: Path) -> None:
     for args in (("report", "ud"), ("report", "sizing"), ("export", "usage")):
         run = lictel(*args, check=False)
         assert run.returncode == 2 and "no lictel data" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_user_names_compare_the_same_in_sql_and_python(client: object) -> None:
+    names = ["CORP\\Ann", "ann@corp.example", " Bob ", "a\\b\\Carl", "dan@x@y", "EVE"]
+    got = client.query(f"SELECT {SQL_USER} FROM (SELECT arrayJoin({{n:Array(String)}}) AS user)",  # type: ignore[attr-defined]
+                       parameters={"n": names}).result_rows
+    assert [r[0] for r in got] == [normalize_user(n) for n in names]
