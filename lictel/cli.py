@@ -113,8 +113,10 @@ def run(
     = "XDT_PLT_CCU",
     org: Annotated[str | None, typer.Option(help="With --flexnet/--sessions: the organisation (default "
                                                  "LICTEL_ORG).")] = None,
-    tz: Annotated[str, typer.Option(help="With --flexnet: the server's time zone; with --sessions: the zone of "
-                                         "times without an offset (IANA name).")] = "UTC",
+    tz: Annotated[str | None, typer.Option(help="With --flexnet: the server's time zone (default: the zone the "
+                                                "log names; a log that names none needs it); with --sessions: "
+                                                "the zone of times without an offset (IANA name, default UTC).")]
+    = None,
     date: Annotated[str | None, typer.Option(help="With --flexnet: the date of lines before any date line "
                                                   "(YYYY-MM-DD).")] = None,
     users: Users = 2000,
@@ -135,7 +137,7 @@ def run(
     if jsonl and flexnet:
         raise LictelError("give --jsonl or --flexnet, not both")
     parser = _flexnet_parser(settings, flexnet, server, org, tz, date) if flexnet else None
-    exports = _sessions_reader(settings, site, org, feature, tz) if sessions else None
+    exports = _sessions_reader(settings, site, org, feature, tz or "UTC") if sessions else None
     license_input = bool(flexnet or jsonl or not sessions)  # without any input: the simulated estate
     if not license_input:
         what = ""
@@ -294,7 +296,9 @@ def produce_flexnet_cmd(
     files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="Debug logs of one server.")],
     server: Annotated[str | None, typer.Option(help="The license server the logs come from.")] = None,
     org: Annotated[str | None, typer.Option(help="The organisation (default LICTEL_ORG).")] = None,
-    tz: Annotated[str, typer.Option(help="The server's time zone (IANA name, e.g. Europe/Berlin).")] = "UTC",
+    tz: Annotated[str | None, typer.Option(help="The server's time zone (IANA name, e.g. Europe/Berlin); "
+                                                "default: the zone the log names (a log that names none "
+                                                "needs it).")] = None,
     date: Annotated[str | None, typer.Option(help="Date of lines before any date line (YYYY-MM-DD).")] = None,
     data_dir: DataDir = None,
     final: Annotated[bool, typer.Option(help="End with closing heartbeats: the input is complete.")] = True,
@@ -305,7 +309,7 @@ def produce_flexnet_cmd(
     from producers.flexnet import produce_flexnet
 
     settings = settings_for(data_dir)
-    parser = _flexnet_parser(settings, files, server, org, tz, date)
+    parser = _flexnet_parser(settings, files, server, org, tz, date, follow)
     if follow:
         if len(files) != 1:
             raise LictelError("--follow reads one log file (the live one, e.g. CITRIX.log)")
@@ -349,12 +353,14 @@ def _follow(settings: Settings, parser: Any, path: Path) -> None:
     _print_parse(parser)
 
 
-def _flexnet_parser(settings: Settings, files: list[Path] | None, server: str | None, org: str | None, tz: str,
-                    date: str | None) -> Any:
-    from producers.flexnet import FlexnetParser
+def _flexnet_parser(settings: Settings, files: list[Path] | None, server: str | None, org: str | None,
+                    tz: str | None, date: str | None, follow: bool = False) -> Any:
+    from producers.flexnet import FlexnetParser, check_zone
 
     if not server:
         raise LictelError("FlexNet logs need --server NAME: the license server they come from")
+    if files and not follow:
+        check_zone(files, tz)  # a log read in the wrong zone is off by hours: refuse before sending
     first = None
     if date:
         try:
@@ -368,6 +374,12 @@ def _print_parse(parser: Any) -> None:
     st = parser.stats
     kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(st.events.items())) or "none"
     console.print(f"  read {st.lines:,} log lines: events {kinds}")
+    if parser.tz_origin:
+        console.print(f"  time zone {parser.tz.key} (from {parser.tz_origin})", markup=False)
+    restarts, rereads = st.events.get("RESTART", 0), st.events.get("REREAD", 0)
+    if restarts or rereads:
+        console.print(f"  {restarts:,} daemon restart event(s) (checkouts released), {rereads:,} license "
+                      "reread(s) (checkouts kept)")
     for reason, n in st.skipped.most_common():
         console.print(f"    {n:>9,} skipped: {reason}")
     for w in st.warnings[:10]:

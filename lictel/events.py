@@ -21,6 +21,8 @@ QUEUED = "QUEUED"
 DEQUEUED = "DEQUEUED"
 RESTART = "RESTART"
 HEARTBEAT = "HEARTBEAT"
+#: A license reread (lmreread, or the daily "expired -- rereading"): recorded, releases nothing.
+REREAD = "REREAD"
 # Session state changes from a virtualisation broker's export (SessionEvents, DESIGN.md). They travel
 # on their own topic; inside lictel they are Events of vendor SESSION_VENDOR whose ``server`` is the
 # broker site, ``host`` the client device and ``handle`` the session key.
@@ -33,9 +35,11 @@ SESSION_VENDOR = "SESSIONS"
 LICENSE_SOURCE = "license"
 SESSIONS_SOURCE = "sessions"
 SOURCES = (LICENSE_SOURCE, SESSIONS_SOURCE)
-ACTIONS = (OUT, IN, DENIED, QUEUED, DEQUEUED, RESTART, HEARTBEAT)
+ACTIONS = (OUT, IN, DENIED, QUEUED, DEQUEUED, RESTART, REREAD, HEARTBEAT)
 #: Actions that concern every feature of a server: producers send them to every partition.
 BROADCAST = frozenset({RESTART, HEARTBEAT})
+#: Actions of a whole vendor daemon: no feature, user or host (null in JSON, empty inside lictel).
+SERVER_WIDE = frozenset({RESTART, REREAD})
 
 
 class Event(NamedTuple):
@@ -70,8 +74,9 @@ _FIELDS = frozenset(Event._fields)
 def event_from_json(obj: object, *, source: str = "", line: int | None = None) -> Event:
     """Validate one decoded JSON object and build an :class:`Event`.
 
-    HEARTBEAT needs only ``event_id``, ``ts``, ``org``, ``server``, ``source``, ``seq``; other
-    actions need ``vendor``, ``feature``, ``user``, ``host`` too (RESTART ignores ``feature``).
+    HEARTBEAT needs only ``event_id``, ``ts``, ``org``, ``server``, ``source``, ``seq``; RESTART and
+    REREAD need ``vendor`` too (a daemon restart has no user, host or feature: they may be null
+    and are ignored); other actions need ``vendor``, ``feature``, ``user`` and ``host``.
     """
 
     def bad(field: str | None, reason: str) -> InputError:
@@ -85,9 +90,13 @@ def event_from_json(obj: object, *, source: str = "", line: int | None = None) -
     action = obj.get("action")
     if action not in ACTIONS:
         raise bad("action", f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}")
-    needed = _REQUIRED_STR if action == HEARTBEAT else (*_REQUIRED_STR, "vendor", "user", "host")
-    if action not in (HEARTBEAT, RESTART):
-        needed = (*needed, "feature")
+    needed: tuple[str, ...]
+    if action == HEARTBEAT:
+        needed = _REQUIRED_STR
+    elif action in SERVER_WIDE:
+        needed = (*_REQUIRED_STR, "vendor")
+    else:
+        needed = (*_REQUIRED_STR, "vendor", "feature", "user", "host")
     for name in needed:
         value = obj.get(name)
         if not isinstance(value, str) or not value:
@@ -115,17 +124,18 @@ def event_from_json(obj: object, *, source: str = "", line: int | None = None) -
         value = obj.get(name)
         if value is not None and not isinstance(value, str):
             raise bad(name, "must be a string")
+    server_wide = action in SERVER_WIDE
     return Event(
         event_id=obj["event_id"],
         ts=ts,
         org=obj["org"],
         server=obj["server"],
         vendor=obj.get("vendor") or "",
-        feature=obj.get("feature") or "",
+        feature="" if server_wide else obj["feature"],
         action=action,
-        user=obj.get("user") or "",
-        host=obj.get("host") or "",
-        handle=obj.get("handle"),
+        user="" if server_wide else obj["user"],
+        host="" if server_wide else obj["host"],
+        handle=None if server_wide else obj.get("handle"),
         count=count,
         reason=obj.get("reason"),
         source=obj["source"],

@@ -16,14 +16,25 @@ of ``DAEMON`` and counts as it):
   Date and Time: Www Mmm DD YYYY HH:MM:SS`` lines set the date; a time more than 65 minutes earlier
   than the previous line's means midnight passed. Lines before the first date wait for it and are
   dated backwards from it; ``date`` gives it when a log has none.
-- Local time: ``tz`` (an IANA zone, default UTC) converts times to UTC; in the hour that repeats
-  when daylight saving time ends, a step back of up to an hour is the second pass of that hour.
-- Restarts: a vendor daemon's ``Server started on``, ``EXITING DUE TO SIGNAL`` and lmgrd's
-  ``DAEMON exited with status`` / ``REStarted DAEMON`` release everything that daemon held (a
-  RESTART event); lmgrd's own exit releases every daemon it has seen. A crashed server therefore
-  leaves no phantom checkouts.
+- Local time: ``tz`` (an IANA zone) converts times to UTC. Without it, the zone lmgrd's
+  ``Server's System Date and Time: ... ZONE`` line names is taken (Windows names mapped to IANA by
+  CLDR's table, :mod:`lictel.zones`); a log that names none, or a name that maps to no zone, is
+  refused (:class:`ConfigError`) before any of it is sent. In the hour that repeats when daylight
+  saving time ends, a step back of up to an hour is the second pass of that hour.
+- Restarts: a vendor daemon's ``Server started on`` (unless a reread announced it),
+  ``EXITING DUE TO SIGNAL``, lmgrd's ``DAEMON exited with status`` / ``REStarted DAEMON`` and
+  lmgrd's own start banner release everything the daemon held (a RESTART event); lmgrd's own
+  exit releases every daemon it has seen. A crashed server therefore leaves no phantom checkouts.
+- Rereads: after ``Rereading license file...`` (lmreread, by the daemon or by lmgrd a moment
+  before) or ``FEATURE expired -- rereading to update``, the daemon's ``Server started on`` line
+  is a REREAD event until ``...Finished rereading``: recorded and counted, checkouts survive it.
 - A date that goes backwards (logs pasted together newest-first) is reported as a segment out of
   order, with its line number; :func:`produce_flexnet` then sends that file's events in time order.
+- A block of at least :data:`REPEAT_MIN_LINES` lines (with two or more times of day) whose every
+  line repeats, text and date, the lines of an earlier block is a copy pasted into the log: it is
+  skipped and reported ("lines A-B repeat lines C-D"). Identity is the line's text plus the date
+  the parser gives it, so the same clock text on another day is never a repeat, and one line, or a
+  burst of identical lines in one second, is never taken for a copy.
 
 Every line is accounted for: an event, or a :class:`Skipped` with a reason. Informational lines
 (banners, configuration, lmgrd chatter) are skipped as such; a line that does not have the
@@ -37,15 +48,16 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from lictel.errors import ConfigError, InputError
-from lictel.events import DENIED, DEQUEUED, HEARTBEAT, IN, OUT, QUEUED, RESTART, Event
+from lictel.events import DENIED, DEQUEUED, HEARTBEAT, IN, OUT, QUEUED, REREAD, RESTART, Event
 from lictel.timeutil import from_us, to_us
+from lictel.zones import iana_zone
 
 if TYPE_CHECKING:
     from producers.base import EventProducer
@@ -69,14 +81,28 @@ _VENDOR_START = re.compile(r"^Server started on ")
 _EXITING = re.compile(r"^EXITING DUE TO SIGNAL")
 _EXITED = re.compile(r"^(\S+) exited with status")
 _RESTARTED = re.compile(r"^REStarted (\S+)")
+# A reread: lmreread ("Rereading license file... Requested from ..."), or the daily one that a
+# vendor daemon starts by itself ("base expired -- rereading to update").
+_REREADING = re.compile(r"^(?:Rereading license file|\S+ expired -- rereading)")
+_REREAD_DONE = re.compile(r"^\.\.\.Finished rereading")
+_REREAD_WINDOW = 300  # seconds: a vendor start this soon after lmgrd announced a reread is one
 _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
                                        "Nov", "Dec"), 1)}
 _ACTION = {"OUT": OUT, "IN": IN, "DENIED": DENIED, "UNSUPPORTED": DENIED, "QUEUED": QUEUED, "DEQUEUED": DEQUEUED}
 _DATE_STARTS = frozenset("TFS")  # TIMESTAMP, FLEXnet/FlexNet/FLEXlm Licensing, Server's System Date
 _USAGE_STARTS = frozenset("OIDUQ")
 _RESTART_STARTS = frozenset("SE")  # Server started, EXITING
+_REREAD_STARTS = frozenset("R.")  # Rereading license file..., ...Finished rereading
 _MIDNIGHT_STEP = 65 * 60  # a step back larger than this (seconds) means the next day
 LMGRD = "lmgrd"
+#: A block of at least this many lines, with at least two different times, that repeats an earlier
+#: block (same text, same date) is a copy pasted into the log: its lines are counted once.
+REPEAT_MIN_LINES = 10
+#: A verbatim copy this long (with five or more times of day) counts once whatever dates the parser
+#: gives it: a copy pasted without its own date line is dated by the lines before it.
+REPEAT_MIN_LINES_UNDATED = 50
+#: How many dated lines the repeat finder remembers (about 100 bytes each).
+REPEAT_WINDOW = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -97,6 +123,125 @@ class ParseStats:
     events: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
+    repeated_lines: int = 0
+    out_of_order: int = 0  # segments whose date goes back
+
+
+class _Run:
+    """A candidate repeated block: lines held back while they equal an earlier block line by line."""
+
+    __slots__ = ("before", "cands", "clocks", "items", "length", "lines", "start")
+
+    def __init__(self, cands: list[int], start: int, lineno: int, clock: str,
+                 items: list[Event | Skipped], before: tuple[Any, ...]) -> None:
+        self.before = before  # the parser's dating state before the block's first line
+        self.cands = cands  # where the earlier copy may begin (positions of dated lines)
+        self.start = start  # position of the block's first line
+        self.length = 1
+        self.lines = [lineno]
+        self.clocks = {clock}
+        self.items = items
+
+
+class _Repeats:
+    """Remembers every dated line (a hash of its text, and its date) to find blocks that repeat
+    earlier ones.
+
+    Positions count dated lines across the files of one parser. Only the last
+    :data:`REPEAT_WINDOW` lines are remembered, so memory stays bounded on a followed log.
+    """
+
+    def __init__(self) -> None:
+        self.keys: list[int] = []
+        self.dates: list[dt.date] = []  # the date the parser gave each position
+        self.where: list[int] = []  # line number of each position
+        self.names: list[tuple[int, str]] = []  # (first position, file name)
+        self.first: dict[int, int] = {}
+        self.more: dict[int, list[int]] = {}  # a few later positions of keys seen more than once
+        self.base = 0
+        self.run: _Run | None = None
+
+    def file(self, name: str) -> None:
+        if not self.names or self.names[-1][1] != name:
+            self.names.append((self.base + len(self.keys), name))
+
+    def add(self, key: int, lineno: int, date: dt.date) -> int | None:
+        """Remember one dated line; return the first position of the same key, if seen before."""
+        pos = self.base + len(self.keys)
+        self.keys.append(key)
+        self.dates.append(date)
+        self.where.append(lineno)
+        earlier = self.first.get(key)
+        if earlier is None:
+            self.first[key] = pos
+            if len(self.keys) > REPEAT_WINDOW and self.run is None:
+                self._trim()
+            return None
+        later = self.more.get(key)
+        if later is None:
+            self.more[key] = [pos]
+        elif len(later) < 3:
+            later.append(pos)
+        # A copy of at least REPEAT_MIN_LINES lines lies at least that far back.
+        return earlier if pos - earlier >= REPEAT_MIN_LINES else None
+
+    def begin(self, key: int, earlier: int, lineno: int, clock: str, items: list[Event | Skipped],
+              before: tuple[Any, ...]) -> None:
+        pos = self.base + len(self.keys) - 1
+        cands = [earlier, *(p for p in self.more.get(key, ()) if p < pos)]
+        self.run = _Run(cands, pos, lineno, clock, items, before)
+
+    def extend(self, key: int, lineno: int, clock: str, items: list[Event | Skipped]) -> bool:
+        """Does this line continue the candidate block? (Then it is held with it.)"""
+        run = self.run
+        assert run is not None
+        keys, base, n = self.keys, self.base, run.length
+        alive = [c for c in run.cands if c + n < run.start and c + n >= base and keys[c + n - base] == key]
+        if not alive:
+            return False
+        run.cands = alive
+        run.length += 1
+        run.lines.append(lineno)
+        run.clocks.add(clock)
+        run.items.extend(items)
+        return True
+
+    def is_repeat(self, run: _Run) -> bool:
+        """A copy: long enough, more than one time of day, and dated like the original, or so long
+        (a pasted copy is often dated a day off by the step back at its start) that it is no chance."""
+        if run.length < REPEAT_MIN_LINES or len(run.clocks) < 2:
+            return False
+        if run.length >= REPEAT_MIN_LINES_UNDATED and len(run.clocks) >= 5:
+            return True
+        first, start, base = run.cands[0] - self.base, run.start - self.base, self.base
+        return self.dates[first:first + run.length] == self.dates[start:start + run.length] and first >= -base
+
+    def describe(self, run: _Run) -> str:
+        first = run.cands[0]
+        a, b = (self.where[p - self.base] for p in (first, first + run.length - 1))
+        here = self._name(run.start)
+        there = self._name(first)
+        of = f" of {there}" if there != here else ""
+        return f"{here}: lines {run.lines[0]}-{run.lines[-1]} repeat lines {a}-{b}{of}"
+
+    def _name(self, pos: int) -> str:
+        name = ""
+        for start, n in self.names:
+            if start > pos:
+                break
+            name = n
+        return name
+
+    def _trim(self) -> None:
+        cut = len(self.keys) // 2
+        self.base += cut
+        del self.keys[:cut]
+        del self.dates[:cut]
+        del self.where[:cut]
+        firsts = {k: p for k, p in self.first.items() if p >= self.base}
+        self.first.clear()  # in place: parse() holds its bound methods
+        self.first.update(firsts)
+        self.more = {k: kept for k, ps in self.more.items() if (kept := [p for p in ps if p >= self.base])}
 
 
 @dataclass
@@ -111,11 +256,14 @@ class _Pending:
 class FlexnetParser:
     """Parses one server's log files, in order (oldest rotated file first)."""
 
-    def __init__(self, *, org: str, server: str, tz: str = "UTC", date: dt.date | None = None) -> None:
-        try:
-            self.tz = ZoneInfo(tz)
-        except Exception:
-            raise ConfigError(f"--tz {tz!r} is not a time zone name (like Europe/Berlin or UTC)") from None
+    def __init__(self, *, org: str, server: str, tz: str | None = None, date: dt.date | None = None) -> None:
+        self.tz: ZoneInfo | None = None
+        #: Where the zone came from, for the summary: "--tz", or what the log named.
+        self.tz_origin = ""
+        self._zone_named = ""  # a zone name the log gave that maps to no IANA zone
+        if tz is not None:
+            self.tz = _zone(tz)
+            self.tz_origin = "--tz"
         self.org = org
         self.server = server
         self.date = date
@@ -126,6 +274,8 @@ class FlexnetParser:
         self._pending: list[_Pending] = []
         self._source = ""
         self._day_offsets: dict[dt.date, tuple[int, int, bool]] = {}
+        self._repeats = _Repeats()
+        self._rereading: dict[str, int] = {}  # daemon (or lmgrd for all) -> when its reread began
 
     def parse(self, lines: Iterable[str], name: str, first_line: int = 1) -> Iterator[Event | Skipped]:
         """Events and skipped lines of one file (``name`` is its base name, for event ids).
@@ -133,49 +283,165 @@ class FlexnetParser:
         ``first_line`` numbers the first of ``lines`` when a file is read in pieces (follow mode).
         """
         self._source = f"{self.server}:{name}"
+        rep = self._repeats
+        rep.file(name)
+        stats = self.stats
+        one = self._one
+        keys = rep.keys
+        keys_append, dates_append, where_append = keys.append, rep.dates.append, rep.where.append
+        first_setdefault = rep.first.setdefault
         for lineno, raw in enumerate(lines, first_line):
-            self.stats.lines += 1
-            text = raw.lstrip("\ufeff").rstrip("\r\n")
-            if not text.strip():
-                yield self._skip(lineno, "blank", text)
-                continue
+            stats.lines += 1
+            text = (raw[1:] if raw[:1] == "\ufeff" else raw).rstrip("\r\n")
+            date = self.date
+            prev = self.prev_secs
+            out: Event | Skipped | list[Event | Skipped] | list[Event] | None
             m = _LINE.match(text)
-            if m is None:
-                iso = _ISO_LINE.match(text)
-                if iso is None:
-                    yield self._skip(lineno, "unparseable (no 'H:MM:SS (daemon)' or ISO-8601 date-time prefix)",
-                                     text, dead=True)
+            if m is not None and date is not None:
+                # The common line, inline (one() handles every other kind).
+                hh, mm, ss, daemon, body = m.groups()
+                body = body.rstrip()
+                h, mi, se = int(hh), int(mm), int(ss)
+                if h < 24 and mi < 60 and se < 60 and body[:1] not in _DATE_STARTS:
+                    if "_" in daemon:
+                        daemon = _vendor_of(daemon)
+                    secs = h * 3600 + mi * 60 + se
+                    self._advance(secs)
+                    out = self._line(lineno, secs, daemon, body, text, self.date, self.fold)  # type: ignore[arg-type]
                 else:
-                    yield from self._iso_line(lineno, iso, text)
-                continue
-            hh, mm, ss, daemon, body = m.groups()
-            if "_" in daemon:
-                daemon = _vendor_of(daemon)
-            h, mi, se = int(hh), int(mm), int(ss)
-            if h > 23 or mi > 59 or se > 59:
-                yield self._skip(lineno, "unparseable (impossible time of day)", text, dead=True)
-                continue
-            secs = h * 3600 + mi * 60 + se
-            body = body.rstrip()
-            if body[:1] in _DATE_STARTS and self._sets_date(lineno, secs, body):
-                yield from self._flush_pending()
-                yield self._skip(lineno, "date line", text)
-                continue
-            if self.date is None:
-                self._pending.append(_Pending(lineno, secs, daemon, body, text))
-                continue
-            self._advance(secs)
-            out = self._line(lineno, secs, daemon, body, text, self.date, self.fold)
-            if type(out) is list:
-                yield from out
+                    out = one(lineno, text)
             else:
-                yield out  # type: ignore[misc]
+                out = one(lineno, text)
+            kind = type(out)
+            if kind is not Event and not (kind is list and out and type(out[0]) is Event):  # type: ignore[index]
+                # Only lines that make events can count twice: the others are not compared.
+                if kind is list:
+                    yield from out  # type: ignore[misc]
+                elif out is not None:
+                    yield out  # type: ignore[misc]
+                continue
+            # The same text as an earlier line: maybe the start of a block pasted twice.
+            key = hash(text)
+            pos = rep.base + len(keys)
+            if first_setdefault(key, pos) == pos and rep.run is None and pos - rep.base < REPEAT_WINDOW:
+                # rep.add's common case, inline: a line never seen
+                keys_append(key)
+                dates_append(self.date)  # type: ignore[arg-type]
+                where_append(lineno)
+                if kind is list:
+                    yield from out  # type: ignore[misc]
+                else:
+                    yield out  # type: ignore[misc]
+                continue
+            if rep.first[key] == pos:
+                del rep.first[key]  # rep.add records it itself
+            earlier = rep.add(key, lineno, self.date)  # type: ignore[arg-type]
+            if rep.run is None and earlier is None:
+                if kind is list:
+                    yield from out  # type: ignore[misc]
+                else:
+                    yield out  # type: ignore[misc]
+                continue
+            yield from self._repeat_step(key, earlier, lineno, text, out, (date, prev, 0))  # type: ignore[arg-type]
 
+    def _one(self, lineno: int, text: str) -> Event | Skipped | list[Event | Skipped] | None:
+        """What one line gives (None while it waits for a date)."""
+        if not text.strip():
+            return self._skip(lineno, "blank", text)
+        m = _LINE.match(text)
+        if m is None:
+            iso = _ISO_LINE.match(text)
+            if iso is None:
+                return self._skip(lineno, "unparseable (no 'H:MM:SS (daemon)' or ISO-8601 date-time prefix)",
+                                  text, dead=True)
+            return list(self._iso_line(lineno, iso, text))
+        hh, mm, ss, daemon, body = m.groups()
+        if "_" in daemon:
+            daemon = _vendor_of(daemon)
+        h, mi, se = int(hh), int(mm), int(ss)
+        if h > 23 or mi > 59 or se > 59:
+            return self._skip(lineno, "unparseable (impossible time of day)", text, dead=True)
+        secs = h * 3600 + mi * 60 + se
+        body = body.rstrip()
+        if body[:1] in _DATE_STARTS and self._sets_date(lineno, secs, body):
+            items: list[Event | Skipped] = list(self._flush_pending())
+            if daemon == LMGRD and _STARTED_ON.search(body) and self.daemons:
+                # lmgrd started again: every vendor daemon it ran before is gone with its checkouts.
+                assert self.date is not None
+                ts = self._ts(self.date, secs, self.fold)
+                self._rereading.clear()
+                items += [self._event(lineno, ts, vendor, "", RESTART, "", "", None, 1, body[:200], sub=i)
+                          for i, vendor in enumerate(sorted(self.daemons))]
+            else:
+                items.append(self._skip(lineno, "date line", text))
+            return items
+        if self.date is None:
+            self._pending.append(_Pending(lineno, secs, daemon, body, text))
+            return None
+        self._advance(secs)
+        return self._line(lineno, secs, daemon, body, text, self.date, self.fold)  # type: ignore[return-value]
+
+    def _repeat_step(self, key: int, earlier: int | None, lineno: int, text: str,
+                     out: Event | Skipped | list[Event | Skipped] | None,
+                     before: tuple[dt.date | None, int | None, int]) -> Iterator[Event | Skipped]:
+        """The slow path of :meth:`parse`: a line that may continue or start a repeated block."""
+        rep = self._repeats
+        items: list[Event | Skipped] = [] if out is None else out if type(out) is list else [out]  # type: ignore[list-item]
+        clock = text.split("(", 1)[0]
+        if rep.run is not None:
+            if rep.extend(key, lineno, clock, items):
+                return
+            if (yield from self._end_repeat()):
+                # This line was dated as if it continued the copy: date it from where the log resumes.
+                self._uncount(items)
+                before = (self.date, self.prev_secs, self.fold)
+                again = self._one(lineno, text)
+                items = [] if again is None else again if type(again) is list else [again]  # type: ignore[list-item]
+                rep.dates[-1] = self.date  # type: ignore[assignment]
+        if earlier is None:
+            yield from items
+            return
+        # The first line of a copy may have set the date back (a copy that starts at a date line).
+        back = int(before[0] is not None and self.date is not None and self.date < before[0])
+        rep.begin(key, earlier, lineno, clock, items,
+                  (*before, self.stats.out_of_order - back, len(self.stats.warnings) - back))
+
+    def _end_repeat(self) -> Generator[Event | Skipped, None, bool]:
+        """Decide a candidate block: skip it (a verbatim repeat; returns True) or release its lines."""
+        rep = self._repeats
+        run = rep.run
+        if run is None:
+            return False
+        rep.run = None
+        if not rep.is_repeat(run):
+            yield from run.items
+            return False
+        # As if the block were not there: the dates of what follows go on from before it.
+        self.date, self.prev_secs, self.fold, self.stats.out_of_order, warned = run.before
+        del self.stats.warnings[warned:]
+        self._uncount(run.items)
+        self.stats.repeated_lines += run.length
+        self.stats.warnings.append(f"{rep.describe(run)}: skipped (a verbatim repeat of the log counts once)")
+        reason = "repeats an earlier block of the log (counted once)"
+        for n in run.lines:
+            yield self._skip(n, reason, "")
+        return True
+
+    def _uncount(self, items: list[Event | Skipped]) -> None:
+        for item in items:
+            if isinstance(item, Event):
+                self.stats.events[item.action] -= 1
+            else:
+                self.stats.skipped[item.reason] -= 1
+        self.stats.events = +self.stats.events
+        self.stats.skipped = +self.stats.skipped
     def _iso_line(self, lineno: int, m: re.Match[str], text: str) -> Iterator[Event | Skipped]:
         """A line of a log written with ``lmgrd -datestamp``: it carries its own date and offset."""
         year, month, day, h, mi, se, offset, daemon, body = m.groups()
+        if offset is None and self.tz is None:
+            raise self._no_zone()
         try:
-            tz: dt.tzinfo = self.tz if offset is None else _offset(offset)
+            tz: dt.tzinfo = self.tz if offset is None else _offset(offset)  # type: ignore[assignment]
             local = dt.datetime(int(year), int(month), int(day), int(h), int(mi), int(se), tzinfo=tz)
         except ValueError:
             yield self._skip(lineno, "unparseable (impossible date or time)", text, dead=True)
@@ -195,13 +461,14 @@ class FlexnetParser:
 
     @property
     def waiting(self) -> bool:
-        """Lines are held back until a date is known."""
-        return bool(self._pending)
+        """Lines are held back: until a date is known, or while they may repeat an earlier block."""
+        return bool(self._pending) or self._repeats.run is not None
 
     def to_state(self) -> dict[str, object]:
         """What a follower must keep to resume mid-file (dates, midnight tracking, daemons)."""
         return {"date": self.date.isoformat() if self.date else None, "prev": self.prev_secs, "fold": self.fold,
-                "daemons": sorted(self.daemons)}
+                "daemons": sorted(self.daemons), "tz": self.tz.key if self.tz else None,
+                "tz_origin": self.tz_origin}
 
     def restore(self, state: dict[str, object]) -> None:
         date = state.get("date")
@@ -212,9 +479,15 @@ class FlexnetParser:
         self.fold = int(fold) if isinstance(fold, int) else 0
         daemons = state.get("daemons")
         self.daemons = {str(d) for d in daemons} if isinstance(daemons, list) else set()
+        tz = state.get("tz")
+        if self.tz is None and isinstance(tz, str):
+            self.tz = _zone(tz)
+            self.tz_origin = str(state.get("tz_origin") or tz)
 
     def finish(self) -> Iterator[Event | Skipped]:
-        """End of input: lines still waiting for a date are reported, never guessed."""
+        """End of input: a candidate repeated block is decided; lines still waiting for a date are
+        reported, never guessed."""
+        yield from self._end_repeat()
         for p in self._pending:
             yield self._skip(p.lineno, "no date known (no TIMESTAMP or start line in the log; give --date)", p.raw,
                              dead=True)
@@ -226,12 +499,38 @@ class FlexnetParser:
         new = _date_in(body)
         if new is None:
             return False
+        if self.tz is None and body[0] == "S":
+            self._zone_from(body)
         self._set_date(lineno, secs, new)
         return True
+
+    def _zone_from(self, body: str) -> None:
+        """lmgrd's "Server's System Date and Time: ... ZONE" names the server's zone: take it."""
+        m = _SYSTEM_DATE.match(body)
+        named = body[m.end():].strip() if m else ""
+        if not named:
+            return
+        iana = iana_zone(named)
+        if iana is None:
+            self._zone_named = named
+            return
+        self.tz = ZoneInfo(iana)
+        self.tz_origin = f"the log: {named!r} = {iana}"
+        self._day_offsets.clear()
+
+    def _no_zone(self) -> ConfigError:
+        if self._zone_named:
+            why = (f"the log names its time zone {self._zone_named!r}, which is not a Windows zone name "
+                   "or an IANA zone (an abbreviation or a translated name)")
+        else:
+            why = "the log does not name its time zone"
+        return ConfigError(f"{self._source}: {why}; give --tz ZONE, an IANA name such as America/New_York "
+                           "(--tz UTC if the server's clock is UTC)")
 
     def _set_date(self, lineno: int, secs: int, new: dt.date) -> None:
         """The date is now ``new`` (at ``secs`` past its midnight); a step back is reported."""
         if self.date is not None and new < self.date:
+            self.stats.out_of_order += 1
             self.stats.warnings.append(
                 f"line {lineno}: the date goes back from {self.date} to {new}: a log segment out of order "
                 f"(logs pasted together newest-first?)")
@@ -252,6 +551,8 @@ class FlexnetParser:
             return
         # A small step back: the repeated hour at the end of daylight saving time, or jitter
         # between daemons writing to one file.
+        if self.tz is None:
+            return
         local = dt.datetime.combine(self.date, dt.time(secs // 3600, secs // 60 % 60, secs % 60), tzinfo=self.tz)
         if local.replace(fold=1).utcoffset() != local.replace(fold=0).utcoffset():
             self.fold = 1
@@ -283,6 +584,8 @@ class FlexnetParser:
         """UTC microseconds of a local time. Days without a DST change take the fast path."""
         cached = self._day_offsets.get(day)
         if cached is None:
+            if self.tz is None:
+                raise self._no_zone()
             start = dt.datetime.combine(day, dt.time(0), tzinfo=self.tz)
             end = dt.datetime.combine(day, dt.time(23, 59, 59), tzinfo=self.tz)
             base = to_us(dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC))
@@ -304,7 +607,16 @@ class FlexnetParser:
             m = _USAGE.match(body)
             if m is not None:
                 return self._usage(lineno, ts, daemon, m.group(1), m.group(2), m.group(3), raw)
+        if "ereading" in body:
+            if _REREADING.match(body):
+                self._rereading[daemon] = ts
+            elif daemon != LMGRD and _REREAD_DONE.match(body):
+                self._rereading.pop(daemon, None)
         if daemon == LMGRD or body[:1] in _RESTART_STARTS:
+            if daemon != LMGRD and _VENDOR_START.match(body) and self._in_reread(daemon, ts):
+                # lmreread: the vendor daemon lists its features again; checkouts survive.
+                self.daemons.add(daemon)
+                return self._event(lineno, ts, daemon, "", REREAD, "", "", None, 1, body[:200])
             restarted = self._restarted_daemons(daemon, body)
             if restarted:
                 return [self._event(lineno, ts, vendor, "", RESTART, "", "", None, 1, body[:200], sub=i)
@@ -313,16 +625,26 @@ class FlexnetParser:
             self.daemons.add(daemon)
         return self._skip(lineno, "informational", raw)
 
+    def _in_reread(self, daemon: str, ts: int) -> bool:
+        """Did this daemon, or lmgrd shortly before, announce a reread that has not finished?"""
+        if daemon in self._rereading:
+            return True
+        began = self._rereading.get(LMGRD)
+        return began is not None and 0 <= ts - began <= _REREAD_WINDOW * 1_000_000
+
     def _restarted_daemons(self, daemon: str, body: str) -> set[str]:
         if daemon != LMGRD and (_VENDOR_START.match(body) or _EXITING.match(body)):
             self.daemons.add(daemon)
+            self._rereading.pop(daemon, None)
             return {daemon}
         if daemon == LMGRD:
             m = _EXITED.match(body) or _RESTARTED.match(body)
             if m:
                 self.daemons.add(m.group(1))
+                self._rereading.pop(m.group(1), None)
                 return {m.group(1)}
             if _EXITING.match(body):
+                self._rereading.clear()
                 return set(self.daemons)
         return set()
 
@@ -399,6 +721,13 @@ def _date_in(body: str) -> dt.date | None:
         return None
 
 
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except Exception:
+        raise ConfigError(f"--tz {name!r} is not a time zone name (like Europe/Berlin or UTC)") from None
+
+
 def _vendor_of(daemon: str) -> str:
     """``CITRIX_1`` (a forked copy of the CITRIX daemon) → ``CITRIX``."""
     if "_" in daemon:
@@ -448,6 +777,28 @@ def render(events: Iterable[Event], tz: str = "UTC") -> Iterator[str]:
             yield f"{clock} ({e.vendor}) {kind}: \"{e.feature}\" {who}{reason}"
 
 
+def check_zone(paths: Iterable[Path], tz: str | None) -> str:
+    """The zone a batch of logs will be read in, or a :class:`ConfigError` before anything is sent.
+
+    With ``tz`` that zone; otherwise the one the oldest log names in lmgrd's system-date line.
+    """
+    if tz is not None:
+        return _zone(tz).key
+    probe = FlexnetParser(org="", server="")
+    for path in order_rotated(paths):
+        probe._source = path.name
+        with open(path, "rb") as fh:
+            for raw in fh:
+                if b"System Date and Time:" in raw:
+                    m = _LINE.match(raw.decode("utf-8", "replace").rstrip())
+                    if m and _SYSTEM_DATE.match(m.group(5)):
+                        probe._zone_from(m.group(5).rstrip())
+                        if probe.tz is not None:
+                            return probe.tz.key
+        raise probe._no_zone()
+    return "UTC"
+
+
 _ROTATED = re.compile(r"^(.*?)(?:\.(\d+))?$")
 
 
@@ -472,7 +823,7 @@ async def produce_flexnet(producer: EventProducer, paths: list[Path], parser: Fl
     last = paths[-1] if paths else Path("-")
     for path in order_rotated(paths):
         last = path
-        warned = len(parser.stats.warnings)
+        warned = parser.stats.out_of_order
         with open(path, "rb") as fh:
             def lines() -> Iterator[str]:
                 for raw in fh:
@@ -481,10 +832,10 @@ async def produce_flexnet(producer: EventProducer, paths: list[Path], parser: Fl
                     yield raw.decode("utf-8", "replace")
 
             items = list(parser.parse(lines(), path.name))
-        if len(parser.stats.warnings) > warned:
+        if parser.stats.out_of_order > warned:
             events = sorted((i for i in items if isinstance(i, Event)), key=lambda e: (e.ts, e.seq))
             parser.stats.warnings.append(
-                f"{path.name}: {len(parser.stats.warnings) - warned} segment(s) out of order; "
+                f"{path.name}: {parser.stats.out_of_order - warned} segment(s) out of order; "
                 f"its {len(events):,} events were sent in time order")
             items = [*events, *(i for i in items if isinstance(i, Skipped))]
         for item in items:

@@ -60,9 +60,16 @@ def analyse(path: Path) -> list[str]:
     out.append(f"Skipped lines: {skipped}.")
     if dead:
         out.append("Dead-lettered: " + ", ".join(f"{r} ({n})" for r, n in dead.items()) + ".")
-    if st.warnings:
-        out.append(f"Warnings: {len(st.warnings)} log segment(s) out of order (dates going back), e.g. "
-                   f"{st.warnings[0].split(':', 1)[0]}; `lictel run --flexnet` sends such a file's events "
+    out.append(f"Daemon restart events (checkouts released): {st.events.get('RESTART', 0):,}; license rereads "
+               f"(checkouts kept): {st.events.get('REREAD', 0):,}.")
+    repeats = [w for w in st.warnings if "repeat" in w]
+    if repeats:
+        out.append(f"Repeated blocks skipped ({st.repeated_lines:,} event lines counted once): "
+                   + "; ".join(w.split(": ", 1)[1].split(": skipped")[0] for w in repeats) + ".")
+    if st.out_of_order:
+        first = next(w for w in st.warnings if "goes back" in w)
+        out.append(f"Warnings: {st.out_of_order} log segment(s) out of order (dates going back), e.g. "
+                   f"{first.split(':', 1)[0]}; `lictel run --flexnet` sends such a file's events "
                    "in time order.")
     out += ["", "| feature | lictel peak | naive peak | OUTs of N > 1 licenses | orphan INs | forced releases |",
             "|---|---:|---:|---:|---:|---:|"]

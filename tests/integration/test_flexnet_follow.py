@@ -56,8 +56,8 @@ def test_follow_survives_kill_rotation_and_truncation(lictel: Lictel, tmp_path: 
 
     def start() -> subprocess.Popen[str]:
         return subprocess.Popen([sys.executable, "-m", "lictel.cli", "produce", "flexnet", str(log), "--server",
-                                 "lic01", "--follow"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                 "lic01", "--tz", "UTC", "--follow"], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
 
     def append(text: str, path: Path = log) -> None:
         with open(path, "a", encoding="utf-8") as fh:

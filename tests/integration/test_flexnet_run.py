@@ -44,7 +44,7 @@ def test_pasted_segments_are_sent_in_time_order(lictel: Lictel, tmp_path: Path) 
             "10:00:00 (CITRIX) IN: \"F\" u3@h3\n")
     log = tmp_path / "pasted.log"
     log.write_text(day2 + day1)
-    run = lictel("run", "--flexnet", str(log), "--server", "lic01")
+    run = lictel("run", "--flexnet", str(log), "--server", "lic01", "--tz", "UTC")
     err = " ".join(run.stderr.split())
     assert "segment(s) out of order; its 6 events were sent in time order" in err
     assert "late event" not in err

@@ -1,0 +1,204 @@
+"""What the license server counts: rereads keep checkouts, a verbatim repeated block counts once,
+the time zone comes from the log or is asked for (issue: count what the license server counts)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from lictel.engine import compute_rows
+from lictel.errors import ConfigError
+from lictel.events import IN, OUT, REREAD, RESTART, Event
+from lictel.timeutil import parse_ts
+from producers.flexnet import REPEAT_MIN_LINES, FlexnetParser, Skipped, check_zone, render
+from producers.simulate import SimSpec, simulate
+
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "flexnet"
+needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus/flexnet is not beside this checkout")
+
+
+def run(lines: list[str], tz: str | None = "UTC", chunk: int | None = None) -> tuple[list[Event], FlexnetParser]:
+    p = FlexnetParser(org="acme", server="lic01", tz=tz)
+    items: list[Event | Skipped] = []
+    if chunk is None:
+        items += p.parse(lines, "x.log")
+    else:  # as a follower reads it: pieces of the file, numbered on
+        for start in range(0, len(lines), chunk):
+            items += p.parse(lines[start:start + chunk], "x.log", first_line=start + 1)
+    items += p.finish()
+    return [i for i in items if isinstance(i, Event)], p
+
+
+def rows(events: list[Event]) -> list[object]:
+    return compute_rows(events)
+
+
+# A daily reread as Partek's daemon logs it, and an lmreread announced by lmgrd first.
+def daily_reread(clock: str, daemon: str = "CITRIX") -> list[str]:
+    return [f"{clock} ({daemon}) base expired -- rereading to update",
+            f"{clock} ({daemon}) Rereading license file...",
+            f"{clock} ({daemon}) Server started on lic01 for:\tXDT_PLT_CCU",
+            f"{clock} ({daemon}) Updating feature XDT_PLT_CCU",
+            f"{clock} ({daemon}) Support removed for feature XDT_PLT_CCU(1CD8 BF4D 5F58 412B )",
+            f"{clock} ({daemon}) Rereading options file...",
+            f"{clock} ({daemon}) ...Finished rereading"]
+
+
+def lmreread(clock: str, daemon: str = "CITRIX") -> list[str]:
+    return [f"{clock} (lmgrd) Rereading license file... Requested from admin@lic01",
+            f"{clock} (lmgrd) Done rereading",
+            f"{clock} (lmgrd) ...Finished rereading",
+            f"{clock} ({daemon}) Server started on lic01 for:\tXDT_PLT_CCU",
+            f"{clock} ({daemon}) ...Finished rereading"]
+
+
+BASE = [" 8:00:00 (lmgrd) TIMESTAMP 3/2/2026",
+        " 8:00:01 (CITRIX) Server started on lic01 for:\tXDT_PLT_CCU",
+        " 9:00:00 (CITRIX) OUT: \"XDT_PLT_CCU\" alice@pc-1",
+        " 9:05:00 (CITRIX) OUT: \"XDT_PLT_CCU\" bob@pc-2"]
+TAIL = ["11:00:00 (CITRIX) IN: \"XDT_PLT_CCU\" alice@pc-1",
+        "11:30:00 (CITRIX) IN: \"XDT_PLT_CCU\" bob@pc-2"]
+
+
+@pytest.mark.parametrize("reread", [daily_reread, lmreread], ids=["daily", "lmreread"])
+def test_a_reread_keeps_checkouts_and_is_recorded(reread: object) -> None:
+    plain, _ = run(BASE + TAIL)
+    events, p = run(BASE + reread("10:00:00") + TAIL)  # type: ignore[operator]
+    assert [e.action for e in events if e.action in (RESTART, REREAD)] == [RESTART, REREAD]
+    assert p.stats.events[REREAD] == 1 and p.stats.events[RESTART] == 1
+    assert rows(events) == rows(plain)
+    pool = [r for r in rows(events) if r.level == "pool"]  # type: ignore[attr-defined]
+    assert sum(r.orphans for r in pool) == 0 and sum(r.forced_releases for r in pool) == 0
+
+
+def test_a_real_restart_still_releases() -> None:
+    # The daemon starts again with no reread announced (and after a finished one): a restart.
+    lines = BASE + daily_reread("9:30:00") + [" 9:45:00 (CITRIX) Server started on lic01 for:\tXDT_PLT_CCU"] + TAIL
+    events, _ = run(lines)
+    assert [e.action for e in events if e.action in (RESTART, REREAD)] == [RESTART, REREAD, RESTART]
+    pool = [r for r in rows(events) if r.level == "pool"]
+    assert sum(r.forced_releases for r in pool) == 2 and sum(r.orphans for r in pool) == 2
+    # lmgrd starting again releases what its daemons held, even before they log their start.
+    banner = ["10:00:00 (lmgrd) FlexNet Licensing (v11.19.6.0 build 1 x64_n6) started on lic01 (IBM PC) (3/2/2026)"]
+    events, _ = run(BASE + banner + TAIL)
+    assert [(e.action, e.vendor) for e in events if e.action == RESTART] == [(RESTART, "CITRIX")] * 2
+    assert sum(r.forced_releases for r in rows(events) if r.level == "pool") == 2  # type: ignore[attr-defined]
+
+
+def _rendered(seed: int) -> list[str]:
+    spec = SimSpec(users=150, servers=1, days=3, seed=seed, restart_rate=0.0)
+    return list(render(list(simulate(spec)), "UTC"))
+
+
+def _with_rereads(lines: list[str], rng: random.Random) -> list[str]:
+    out: list[str] = []
+    for line in lines:
+        out.append(line)
+        if "(CITRIX) OUT" in line and rng.random() < 0.02:
+            clock = line.split(" (", 1)[0]
+            out += (daily_reread if rng.random() < 0.5 else lmreread)(clock)
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_rendered_log_with_rereads_and_a_repeated_block_gives_the_rows_without_them(seed: int) -> None:
+    rng = random.Random(seed)
+    base = _rendered(seed)
+    want, _ = run(base)
+    noisy = _with_rereads(base, rng)
+    # A person pastes a stretch of the log again right after it (a verbatim copy, 300 lines).
+    a = rng.randrange(len(noisy) // 4, len(noisy) // 2)
+    noisy = noisy[:a + 300] + noisy[a:a + 300] + noisy[a + 300:]
+    for chunk in (None, 97):
+        got, p = run(noisy, chunk=chunk)
+        assert rows(got) == rows(want)
+        # Every line of the copy that makes an event is skipped (and counted as such).
+        copied = sum(1 for line in noisy[a:a + 300] if ") OUT:" in line or ") IN:" in line or "DENIED" in line
+                     or "Server started" in line)
+        assert p.stats.repeated_lines == copied and p.stats.events[REREAD] > 0
+        assert any(f"lines {a + 301}-{a + 600} repeat lines {a + 1}-{a + 300}" in w for w in p.stats.warnings)
+
+
+def test_the_same_clock_text_on_another_day_or_a_short_burst_is_not_a_repeat() -> None:
+    day = [f" 9:00:{i:02d} (CITRIX) OUT: \"F\" u{i}@h{i}" for i in range(20)]
+    day += [f"17:00:{i:02d} (CITRIX) IN: \"F\" u{i}@h{i}" for i in range(20)]
+    lines = [" 8:00:00 (lmgrd) TIMESTAMP 3/2/2026", *day, " 8:00:00 (lmgrd) TIMESTAMP 3/3/2026", *day]
+    events, p = run(lines)
+    assert p.stats.repeated_lines == 0 and len(events) == 80
+    # The same checkout logged twice in one second (and a burst of identical lines) is counted.
+    burst = [" 9:00:00 (CITRIX) OUT: \"F\" u@h"] * (REPEAT_MIN_LINES * 3)
+    events, p = run([" 8:00:00 (lmgrd) TIMESTAMP 3/2/2026", *burst])
+    assert p.stats.repeated_lines == 0 and len(events) == len(burst)
+    assert max(r.peak for r in rows(events)) == len(burst)  # type: ignore[attr-defined]
+
+
+@needs_corpus
+def test_the_corpus_logfile_counts_its_repeated_block_once() -> None:
+    path = CORPUS / "talestk__log_parser__logfile.log"
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    got, p = run(lines, tz="America/New_York")
+    # 31795-36044 repeat the session that starts at 27518 (to its last event line); the copy's date
+    # going back is no segment out of order.
+    assert "lines 31795-36043 repeat lines 27518-31766" in " ".join(p.stats.warnings)
+    assert p.stats.out_of_order == 4 and len(p.stats.warnings) == 5
+    without, q = run(lines[:31767], tz="America/New_York")
+    assert q.stats.repeated_lines == 0
+    # The same events, so the same minute rows (2.7 million of them: a year with checkouts held).
+    assert got == without
+    # In pieces, as --follow reads it, the same.
+    chunked, _ = run(lines, tz="America/New_York", chunk=1000)
+    assert chunked == without
+
+
+@needs_corpus
+def test_corpus_rereads_are_not_restarts() -> None:
+    lines = (CORPUS / "talestk__log_parser__genetech.log").read_text(encoding="utf-8", errors="replace").splitlines()
+    events, p = run(lines, tz="America/New_York")
+    assert p.stats.events[REREAD] == 72
+    # No check-in of base becomes an orphan because a reread "released" its checkout.
+    by_line = {e.seq // 16: e for e in events}
+    rereads = [e for e in events if e.action == REREAD]
+    assert all("Server started on" in (e.reason or "") for e in rereads)
+    assert not any(by_line.get(e.seq // 16 + 1, e).action == RESTART for e in rereads)
+    orphans = sum(r.orphans for r in rows(events) if r.level == "pool")  # type: ignore[attr-defined]
+    ins = sum(1 for e in events if e.action == IN)
+    outs = sum(1 for e in events if e.action == OUT)
+    assert orphans <= 3 + max(0, ins - outs)  # the 3 check-ins of checkouts made before the log begins
+
+
+@needs_corpus
+def test_the_zone_comes_from_the_log_or_is_asked_for() -> None:
+    imsukh = CORPUS / "ImSukh__FlexLM-Log-Parser__debug.log"
+    events, p = run(imsukh.read_text(encoding="utf-8", errors="replace").splitlines(), tz=None)
+    assert p.tz is not None and p.tz.key == "America/New_York" and "Eastern Daylight Time" in p.tz_origin
+    given, _ = run(imsukh.read_text(encoding="utf-8", errors="replace").splitlines(), tz="America/New_York")
+    assert events == given and check_zone([imsukh], None) == "America/New_York"
+    with pytest.raises(ConfigError, match="does not name its time zone; give --tz"):
+        check_zone([CORPUS / "talestk__log_parser__logfile.log"], None)
+    with pytest.raises(ConfigError, match=r"'Hora de verano romance'.*give --tz"):
+        check_zone([CORPUS / "joseantoniovilar__Stats_Logs_FlexLM__autodesk.log"], None)
+    assert check_zone([CORPUS / "talestk__log_parser__logfile.log"], "UTC") == "UTC"
+    with pytest.raises(ConfigError, match="does not name its time zone"):
+        run((CORPUS / "talestk__log_parser__dj.log").read_text(errors="replace").splitlines(), tz=None)
+
+
+def test_windows_names_map_through_the_cldr_table() -> None:
+    lines = [" 9:00:00 (lmgrd) Server's System Date and Time: Mon Mar 02 2026 09:00:00 Romance Standard Time",
+             " 9:00:00 (lmgrd) FlexNet Licensing (v11) started on lic01 (IBM PC) (3/2/2026)",
+             " 9:15:00 (CITRIX) OUT: \"F\" u@h"]
+    events, p = run(lines, tz=None)
+    assert p.tz is not None and p.tz.key == "Europe/Paris"
+    assert events[-1].ts == parse_ts("2026-03-02T08:15:00Z")
+    state = p.to_state()
+    q = FlexnetParser(org="acme", server="lic01")
+    q.restore(state)
+    assert q.tz is not None and q.tz.key == "Europe/Paris"
+
+
+def test_restart_and_reread_events_carry_no_user() -> None:
+    events, _ = run(BASE + lmreread("10:00:00"))
+    for e in events:
+        if e.action in (RESTART, REREAD):
+            assert (e.user, e.host, e.feature, e.vendor) == ("", "", "", "CITRIX")
