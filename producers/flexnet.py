@@ -267,6 +267,7 @@ class FlexnetParser:
         self.org = org
         self.server = server
         self.date = date
+        self.first_date = date  # --date, for a parser that must read the same file again
         self.fold = 0
         self.prev_secs: int | None = None
         self.daemons: set[str] = set()
@@ -458,6 +459,20 @@ class FlexnetParser:
             yield from out
         else:
             yield out
+
+    def remember(self, lines: Iterable[str], name: str) -> None:
+        """Read lines already sent (a follower resuming mid-file) only to remember them, so that a
+        copy of them pasted later is still recognised. Nothing is emitted or counted."""
+        ghost = FlexnetParser(org=self.org, server=self.server, tz=self.tz.key if self.tz_origin == "--tz" else None,
+                              date=self.first_date)
+        try:
+            for _ in ghost.parse(lines, name):
+                pass
+            for _ in ghost.finish():
+                pass
+        except ConfigError:
+            return
+        self._repeats = ghost._repeats
 
     @property
     def waiting(self) -> bool:

@@ -118,6 +118,7 @@ class Follower:
             if current.st_size < saved.offset:  # truncated while we were away
                 self._new_generation(current.st_ino)
             else:
+                self._remember(self.path, saved.offset)
                 self._open(self.path, saved.offset)
             return
         # Rotated while we were away: finish the old file first, if it is still beside the log.
@@ -129,6 +130,13 @@ class Follower:
         log.warning("%s rotated while the follower was down and the old file is gone; "
                     "lines after offset %d of it are lost", self.path, saved.offset)
         self._new_generation(current.st_ino)
+
+    def _remember(self, path: Path, offset: int) -> None:
+        """What was sent before the restart, read again (not sent) so that a copy of it pasted into
+        the log later still counts once."""
+        with open(path, "rb") as fh:
+            lines = fh.read(offset).decode("utf-8", "replace").splitlines()
+        self.parser.remember(lines, self._name())
 
     def _new_generation(self, inode: int) -> None:
         assert self.pos is not None

@@ -202,3 +202,28 @@ def test_restart_and_reread_events_carry_no_user() -> None:
     for e in events:
         if e.action in (RESTART, REREAD):
             assert (e.user, e.host, e.feature, e.vendor) == ("", "", "", "CITRIX")
+
+
+def test_a_resumed_follower_still_recognises_a_copy_of_what_it_read_before() -> None:
+    lines = _rendered(4)
+    a = len(lines) // 2
+    copy = lines[a - 200:a]
+    first = FlexnetParser(org="acme", server="lic01", tz="UTC")
+    sent = [i for i in first.parse(lines[:a], "x.log") if isinstance(i, Event)]
+    # A new process resumes at line a + 1 from the checkpointed state, and reads the file's head again.
+    second = FlexnetParser(org="acme", server="lic01", tz="UTC")
+    second.restore(first.to_state())
+    second.remember(lines[:a], "x.log")
+    rest = [*second.parse([*copy, *lines[a:]], "x.log", first_line=a + 1), *second.finish()]
+    got = sent + [i for i in rest if isinstance(i, Event)]
+    want, _ = run(lines)
+    assert second.stats.repeated_lines > 0
+    def content(evs: list[Event]) -> list[tuple[object, ...]]:
+        return sorted((e.ts, e.action, e.feature, e.user, e.host, e.count) for e in evs)
+
+    assert len(got) == len(want) and content(got) == content(want)
+    # Without reading the head again, the copy would count twice.
+    third = FlexnetParser(org="acme", server="lic01", tz="UTC")
+    third.restore(first.to_state())
+    again = [i for i in third.parse([*copy, *lines[a:]], "x.log", first_line=a + 1) if isinstance(i, Event)]
+    assert len(sent) + len(again) > len(want)
