@@ -463,8 +463,8 @@ class FlexnetParser:
     def remember(self, lines: Iterable[str], name: str) -> None:
         """Read lines already sent (a follower resuming mid-file) only to remember them, so that a
         copy of them pasted later is still recognised. Nothing is emitted or counted."""
-        ghost = FlexnetParser(org=self.org, server=self.server, tz=self.tz.key if self.tz_origin == "--tz" else None,
-                              date=self.first_date)
+        given = self.tz.key if self.tz is not None and self.tz_origin == "--tz" else None
+        ghost = FlexnetParser(org=self.org, server=self.server, tz=given, date=self.first_date)
         try:
             for _ in ghost.parse(lines, name):
                 pass
