@@ -460,6 +460,11 @@ class FlexnetParser:
         else:
             yield out
 
+    def settle(self) -> Iterator[Event | Skipped]:
+        """Nothing more to read for now (a follower at the end of the file): decide a candidate
+        block now, so a line is never held back while the log is quiet (it would turn late)."""
+        yield from self._end_repeat()
+
     def remember(self, lines: Iterable[str], name: str) -> None:
         """Read lines already sent (a follower resuming mid-file) only to remember them, so that a
         copy of them pasted later is still recognised. Nothing is emitted or counted."""

@@ -12,7 +12,9 @@ Invariants
   file is read again from its start. Each new generation of the file gets its own event ids
   (``CITRIX.log#1``, ``#2``, ...), so a new line 1 never collides with the old one. A rotation that
   happened while the follower was down is found by looking for the old file's inode beside it.
-- While lines wait for their first date, the checkpoint does not move past them.
+- While lines wait for their first date, the checkpoint does not move past them. A block that may
+  repeat earlier lines is decided at the end of each read (``FlexnetParser.settle``), so no line
+  waits for the next one: a copy appended in pieces can leave a seam of up to 9 lines counted twice.
 - Heartbeats: while catching up, stamped with the newest event time read (as in a backfill); at the
   end of the file, with the wall clock, so quiet minutes still become final.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -159,7 +162,7 @@ class Follower:
             return 0
         lines = complete.decode("utf-8", "replace").splitlines()
         first = self.pos.lineno + 1
-        for item in self.parser.parse(lines, self._name(), first_line=first):
+        for item in itertools.chain(self.parser.parse(lines, self._name(), first_line=first), self.parser.settle()):
             if isinstance(item, Event):
                 await self.producer.send(item)
             elif isinstance(item, Skipped) and item.dead:

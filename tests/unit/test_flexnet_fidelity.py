@@ -227,3 +227,14 @@ def test_a_resumed_follower_still_recognises_a_copy_of_what_it_read_before() -> 
     third.restore(first.to_state())
     again = [i for i in third.parse([*copy, *lines[a:]], "x.log", first_line=a + 1) if isinstance(i, Event)]
     assert len(sent) + len(again) > len(want)
+
+
+def test_settle_releases_a_held_line_at_the_end_of_what_is_there() -> None:
+    # A follower at the end of the file: a line that may start a copy is not held until the next one.
+    p = FlexnetParser(org="acme", server="lic01", tz="UTC")
+    head = [" 8:00:00 (lmgrd) TIMESTAMP 3/2/2026", *(f" 9:00:{i:02d} (CITRIX) OUT: \"F\" u{i}@h" for i in range(12))]
+    got = [i for i in p.parse(head, "x.log") if isinstance(i, Event)]
+    held = [i for i in p.parse([head[1]], "x.log", first_line=len(head) + 1) if isinstance(i, Event)]
+    assert held == [] and p.waiting
+    released = [i for i in p.settle() if isinstance(i, Event)]
+    assert len(got) == 12 and len(released) == 1 and not p.waiting
