@@ -213,8 +213,8 @@ class _Repeats:
             return False
         if run.length >= REPEAT_MIN_LINES_UNDATED and len(run.clocks) >= 5:
             return True
-        first, start, base = run.cands[0] - self.base, run.start - self.base, self.base
-        return self.dates[first:first + run.length] == self.dates[start:start + run.length] and first >= -base
+        first, start = run.cands[0] - self.base, run.start - self.base
+        return first >= 0 and self.dates[first:first + run.length] == self.dates[start:start + run.length]
 
     def describe(self, run: _Run) -> str:
         first = run.cands[0]
