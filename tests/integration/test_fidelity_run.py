@@ -15,7 +15,7 @@ from lictel.export import minute_row, to_csv
 from producers.flexnet import FlexnetParser, render
 from producers.simulate import SimSpec, simulate
 from tests.integration.conftest import Lictel
-from tests.unit.test_flexnet_fidelity import daily_reread, lmreread
+from tests.unit.test_flexnet_fidelity import _with_rereads
 
 pytestmark = pytest.mark.integration
 
@@ -59,13 +59,7 @@ def test_a_log_with_rereads_and_a_repeated_block_stores_the_rows_without_them(li
     base = list(render(list(simulate(spec)), "UTC"))
     clean = tmp_path / "clean.log"
     clean.write_text("\n".join(base) + "\n")
-    rng = random.Random(2)
-    noisy: list[str] = []
-    for line in base:
-        noisy.append(line)
-        if "(CITRIX) OUT" in line and rng.random() < 0.03:
-            clock = line.split(" (", 1)[0]
-            noisy += (daily_reread if rng.random() < 0.5 else lmreread)(clock)
+    noisy = _with_rereads(base, random.Random(2))
     a = len(noisy) // 3
     noisy = noisy[:a + 250] + noisy[a:a + 250] + noisy[a + 250:]
     log = tmp_path / "CITRIX.log"
