@@ -30,11 +30,12 @@ of ``DAEMON`` and counts as it):
   is a REREAD event until ``...Finished rereading``: recorded and counted, checkouts survive it.
 - A date that goes backwards (logs pasted together newest-first) is reported as a segment out of
   order, with its line number; :func:`produce_flexnet` then sends that file's events in time order.
-- A block of at least :data:`REPEAT_MIN_LINES` lines (with two or more times of day) whose every
-  line repeats, text and date, the lines of an earlier block is a copy pasted into the log: it is
-  skipped and reported ("lines A-B repeat lines C-D"). Identity is the line's text plus the date
-  the parser gives it, so the same clock text on another day is never a repeat, and one line, or a
-  burst of identical lines in one second, is never taken for a copy.
+- A block of at least :data:`REPEAT_MIN_LINES` event lines (with two or more times of day) whose
+  every line repeats the text of an earlier block's lines is a copy pasted into the log, when the
+  parser dated both alike, or when it is :data:`REPEAT_MIN_LINES_UNDATED` lines or more (a copy
+  without its own date line is dated by what precedes it): it is skipped and reported ("lines A-B
+  repeat lines C-D"), and the dating goes on as if it were not there. The same clock text on
+  another day is no copy, and neither is one line, or a burst of identical lines in one second.
 
 Every line is accounted for: an event, or a :class:`Skipped` with a reason. Informational lines
 (banners, configuration, lmgrd chatter) are skipped as such; a line that does not have the
@@ -92,11 +93,10 @@ _ACTION = {"OUT": OUT, "IN": IN, "DENIED": DENIED, "UNSUPPORTED": DENIED, "QUEUE
 _DATE_STARTS = frozenset("TFS")  # TIMESTAMP, FLEXnet/FlexNet/FLEXlm Licensing, Server's System Date
 _USAGE_STARTS = frozenset("OIDUQ")
 _RESTART_STARTS = frozenset("SE")  # Server started, EXITING
-_REREAD_STARTS = frozenset("R.")  # Rereading license file..., ...Finished rereading
 _MIDNIGHT_STEP = 65 * 60  # a step back larger than this (seconds) means the next day
 LMGRD = "lmgrd"
-#: A block of at least this many lines, with at least two different times, that repeats an earlier
-#: block (same text, same date) is a copy pasted into the log: its lines are counted once.
+#: A block of at least this many event lines, with at least two different times, that repeats an
+#: earlier block (same text, dated alike) is a copy pasted into the log: its lines count once.
 REPEAT_MIN_LINES = 10
 #: A verbatim copy this long (with five or more times of day) counts once whatever dates the parser
 #: gives it: a copy pasted without its own date line is dated by the lines before it.
@@ -124,6 +124,7 @@ class ParseStats:
     skipped: Counter[str] = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
     repeated_lines: int = 0
+    repeats: list[str] = field(default_factory=list)  # "lines A-B repeat lines C-D", one a copy
     out_of_order: int = 0  # segments whose date goes back
 
 
@@ -185,6 +186,18 @@ class _Repeats:
         # A copy of at least REPEAT_MIN_LINES lines lies at least that far back.
         return earlier if pos - earlier >= REPEAT_MIN_LINES else None
 
+    def forget_last(self) -> None:
+        """Take back the last line remembered (it is read again)."""
+        pos = self.base + len(self.keys) - 1
+        key = self.keys.pop()
+        self.dates.pop()
+        self.where.pop()
+        if self.first.get(key) == pos:
+            del self.first[key]
+        later = self.more.get(key)
+        if later and later[-1] == pos:
+            later.pop()
+
     def begin(self, key: int, earlier: int, lineno: int, clock: str, items: list[Event | Skipped],
               before: tuple[Any, ...]) -> None:
         pos = self.base + len(self.keys) - 1
@@ -239,8 +252,7 @@ class _Repeats:
         del self.dates[:cut]
         del self.where[:cut]
         firsts = {k: p for k, p in self.first.items() if p >= self.base}
-        self.first.clear()  # in place: parse() holds its bound methods
-        self.first.update(firsts)
+        self.first = firsts
         self.more = {k: kept for k, ps in self.more.items() if (kept := [p for p in ps if p >= self.base])}
 
 
@@ -287,125 +299,98 @@ class FlexnetParser:
         rep = self._repeats
         rep.file(name)
         stats = self.stats
-        one = self._one
-        keys = rep.keys
-        keys_append, dates_append, where_append = keys.append, rep.dates.append, rep.where.append
-        first_setdefault = rep.first.setdefault
         for lineno, raw in enumerate(lines, first_line):
             stats.lines += 1
             text = (raw[1:] if raw[:1] == "\ufeff" else raw).rstrip("\r\n")
-            date = self.date
-            prev = self.prev_secs
-            out: Event | Skipped | list[Event | Skipped] | list[Event] | None
-            m = _LINE.match(text)
-            if m is not None and date is not None:
-                # The common line, inline (one() handles every other kind).
-                hh, mm, ss, daemon, body = m.groups()
-                body = body.rstrip()
-                h, mi, se = int(hh), int(mm), int(ss)
-                if h < 24 and mi < 60 and se < 60 and body[:1] not in _DATE_STARTS:
-                    if "_" in daemon:
-                        daemon = _vendor_of(daemon)
-                    secs = h * 3600 + mi * 60 + se
-                    self._advance(secs)
-                    out = self._line(lineno, secs, daemon, body, text, self.date, self.fold)  # type: ignore[arg-type]
+            while True:  # a second pass only when a repeated block ended on this line (see _repeat_step)
+                date0, prev0, fold0 = self.date, self.prev_secs, self.fold  # the dating before this line
+                out: Event | Skipped | list[Event | Skipped] | None
+                m = _LINE.match(text)
+                if m is None:
+                    out = self._unmatched(lineno, text)
                 else:
-                    out = one(lineno, text)
-            else:
-                out = one(lineno, text)
-            kind = type(out)
-            if kind is not Event and not (kind is list and out and type(out[0]) is Event):  # type: ignore[index]
-                # Only lines that make events can count twice: the others are not compared.
-                if kind is list:
-                    yield from out  # type: ignore[misc]
-                elif out is not None:
-                    yield out  # type: ignore[misc]
-                continue
-            # The same text as an earlier line: maybe the start of a block pasted twice.
-            key = hash(text)
-            pos = rep.base + len(keys)
-            if first_setdefault(key, pos) == pos and rep.run is None and pos - rep.base < REPEAT_WINDOW:
-                # rep.add's common case, inline: a line never seen
-                keys_append(key)
-                dates_append(self.date)  # type: ignore[arg-type]
-                where_append(lineno)
-                if kind is list:
-                    yield from out  # type: ignore[misc]
-                else:
-                    yield out  # type: ignore[misc]
-                continue
-            if rep.first[key] == pos:
-                del rep.first[key]  # rep.add records it itself
-            earlier = rep.add(key, lineno, self.date)  # type: ignore[arg-type]
-            if rep.run is None and earlier is None:
+                    hh, mm, ss, daemon, body = m.groups()
+                    h, mi, se = int(hh), int(mm), int(ss)
+                    if h > 23 or mi > 59 or se > 59:
+                        out = self._skip(lineno, "unparseable (impossible time of day)", text, dead=True)
+                    else:
+                        if "_" in daemon:
+                            daemon = _vendor_of(daemon)
+                        secs = h * 3600 + mi * 60 + se
+                        body = body.rstrip()
+                        if body[:1] in _DATE_STARTS and self._sets_date(lineno, secs, body):
+                            out = self._date_line(lineno, secs, daemon, body, text)
+                        elif self.date is None:
+                            self._pending.append(_Pending(lineno, secs, daemon, body, text))
+                            break
+                        else:
+                            self._advance(secs)
+                            out = self._line(lineno, secs, daemon, body, text, self.date, self.fold)  # type: ignore[assignment]
+                kind = type(out)
+                if kind is Event or (kind is list and out and type(out[0]) is Event):  # type: ignore[index]
+                    # A line that makes events: the same text as an earlier one may start a copy.
+                    key = hash(text)
+                    earlier = rep.add(key, lineno, self.date)  # type: ignore[arg-type]
+                    if rep.run is not None or earlier is not None:
+                        items: list[Event | Skipped] = out if kind is list else [out]  # type: ignore[assignment,list-item]
+                        before = (date0, prev0, fold0)
+                        if (yield from self._repeat_step(key, earlier, lineno, text, items, before)):
+                            continue
+                        break
                 if kind is list:
                     yield from out  # type: ignore[misc]
                 else:
                     yield out  # type: ignore[misc]
-                continue
-            yield from self._repeat_step(key, earlier, lineno, text, out, (date, prev, 0))  # type: ignore[arg-type]
+                break
 
-    def _one(self, lineno: int, text: str) -> Event | Skipped | list[Event | Skipped] | None:
-        """What one line gives (None while it waits for a date)."""
+    def _unmatched(self, lineno: int, text: str) -> Skipped | list[Event | Skipped]:
+        """A line without the ``H:MM:SS (daemon)`` prefix: blank, ``-datestamp``, or unparseable."""
         if not text.strip():
             return self._skip(lineno, "blank", text)
-        m = _LINE.match(text)
-        if m is None:
-            iso = _ISO_LINE.match(text)
-            if iso is None:
-                return self._skip(lineno, "unparseable (no 'H:MM:SS (daemon)' or ISO-8601 date-time prefix)",
-                                  text, dead=True)
-            return list(self._iso_line(lineno, iso, text))
-        hh, mm, ss, daemon, body = m.groups()
-        if "_" in daemon:
-            daemon = _vendor_of(daemon)
-        h, mi, se = int(hh), int(mm), int(ss)
-        if h > 23 or mi > 59 or se > 59:
-            return self._skip(lineno, "unparseable (impossible time of day)", text, dead=True)
-        secs = h * 3600 + mi * 60 + se
-        body = body.rstrip()
-        if body[:1] in _DATE_STARTS and self._sets_date(lineno, secs, body):
-            items: list[Event | Skipped] = list(self._flush_pending())
-            if daemon == LMGRD and _STARTED_ON.search(body) and self.daemons:
-                # lmgrd started again: every vendor daemon it ran before is gone with its checkouts.
-                assert self.date is not None
-                ts = self._ts(self.date, secs, self.fold)
-                self._rereading.clear()
-                items += [self._event(lineno, ts, vendor, "", RESTART, "", "", None, 1, body[:200], sub=i)
-                          for i, vendor in enumerate(sorted(self.daemons))]
-            else:
-                items.append(self._skip(lineno, "date line", text))
-            return items
-        if self.date is None:
-            self._pending.append(_Pending(lineno, secs, daemon, body, text))
-            return None
-        self._advance(secs)
-        return self._line(lineno, secs, daemon, body, text, self.date, self.fold)  # type: ignore[return-value]
+        iso = _ISO_LINE.match(text)
+        if iso is None:
+            return self._skip(lineno, "unparseable (no 'H:MM:SS (daemon)' or ISO-8601 date-time prefix)",
+                              text, dead=True)
+        return list(self._iso_line(lineno, iso, text))
 
-    def _repeat_step(self, key: int, earlier: int | None, lineno: int, text: str,
-                     out: Event | Skipped | list[Event | Skipped] | None,
-                     before: tuple[dt.date | None, int | None, int]) -> Iterator[Event | Skipped]:
-        """The slow path of :meth:`parse`: a line that may continue or start a repeated block."""
+    def _date_line(self, lineno: int, secs: int, daemon: str, body: str, text: str) -> list[Event | Skipped]:
+        """A line that set the date: lines waiting for one are dated; lmgrd starting again releases
+        every vendor daemon it ran before, with its checkouts."""
+        items: list[Event | Skipped] = list(self._flush_pending())
+        if daemon == LMGRD and _STARTED_ON.search(body) and self.daemons:
+            assert self.date is not None
+            ts = self._ts(self.date, secs, self.fold)
+            self._rereading.clear()
+            items += [self._event(lineno, ts, vendor, "", RESTART, "", "", None, 1, body[:200], sub=i)
+                      for i, vendor in enumerate(sorted(self.daemons))]
+        else:
+            items.append(self._skip(lineno, "date line", text))
+        return items
+
+    def _repeat_step(self, key: int, earlier: int | None, lineno: int, text: str, items: list[Event | Skipped],
+                     before: tuple[dt.date | None, int | None, int]) -> Generator[Event | Skipped, None, bool]:
+        """The slow path of :meth:`parse`: an event line that may continue or start a repeated block.
+
+        Returns True when a copy ended at this line: the line was dated as if it continued the copy,
+        so it is taken back and :meth:`parse` reads it again from where the log resumes.
+        """
         rep = self._repeats
-        items: list[Event | Skipped] = [] if out is None else out if type(out) is list else [out]  # type: ignore[list-item]
         clock = text.split("(", 1)[0]
         if rep.run is not None:
             if rep.extend(key, lineno, clock, items):
-                return
+                return False
             if (yield from self._end_repeat()):
-                # This line was dated as if it continued the copy: date it from where the log resumes.
                 self._uncount(items)
-                before = (self.date, self.prev_secs, self.fold)
-                again = self._one(lineno, text)
-                items = [] if again is None else again if type(again) is list else [again]  # type: ignore[list-item]
-                rep.dates[-1] = self.date  # type: ignore[assignment]
+                rep.forget_last()
+                return True
         if earlier is None:
             yield from items
-            return
+            return False
         # The first line of a copy may have set the date back (a copy that starts at a date line).
         back = int(before[0] is not None and self.date is not None and self.date < before[0])
         rep.begin(key, earlier, lineno, clock, items,
                   (*before, self.stats.out_of_order - back, len(self.stats.warnings) - back))
+        return False
 
     def _end_repeat(self) -> Generator[Event | Skipped, None, bool]:
         """Decide a candidate block: skip it (a verbatim repeat; returns True) or release its lines."""
@@ -422,7 +407,8 @@ class FlexnetParser:
         del self.stats.warnings[warned:]
         self._uncount(run.items)
         self.stats.repeated_lines += run.length
-        self.stats.warnings.append(f"{rep.describe(run)}: skipped (a verbatim repeat of the log counts once)")
+        self.stats.repeats.append(rep.describe(run))
+        self.stats.warnings.append(f"{self.stats.repeats[-1]}: skipped (a verbatim repeat of the log counts once)")
         reason = "repeats an earlier block of the log (counted once)"
         for n in run.lines:
             yield self._skip(n, reason, "")
@@ -674,7 +660,9 @@ class FlexnetParser:
         action = _ACTION[kind]
         reason = None
         count = 1
-        if action in (OUT, IN):
+        if "(" not in rest:
+            pass  # most lines: nothing in parentheses (every pattern below needs one)
+        elif action in (OUT, IN):
             rest = _FLAG.sub("", rest)
             lic = _LICENSES.search(rest)
             if lic:
@@ -695,7 +683,7 @@ class FlexnetParser:
                 handle = fields[4]
             if "@" not in rest and len(fields) >= 2:
                 rest = f"{fields[1]}{rest.strip()}"  # the "@host" form names the user in the block
-        proj = _PROJECT.search(rest)
+        proj = _PROJECT.search(rest) if "[" in rest else None
         if proj:
             handle = proj.group(1) if handle is None else f"{proj.group(1)}|{handle}"
             rest = rest[:proj.start()] + rest[proj.end():]
@@ -797,26 +785,22 @@ def render(events: Iterable[Event], tz: str = "UTC") -> Iterator[str]:
             yield f"{clock} ({e.vendor}) {kind}: \"{e.feature}\" {who}{reason}"
 
 
-def check_zone(paths: Iterable[Path], tz: str | None) -> str:
-    """The zone a batch of logs will be read in, or a :class:`ConfigError` before anything is sent.
-
-    With ``tz`` that zone; otherwise the one the oldest log names in lmgrd's system-date line.
-    """
+def check_zone(paths: Iterable[Path], tz: str | None) -> str | None:
+    """Refuse (:class:`ConfigError`) before anything is sent a batch of logs that would need a zone
+    nobody gave; return the zone they will be read in (None: their lines carry offsets, or none
+    makes an event). The parser itself reads the oldest file up to its first event, so the answer
+    is the parser's own, and only the head of the file is read."""
     if tz is not None:
         return _zone(tz).key
+    ordered = order_rotated(paths)
+    if not ordered:
+        return None
     probe = FlexnetParser(org="", server="")
-    for path in order_rotated(paths):
-        probe._source = path.name
-        with open(path, "rb") as fh:
-            for raw in fh:
-                if b"System Date and Time:" in raw:
-                    m = _LINE.match(raw.decode("utf-8", "replace").rstrip())
-                    if m and _SYSTEM_DATE.match(m.group(5)):
-                        probe._zone_from(m.group(5).rstrip())
-                        if probe.tz is not None:
-                            return probe.tz.key
-        raise probe._no_zone()
-    return "UTC"
+    with open(ordered[0], "rb") as fh:
+        for item in probe.parse((raw.decode("utf-8", "replace") for raw in fh), ordered[0].name):
+            if isinstance(item, Event):
+                break
+    return probe.tz.key if probe.tz is not None else None
 
 
 _ROTATED = re.compile(r"^(.*?)(?:\.(\d+))?$")

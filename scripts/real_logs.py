@@ -62,10 +62,9 @@ def analyse(path: Path) -> list[str]:
         out.append("Dead-lettered: " + ", ".join(f"{r} ({n})" for r, n in dead.items()) + ".")
     out.append(f"Daemon restart events (checkouts released): {st.events.get('RESTART', 0):,}; license rereads "
                f"(checkouts kept): {st.events.get('REREAD', 0):,}.")
-    repeats = [w for w in st.warnings if "repeat" in w]
-    if repeats:
+    if st.repeats:
         out.append(f"Repeated blocks skipped ({st.repeated_lines:,} event lines counted once): "
-                   + "; ".join(w.split(": ", 1)[1].split(": skipped")[0] for w in repeats) + ".")
+                   + "; ".join(r.split(": ", 1)[1] for r in st.repeats) + ".")
     if st.out_of_order:
         first = next(w for w in st.warnings if "goes back" in w)
         out.append(f"Warnings: {st.out_of_order} log segment(s) out of order (dates going back), e.g. "
