@@ -30,7 +30,7 @@ of ``DAEMON`` and counts as it):
   is a REREAD event until ``...Finished rereading``: recorded and counted, checkouts survive it.
 - A date that goes backwards (logs pasted together newest-first) is reported as a segment out of
   order, with its line number; :func:`produce_flexnet` then sends that file's events in time order.
-- A block of at least :data:`REPEAT_MIN_LINES` event lines (with two or more times of day) whose
+- A block of at least :data:`REPEAT_MIN_LINES` event and date lines (two or more times of day) whose
   every line repeats the text of an earlier block's lines is a copy pasted into the log, when the
   parser dated both alike, or when it is :data:`REPEAT_MIN_LINES_UNDATED` lines or more (a copy
   without its own date line is dated by what precedes it): it is skipped and reported ("lines A-B
@@ -52,7 +52,7 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from lictel.errors import ConfigError, InputError
@@ -131,34 +131,36 @@ class ParseStats:
 class _Run:
     """A candidate repeated block: lines held back while they equal an earlier block line by line."""
 
-    __slots__ = ("before", "cands", "clocks", "items", "length", "lines", "start")
+    __slots__ = ("before", "cands", "clocks", "dated", "items", "length", "lines", "start")
 
     def __init__(self, cands: list[int], start: int, lineno: int, clock: str,
-                 items: list[Event | Skipped], before: tuple[Any, ...]) -> None:
-        self.before = before  # the parser's dating state before the block's first line
+                 items: list[Event | Skipped], before: tuple[dt.date | None, int | None, int]) -> None:
+        self.before = before  # the dating to go on from if it is a copy: after the line before it
         self.cands = cands  # where the earlier copy may begin (positions of dated lines)
         self.start = start  # position of the block's first line
         self.length = 1
         self.lines = [lineno]
         self.clocks = {clock}
         self.items = items
+        self.dated = False  # holds a date line: its text names its date, so the copy is dated alike
 
 
 class _Repeats:
-    """Remembers every dated line (a hash of its text, and its date) to find blocks that repeat
-    earlier ones.
+    """Remembers every line that makes events or sets the date (a hash of its text, the date and
+    time the parser gave it) to find blocks that repeat earlier ones.
 
-    Positions count dated lines across the files of one parser. Only the last
+    Positions count those lines across the files of one parser. Only the last
     :data:`REPEAT_WINDOW` lines are remembered, so memory stays bounded on a followed log.
     """
 
     def __init__(self) -> None:
         self.keys: list[int] = []
         self.dates: list[dt.date] = []  # the date the parser gave each position
+        self.secs: list[int | None] = []  # and its time of day
         self.where: list[int] = []  # line number of each position
         self.names: list[tuple[int, str]] = []  # (first position, file name)
         self.first: dict[int, int] = {}
-        self.more: dict[int, list[int]] = {}  # a few later positions of keys seen more than once
+        self.more: dict[int, list[int]] = {}  # the latest positions of keys seen more than once
         self.base = 0
         self.run: _Run | None = None
 
@@ -166,11 +168,12 @@ class _Repeats:
         if not self.names or self.names[-1][1] != name:
             self.names.append((self.base + len(self.keys), name))
 
-    def add(self, key: int, lineno: int, date: dt.date) -> int | None:
+    def add(self, key: int, lineno: int, date: dt.date, secs: int | None) -> int | None:
         """Remember one dated line; return the first position of the same key, if seen before."""
         pos = self.base + len(self.keys)
         self.keys.append(key)
         self.dates.append(date)
+        self.secs.append(secs)
         self.where.append(lineno)
         earlier = self.first.get(key)
         if earlier is None:
@@ -181,8 +184,10 @@ class _Repeats:
         later = self.more.get(key)
         if later is None:
             self.more[key] = [pos]
-        elif len(later) < 3:
+        else:  # the latest few: a copy most often repeats what came just before it
             later.append(pos)
+            if len(later) > 3:
+                del later[0]
         # A copy of at least REPEAT_MIN_LINES lines lies at least that far back.
         return earlier if pos - earlier >= REPEAT_MIN_LINES else None
 
@@ -191,6 +196,7 @@ class _Repeats:
         pos = self.base + len(self.keys) - 1
         key = self.keys.pop()
         self.dates.pop()
+        self.secs.pop()
         self.where.pop()
         if self.first.get(key) == pos:
             del self.first[key]
@@ -199,12 +205,26 @@ class _Repeats:
             later.pop()
 
     def begin(self, key: int, earlier: int, lineno: int, clock: str, items: list[Event | Skipped],
-              before: tuple[Any, ...]) -> None:
+              dating: tuple[dt.date | None, int | None, int], date_line: bool) -> None:
+        """A candidate block starts at the last line remembered. If it is a copy, the dating goes on
+        from the remembered line before it (``dating``, the state before this line, if there is
+        none): every date line is remembered, so only a midnight, which the next line finds again,
+        can lie between."""
         pos = self.base + len(self.keys) - 1
-        cands = [earlier, *(p for p in self.more.get(key, ()) if p < pos)]
-        self.run = _Run(cands, pos, lineno, clock, items, before)
+        # Where the original may begin: the first and the latest places of this line, and every line
+        # of a burst of identical lines before each (a copy can start anywhere inside a burst).
+        cands: set[int] = set()
+        for c in (earlier, *self.more.get(key, ())):
+            while c < pos and c >= self.base and c not in cands and self.keys[c - self.base] == key:
+                cands.add(c)
+                c -= 1
+        prev = pos - 1 - self.base
+        if prev >= 0:
+            dating = (self.dates[prev], self.secs[prev], 0)
+        self.run = _Run(sorted(cands), pos, lineno, clock, items, dating)
+        self.run.dated = date_line
 
-    def extend(self, key: int, lineno: int, clock: str, items: list[Event | Skipped]) -> bool:
+    def extend(self, key: int, lineno: int, clock: str, items: list[Event | Skipped], date_line: bool) -> bool:
         """Does this line continue the candidate block? (Then it is held with it.)"""
         run = self.run
         assert run is not None
@@ -217,14 +237,16 @@ class _Repeats:
         run.lines.append(lineno)
         run.clocks.add(clock)
         run.items.extend(items)
+        run.dated |= date_line
         return True
 
     def is_repeat(self, run: _Run) -> bool:
-        """A copy: long enough, more than one time of day, and dated like the original, or so long
-        (a pasted copy is often dated a day off by the step back at its start) that it is no chance."""
+        """A copy: long enough, more than one time of day, and dated like the original: it repeats a
+        date line (whose text names the date), or the parser dated both alike, or it is so long that
+        it is no chance (a pasted copy is often dated a day off by the step back at its start)."""
         if run.length < REPEAT_MIN_LINES or len(run.clocks) < 2:
             return False
-        if run.length >= REPEAT_MIN_LINES_UNDATED and len(run.clocks) >= 5:
+        if run.dated or (run.length >= REPEAT_MIN_LINES_UNDATED and len(run.clocks) >= 5):
             return True
         first, start = run.cands[0] - self.base, run.start - self.base
         return first >= 0 and self.dates[first:first + run.length] == self.dates[start:start + run.length]
@@ -250,6 +272,7 @@ class _Repeats:
         self.base += cut
         del self.keys[:cut]
         del self.dates[:cut]
+        del self.secs[:cut]
         del self.where[:cut]
         firsts = {k: p for k, p in self.first.items() if p >= self.base}
         self.first = firsts
@@ -289,6 +312,9 @@ class FlexnetParser:
         self._day_offsets: dict[dt.date, tuple[int, int, bool]] = {}
         self._repeats = _Repeats()
         self._rereading: dict[str, int] = {}  # daemon (or lmgrd for all) -> when its reread began
+        # Dates that went back: (lines remembered by then, warnings before its warning).
+        self._backs: list[tuple[int, int]] = []
+        self._date_lineno = 0  # the last date line
 
     def parse(self, lines: Iterable[str], name: str, first_line: int = 1) -> Iterator[Event | Skipped]:
         """Events and skipped lines of one file (``name`` is its base name, for event ids).
@@ -327,14 +353,14 @@ class FlexnetParser:
                             self._advance(secs)
                             out = self._line(lineno, secs, daemon, body, text, self.date, self.fold)  # type: ignore[assignment]
                 kind = type(out)
-                if kind is Event or (kind is list and out and type(out[0]) is Event):  # type: ignore[index]
-                    # A line that makes events: the same text as an earlier one may start a copy.
+                if kind is Event or kind is list:
+                    # A line that makes events or sets the date (the lines that decide what is counted
+                    # when): the same text as an earlier one may start a copy.
                     key = hash(text)
-                    earlier = rep.add(key, lineno, self.date)  # type: ignore[arg-type]
+                    earlier = rep.add(key, lineno, self.date, self.prev_secs)  # type: ignore[arg-type]
                     if rep.run is not None or earlier is not None:
                         items: list[Event | Skipped] = out if kind is list else [out]  # type: ignore[assignment,list-item]
-                        before = (date0, prev0, fold0)
-                        if (yield from self._repeat_step(key, earlier, lineno, text, items, before)):
+                        if (yield from self._repeat_step(key, earlier, lineno, text, items, (date0, prev0, fold0))):
                             continue
                         break
                 if kind is list:
@@ -356,6 +382,7 @@ class FlexnetParser:
     def _date_line(self, lineno: int, secs: int, daemon: str, body: str, text: str) -> list[Event | Skipped]:
         """A line that set the date: lines waiting for one are dated; lmgrd starting again releases
         every vendor daemon it ran before, with its checkouts."""
+        self._date_lineno = lineno
         items: list[Event | Skipped] = list(self._flush_pending())
         if daemon == LMGRD and _STARTED_ON.search(body) and self.daemons:
             assert self.date is not None
@@ -376,8 +403,9 @@ class FlexnetParser:
         """
         rep = self._repeats
         clock = text.split("(", 1)[0]
+        date_line = self._date_lineno == lineno
         if rep.run is not None:
-            if rep.extend(key, lineno, clock, items):
+            if rep.extend(key, lineno, clock, items, date_line):
                 return False
             if (yield from self._end_repeat()):
                 self._uncount(items)
@@ -386,10 +414,7 @@ class FlexnetParser:
         if earlier is None:
             yield from items
             return False
-        # The first line of a copy may have set the date back (a copy that starts at a date line).
-        back = int(before[0] is not None and self.date is not None and self.date < before[0])
-        rep.begin(key, earlier, lineno, clock, items,
-                  (*before, self.stats.out_of_order - back, len(self.stats.warnings) - back))
+        rep.begin(key, earlier, lineno, clock, items, before, date_line)
         return False
 
     def _end_repeat(self) -> Generator[Event | Skipped, None, bool]:
@@ -402,9 +427,14 @@ class FlexnetParser:
         if not rep.is_repeat(run):
             yield from run.items
             return False
-        # As if the block were not there: the dates of what follows go on from before it.
-        self.date, self.prev_secs, self.fold, self.stats.out_of_order, warned = run.before
-        del self.stats.warnings[warned:]
+        # As if the block were not there: the dates of what follows go on from before it, and dates
+        # that went back since (the copy's own date lines) are no segments out of order.
+        self.date, self.prev_secs, self.fold = run.before
+        undo = [b for b in self._backs if b[0] >= run.start]
+        if undo:
+            del self.stats.warnings[undo[0][1]:]
+            self.stats.out_of_order -= len(undo)
+            del self._backs[-len(undo):]
         self._uncount(run.items)
         self.stats.repeated_lines += run.length
         self.stats.repeats.append(rep.describe(run))
@@ -537,6 +567,7 @@ class FlexnetParser:
         """The date is now ``new`` (at ``secs`` past its midnight); a step back is reported."""
         if self.date is not None and new < self.date:
             self.stats.out_of_order += 1
+            self._backs.append((self._repeats.base + len(self._repeats.keys), len(self.stats.warnings)))
             self.stats.warnings.append(
                 f"line {lineno}: the date goes back from {self.date} to {new}: a log segment out of order "
                 f"(logs pasted together newest-first?)")

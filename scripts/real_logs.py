@@ -63,7 +63,7 @@ def analyse(path: Path) -> list[str]:
     out.append(f"Daemon restart events (checkouts released): {st.events.get('RESTART', 0):,}; license rereads "
                f"(checkouts kept): {st.events.get('REREAD', 0):,}.")
     if st.repeats:
-        out.append(f"Repeated blocks skipped ({st.repeated_lines:,} event lines counted once): "
+        out.append(f"Repeated blocks skipped ({st.repeated_lines:,} event and date lines counted once): "
                    + "; ".join(r.split(": ", 1)[1] for r in st.repeats) + ".")
     if st.out_of_order:
         first = next(w for w in st.warnings if "goes back" in w)

@@ -87,3 +87,29 @@ def test_a_log_that_names_no_zone_is_refused_before_anything_is_sent(lictel: Lic
     assert "time zone America/New_York (from the log: 'Eastern Standard Time'" in " ".join(run.stderr.split())
     first = lictel("export", "usage", "--level", "pool", "--format", "csv").stdout.splitlines()[1]
     assert "2026-03-02T14:00:00Z" in first  # 09:00 in New York
+
+
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "flexnet"
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus/flexnet is not beside this checkout")
+@pytest.mark.parametrize("name,tz", [("ImSukh__FlexLM-Log-Parser__debug.log", None),
+                                     ("talestk__log_parser__dj.log", "America/New_York")], ids=["ImSukh", "dj"])
+def test_a_real_log_with_a_block_pasted_again_stores_the_rows_of_the_log(lictel: Lictel, tmp_path: Path,
+                                                                          name: str, tz: str | None) -> None:
+    # A real log, and the same log with a stretch of 600 lines pasted again after itself, through two
+    # stream workers: the stored rows are those of the real log. ImSukh names its zone; dj has rereads.
+    lines = (CORPUS / name).read_text(encoding="utf-8", errors="replace").splitlines()
+    a = len(lines) // 2
+    damaged = tmp_path / name
+    damaged.write_text("\n".join(lines[:a + 600] + lines[a:a + 600] + lines[a + 600:]) + "\n")
+    zone = ["--tz", tz] if tz else []
+    run = lictel("run", "--flexnet", str(damaged), "--server", "lic01", "--org", "acme", "--workers", "2", *zone)
+    err = " ".join(run.stderr.split())
+    assert "repeat lines" in err and "late event" not in err
+    p = FlexnetParser(org="acme", server="lic01", tz=tz)
+    want = compute_rows([i for i in p.parse(lines, name) if isinstance(i, Event)])
+    assert p.tz is not None
+    for level in ("pool", "estate"):
+        assert lictel("export", "usage", "--level", level, "--format", "csv").stdout == \
+            to_csv(minute_row(r) for r in want if r.level == level)

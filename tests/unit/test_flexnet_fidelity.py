@@ -4,6 +4,7 @@ the time zone comes from the log or is asked for (issue: count what the license 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -114,9 +115,9 @@ def test_rendered_log_with_rereads_and_a_repeated_block_gives_the_rows_without_t
     for chunk in (None, 97):
         got, p = run(noisy, chunk=chunk)
         assert rows(got) == rows(want)
-        # Every line of the copy that makes an event is skipped (and counted as such).
+        # Every line of the copy that makes an event or sets the date is skipped (and counted as such).
         copied = sum(1 for line in noisy[a:a + 300] if ") OUT:" in line or ") IN:" in line or "DENIED" in line
-                     or "Server started" in line)
+                     or "Server started" in line or "TIMESTAMP" in line)
         assert p.stats.repeated_lines == copied and p.stats.events[REREAD] > 0
         assert any(f"lines {a + 301}-{a + 600} repeat lines {a + 1}-{a + 300}" in w for w in p.stats.warnings)
 
@@ -139,9 +140,9 @@ def test_the_corpus_logfile_counts_its_repeated_block_once() -> None:
     path = CORPUS / "talestk__log_parser__logfile.log"
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     got, p = run(lines, tz="America/New_York")
-    # 31795-36044 repeat the session that starts at 27518 (to its last event line); the copy's date
-    # going back is no segment out of order.
-    assert "lines 31795-36043 repeat lines 27518-31766" in " ".join(p.stats.warnings)
+    # 31795-36044 repeat the session that starts at 27518 (SOURCES.md); the copy's date going back
+    # is no segment out of order.
+    assert p.stats.repeats == ["x.log: lines 31795-36044 repeat lines 27518-31767"]
     assert p.stats.out_of_order == 4 and len(p.stats.warnings) == 5
     without, q = run(lines[:31767], tz="America/New_York")
     assert q.stats.repeated_lines == 0
@@ -238,3 +239,28 @@ def test_settle_releases_a_held_line_at_the_end_of_what_is_there() -> None:
     assert held == [] and p.waiting
     released = [i for i in p.settle() if isinstance(i, Event)]
     assert len(got) == 12 and len(released) == 1 and not p.waiting
+
+
+@needs_corpus
+@pytest.mark.parametrize("path", sorted(CORPUS.glob("*.log")) if CORPUS.is_dir() else [], ids=lambda p: p.name[:30])
+def test_a_stretch_of_a_real_log_pasted_again_counts_once(path: Path) -> None:
+    # Damage a real log as people do: a stretch of it pasted again right after itself, or at the end.
+    # Nothing real is ever lost; the copy counts once unless it holds fewer than REPEAT_MIN_LINES lines
+    # that make events or set the date (then it cannot be told from chance, and counts twice).
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+
+    def content(text: list[str]) -> Counter[tuple[object, ...]]:
+        evs, _ = run(text, tz="America/New_York")
+        return Counter((e.ts, e.action, e.feature, e.user, e.host, e.count) for e in evs)
+
+    want = content(lines)
+    for seed in range(3):
+        rng = random.Random(seed)
+        size = rng.choice([100, 400, 1500])
+        if len(lines) < 3 * size:
+            continue
+        a = rng.randrange(len(lines) - size)
+        for damaged in (lines[:a + size] + lines[a:a + size] + lines[a + size:], lines + lines[a:a + size]):
+            got = content(damaged)
+            assert not want - got, "a real event was lost"
+            assert got == want or sum((got - want).values()) < REPEAT_MIN_LINES
