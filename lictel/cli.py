@@ -63,6 +63,11 @@ DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar="LICTEL_DATA_
                                               help="Data directory (chDB, logs, embedded broker).")]
 Workers = Annotated[int, typer.Option("--workers", envvar="LICTEL_WORKERS", min=1,
                                       help="Stream worker processes.")]
+DupGroup = Annotated[list[str] | None, typer.Option(
+    "--dup-group", metavar="FEATURE=RULE",
+    help="Charge FEATURE's checkouts under this DUP_GROUP rule (NONE, SITE, U, H, UH, UHD, ...; '*' = every "
+         "feature without a more specific rule); repeatable; added to LICTEL_DUP_GROUP and overriding the "
+         "imported license files for the features it names.")]
 Users = Annotated[int, typer.Option(envvar="LICTEL_SIM_USERS", min=1, help="Simulated users.")]
 Servers = Annotated[int, typer.Option(envvar="LICTEL_SIM_SERVERS", min=1, help="Simulated license servers.")]
 Days = Annotated[int, typer.Option(envvar="LICTEL_SIM_DAYS", min=1, help="Simulated days.")]
@@ -80,6 +85,18 @@ def settings_for(data_dir: Path | None = None, **overrides: Any) -> Settings:
         first = exc.errors()[0]
         name = ".".join(str(x) for x in first["loc"])
         raise LictelError(f"invalid setting LICTEL_{name.upper()}: {first['msg']}") from None
+
+
+def with_dup_group(settings: Settings, dup_group: list[str] | None) -> Settings:
+    """``--dup-group`` options on top of ``LICTEL_DUP_GROUP`` (a later entry for a feature wins)."""
+    if not dup_group:
+        return settings
+    from lictel import dupgroup
+
+    rules = dupgroup.parse(settings.dup_group)
+    for item in dup_group:
+        rules |= dupgroup.parse(item, "--dup-group")
+    return settings.model_copy(update={"dup_group": dupgroup.render(rules)})
 
 
 def _sim_spec(org: str, users: int, servers: int, days: int, seed: int, start: str) -> Any:
@@ -125,6 +142,7 @@ def run(
     seed: Seed = 42,
     start: Start = "2026-03-02",
     timeout: Annotated[float, typer.Option(help="Give up waiting for results after this many seconds.")] = 1800,
+    dup_group: DupGroup = None,
 ) -> None:
     """Run the whole pipeline once: start the stack, stream the input, wait until every minute
     is final and stored, stop, and print what was found."""
@@ -132,7 +150,7 @@ def run(
     from producers.jsonl import produce_jsonl
     from producers.simulate import simulate
 
-    settings = settings_for(data_dir)
+    settings = with_dup_group(settings_for(data_dir), dup_group)
     t0 = time.monotonic()
     if jsonl and flexnet:
         raise LictelError("give --jsonl or --flexnet, not both")
@@ -466,14 +484,16 @@ def stream(
         help="A stable id: the worker rejoins its group at once after a restart (static membership). "
              "Give each worker its own; leave unset for interchangeable replicas.")] = None,
     loglevel: Annotated[str, typer.Option(envvar="LICTEL_LOGLEVEL")] = "WARNING",
+    dup_group: DupGroup = None,
 ) -> None:
     """Run one stream worker (Faust) until stopped."""
     import socket
 
     from lictel.broker import resolve_bootstrap
+    from lictel.pipeline import with_license_rules
     from streams.app import run_worker
 
-    settings = settings_for(data_dir)
+    settings = with_license_rules(with_dup_group(settings_for(data_dir), dup_group))
     bootstrap = resolve_bootstrap(settings)
     name = f"worker-{worker_id}" if worker_id is not None else f"worker-{socket.gethostname()}"
     per_worker = settings.model_copy(update={"data_dir": settings.data_dir / name, "kafka_bootstrap": bootstrap})
@@ -544,6 +564,9 @@ def export_usage(
     feature: Annotated[str | None, typer.Option(help="Only this feature.")] = None,
     source: Annotated[str, typer.Option(help="license (what license servers logged) or sessions (what "
                                               "session exports imply; server = broker site).")] = "license",
+    measure: Annotated[str, typer.Option(help="checkouts (every checkout counts) or charged (licenses charged "
+                                               "under the features' DUP_GROUP rules) for peak, low, avg and "
+                                               "license_seconds.")] = "checkouts",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
 ) -> None:
     """Print usage rows: org,server,feature,minute,peak,low,avg,license_seconds,checkouts,..."""
@@ -554,7 +577,7 @@ def export_usage(
         raise LictelError(f"--format must be csv or json, not {fmt!r}")
     settings = settings_for(data_dir)
     rows = usage_rows(open_warehouse(settings), settings.clickhouse_database, level, granularity, org, feature,
-                      source=source)
+                      source=source, measure=measure)
     text = to_csv(rows) if fmt == "csv" else to_json(rows)
     if output:
         output.write_text(text)
@@ -959,15 +982,19 @@ def reconcile(
     end: Annotated[str | None, typer.Option("--to", help="End of the range, exclusive (ISO-8601 UTC).")] = None,
     org: Annotated[str | None, typer.Option(help="Only this organisation.")] = None,
     late: Annotated[bool, typer.Option("--late", help="The range of the stored late events.")] = False,
+    dup_group: DupGroup = None,
 ) -> None:
-    """Recompute minutes from raw events with the same engine and overwrite them (after late data)."""
+    """Recompute minutes from raw events with the same engine and overwrite them (after late data,
+    or to charge history under the current DUP_GROUP rules)."""
+    from lictel.entitlements import license_rules
     from lictel.reconcile import late_range
     from lictel.reconcile import reconcile as run_reconcile
     from lictel.timeutil import iso_s, parse_ts
     from lictel.warehouse import open_warehouse
 
-    settings = settings_for(data_dir)
+    settings = with_dup_group(settings_for(data_dir), dup_group)
     client = open_warehouse(settings)
+    settings = settings.model_copy(update={"dup_group_licenses": license_rules(client, settings.clickhouse_database)})
     if late:
         found = late_range(client, settings.clickhouse_database)
         if found is None:
@@ -983,7 +1010,8 @@ def reconcile(
             raise LictelError(f"--from/--to: {exc}") from None
     if t2 <= t1:
         raise LictelError("--to must be after --from")
-    res = run_reconcile(client, settings.clickhouse_database, t1, t2, org, settings.session_rule)
+    res = run_reconcile(client, settings.clickhouse_database, t1, t2, org, settings.session_rule,
+                        settings.dup_rules)
     out.print(f"recomputed {iso_s(res.start)} to {iso_s(res.end)} from {res.events:,} raw events: "
               f"{res.rows_before:,} rows before, {res.rows_after:,} after, {res.rows_changed:,} changed")
 
@@ -1005,6 +1033,43 @@ def entitlements_import(
     migrate(client, settings)
     store(client, settings.clickhouse_database, found)
     out.print(f"imported {len(found):,} entitlement(s) from {len(files)} file(s)")
+
+
+@ent_app.command("rules")
+def entitlements_rules(
+    org: Annotated[str | None, typer.Option(help="Only this organisation.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv, json, or env (the LICTEL_DUP_GROUP_LICENSES "
+                                                      "value of the license-file rules).")] = "table",
+    data_dir: DataDir = None,
+    dup_group: DupGroup = None,
+) -> None:
+    """The DUP_GROUP rule each feature is charged under, and where it comes from."""
+    from lictel import dupgroup
+    from lictel.entitlements import license_rules
+    from lictel.warehouse import open_warehouse
+
+    settings = with_dup_group(settings_for(data_dir), dup_group)
+    client = open_warehouse(settings)
+    db = settings.clickhouse_database
+    from_files = license_rules(client, db)
+    if fmt == "env":
+        sys.stdout.write(from_files + "\n")
+        return
+    from lictel.analysis import Report
+
+    rules = dupgroup.DupRules.from_text(settings.dup_group, from_files)
+    # Every feature that has data or an entitlement, and every feature a rule names.
+    known = client.query(f"SELECT DISTINCT org, feature FROM {db}.usage_minute WHERE source = 'license' "
+                         f"UNION DISTINCT SELECT DISTINCT org, feature FROM {db}.entitlements").result_rows
+    keys = sorted({(str(o), str(f)) for o, f in known}
+                  | {(k.split("/", 1)[0], k.split("/", 1)[1]) for k in dupgroup.parse(from_files)}
+                  | {(org or settings.org, f) for f in dupgroup.parse(settings.dup_group) if f != "*"})
+    rows = [[o, f, rules.rule(o, f), rules.origin(o, f), dupgroup.note(rules.rule(o, f))]
+            for o, f in keys if org is None or o == org]
+    notes = [f"every other feature: {rules.rule('', '')}"] + (
+        [] if rules else ["no DUP_GROUP rules: every feature is charged as NONE (licenses charged = checkouts)"])
+    _emit(Report("DUP_GROUP rules (licenses charged)", ["org", "feature", "dup_group", "from", "note"], rows,
+                 notes), fmt)
 
 
 @ent_app.command("list")

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lictel import dupgroup
+from lictel.dupgroup import DupRules
 from lictel.engine import SessionRule
 from lictel.timeutil import US
 
@@ -43,12 +45,24 @@ class Settings(BaseSettings):
     sessions_unit: Literal["device", "user"] = Field("device", description="Session exports imply one license per distinct client device with a session (device) or per user (user).")
     sessions_disconnected_holds: bool = Field(True, description="A disconnected session keeps its implied license until it ends (false: it frees it).")
     license_models: str = Field("", description="Per-feature license model overrides, FEATURE=ud|concurrent, comma-separated; otherwise _UD is user/device and anything else concurrent.")
+    dup_group: str = Field("", description="DUP_GROUP rules, FEATURE=RULE comma-separated (* = every feature; RULE: NONE, SITE, U, H, UH, UHD, ...); a feature named here overrides its license files.")
+    dup_group_licenses: str = Field("", description="ORG/FEATURE=RULE from imported license files; lictel run/up fill it in from the warehouse at start.")
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this port (0 = any free port); unset = off.")
 
     @field_validator("kafka_bootstrap", "clickhouse_url", "schema_registry_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("dup_group", "dup_group_licenses")
+    @classmethod
+    def _rules_parse(cls, value: str) -> str:
+        dupgroup.parse(value)  # a clear error now rather than in a worker
+        return value
+
+    @property
+    def dup_rules(self) -> DupRules:
+        return DupRules.from_text(self.dup_group, self.dup_group_licenses)
 
     @property
     def lateness_us(self) -> int:

@@ -30,6 +30,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from lictel import dupgroup
+from lictel.dupgroup import DupRules, GroupKey
 from lictel.events import (
     DENIED,
     DEQUEUED,
@@ -54,6 +56,8 @@ from lictel.timeutil import MINUTE_US, floor_minute
 
 POOL = "pool"
 ESTATE = "estate"
+#: The ``dup_group`` of an estate minute whose servers charged the feature under different rules.
+MIXED = "MIXED"
 _SEP = "\x1f"
 
 
@@ -74,6 +78,10 @@ class MinuteRow(NamedTuple):
     denials: int
     queued: int
     orphans: int
+    charged_peak: int
+    charged_low: int
+    charged_license_us: int
+    dup_group: str = dupgroup.NONE
     source: str = LICENSE_SOURCE
 
     @property
@@ -85,8 +93,9 @@ class MinuteRow(NamedTuple):
         return self.license_us / MINUTE_US
 
 
-# A step curve inside one minute: (offset from t0 in µs, value from there on), offsets rising.
-Steps = list[tuple[int, int]]
+# A step curve inside one minute: (offset from t0 in µs, checkouts and licenses charged from there
+# on), offsets rising.
+Steps = list[tuple[int, int, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +134,32 @@ class _Pool:
     # Session pools only: session key -> [unit, holding (0/1)]; unit -> sessions holding it.
     sessions: dict[str, list[Any]] = field(default_factory=dict)
     units: dict[str, int] = field(default_factory=dict)
+    # Licenses charged (DUP_GROUP). ``parts``: the open checkouts, oldest first, of identities whose
+    # open checkouts are not all of count 1 (the others are ``held`` checkouts of 1). Derived, not
+    # saved: ``grouped`` (group key -> {count: open checkouts with that count}) and ``charged``.
+    parts: dict[str, list[int]] = field(default_factory=dict)
+    rule: str = dupgroup.NONE
+    group_of: GroupKey | None = None
+    groups: dict[str, dict[int, int]] = field(default_factory=dict)
+    charged: int = 0
+
+    def set_rule(self, rule: str) -> None:
+        """Charge under ``rule`` from now on (rebuilds the groups from the open checkouts)."""
+        self.rule = rule
+        self.group_of = dupgroup.group_key(rule) if self.source == LICENSE_SOURCE else None
+        self.groups = {}
+        self.charged = 0
+        if self.group_of is None:
+            return
+        for ident, n in self.held.items():
+            group = self.groups.setdefault(self.group_of(ident), {})
+            for k in self.parts.get(ident) or [1] * n:
+                group[k] = group.get(k, 0) + 1
+        self.charged = sum(max(g) for g in self.groups.values())
+
+    @property
+    def charged_now(self) -> int:
+        return self.c if self.group_of is None else self.charged
 
 
 @dataclass(slots=True)
@@ -171,8 +206,9 @@ class Engine:
     """
 
     def __init__(self, lateness_us: int = 60_000_000, idle_timeout_us: int = 300_000_000,
-                 sessions: SessionRule | None = None) -> None:
+                 sessions: SessionRule | None = None, rules: DupRules | None = None) -> None:
         self.sessions = sessions or SessionRule()
+        self.rules = rules or DupRules()
         self.lateness_us = lateness_us
         self.idle_timeout_us = idle_timeout_us
         self._servers: dict[str, _Server] = {}
@@ -229,6 +265,8 @@ class Engine:
                 if srv.boundary is not None:
                     start = max(start, srv.boundary)
                 pool = self._pools[pkey] = _Pool(ev.org, ev.server, ev.feature, start, source=srv.source)
+                if srv.source == LICENSE_SOURCE:
+                    pool.set_rule(self.rules.rule(ev.org, ev.feature))
                 srv.pools.add(ev.feature)
                 ekey = _ekey(ev.org, ev.feature, srv.source)
                 est = self._estates.get(ekey)
@@ -301,7 +339,10 @@ class Engine:
         released = 0
         for ident in [k for k in pool.held if k.startswith(prefix)]:
             released += pool.held.pop(ident)
+            pool.parts.pop(ident, None)
         pool.c -= released
+        if released and pool.group_of is not None:
+            pool.set_rule(pool.rule)
         return released
 
     @staticmethod
@@ -313,9 +354,18 @@ class Engine:
             return True
         if action == OUT:
             ident = _SEP.join((ev.vendor, ev.user, ev.host, ev.handle or ""))
-            pool.held[ident] = pool.held.get(ident, 0) + ev.count
-            pool.c += ev.count
-            cnt.checkouts += ev.count
+            k = ev.count
+            have = pool.held.get(ident, 0)
+            pool.held[ident] = have + k
+            pool.c += k
+            cnt.checkouts += k
+            parts = pool.parts.get(ident)
+            if parts is not None:
+                parts.append(k)
+            elif k != 1:
+                pool.parts[ident] = [1] * have + [k]
+            if pool.group_of is not None:
+                _charge_out(pool, pool.group_of(ident), k)
         elif action == IN:
             ident = _SEP.join((ev.vendor, ev.user, ev.host, ev.handle or ""))
             have = pool.held.get(ident, 0)
@@ -329,6 +379,7 @@ class Engine:
                     pool.held[ident] = have - released
                 pool.c -= released
                 cnt.checkins += released
+                _charge_in(pool, ident, released)
         elif action == DENIED:
             cnt.denials += 1
         elif action == QUEUED:
@@ -403,7 +454,7 @@ class Engine:
             ],
             "pools": [
                 [p.org, p.server, p.feature, p.final_upto, p.held, p.c,
-                 [list(e) for e in p.pending], p.source, p.sessions, p.units]
+                 [list(e) for e in p.pending], p.source, p.sessions, p.units, p.parts]
                 for p in self._pools.values()
             ],
             "estates": [
@@ -416,10 +467,13 @@ class Engine:
 
     @classmethod
     def from_state(cls, state: dict[str, Any], lateness_us: int = 60_000_000,
-                   idle_timeout_us: int = 300_000_000, sessions: SessionRule | None = None) -> Engine:
-        """Rebuild an engine from :meth:`to_state` output (snapshots from before session series
-        existed load as license series)."""
-        eng = cls(lateness_us, idle_timeout_us, sessions)
+                   idle_timeout_us: int = 300_000_000, sessions: SessionRule | None = None,
+                   rules: DupRules | None = None) -> Engine:
+        """Rebuild an engine from :meth:`to_state` output. Every pool charges under ``rules`` from
+        here on (a changed rule applies from now on). Snapshots from before session series existed
+        load as license series; from before licenses charged, with charged = checkouts (they were
+        computed under no rule)."""
+        eng = cls(lateness_us, idle_timeout_us, sessions, rules)
         eng.late_events = state.get("late", 0)
         eng.duplicate_events = state.get("dup", 0)
         eng._applied = {src: SeqSet(iv) for src, iv in state.get("applied", {}).items()}
@@ -430,11 +484,14 @@ class Engine:
             srv.restart_ids = {r.event_id for r in srv.restarts}
             eng._servers[_skey(org, server, source)] = srv
         for org, server, feature, final_upto, held, c, pending, *rest in state["pools"]:
-            source, sessions_, units = rest if rest else (LICENSE_SOURCE, {}, {})
+            source, sessions_, units, parts = (*rest, {}) if len(rest) == 3 else rest or (LICENSE_SOURCE, {}, {}, {})
             pool = _Pool(org, server, feature, final_upto, dict(held), c,
                          [Event(*e) for e in pending], source=source,
-                         sessions={k: list(v) for k, v in sessions_.items()}, units=dict(units))
+                         sessions={k: list(v) for k, v in sessions_.items()}, units=dict(units),
+                         parts={k: list(v) for k, v in parts.items()})
             pool.pending_ids = {e.event_id for e in pool.pending}
+            if source == LICENSE_SOURCE:
+                pool.set_rule(eng.rules.rule(org, feature))
             skey = _skey(org, server, source)
             eng._pools[skey + _SEP + feature] = pool
             eng._servers[skey].pools.add(feature)
@@ -446,9 +503,15 @@ class Engine:
             source = rest[0] if rest else LICENSE_SOURCE
             est = eng._estates.setdefault(_ekey(org, feature, source), _Estate(org, feature, source=source))
             est.final_upto = final_upto
-            est.buf = {m: [(MinuteRow(*r), [(a, b) for a, b in st]) for r, st in items]
-                       for m, items in buf}
+            est.buf = {m: [_saved_row(r, st) for r, st in items] for m, items in buf}
         return eng
+
+
+def _saved_row(row: list[Any], steps: list[list[int]]) -> tuple[MinuteRow, Steps]:
+    if len(row) == 15:  # saved before licenses charged: computed under no rule
+        row = [*row[:14], row[5], row[6], row[7], dupgroup.NONE, row[14]]
+        return MinuteRow(*row), [(a, b, b) for a, b in steps]
+    return MinuteRow(*row), [(a, b, c) for a, b, c in steps]
 
 
 class _Counters:
@@ -548,54 +611,64 @@ def _pool_minutes(pool: _Pool, evs: list[Event], boundary: int,
         cnt = _Counters()
         had_event = False
         v = pool.c
+        ch = pool.charged_now
         cursor = m
         steps: Steps = []
         while i < n and evs[i].ts < end:
             s = evs[i].ts
             if s > cursor:
-                steps.append((cursor - m, v))
+                steps.append((cursor - m, v, ch))
                 cursor = s
             while i < n and evs[i].ts == s:
                 if Engine._apply(pool, evs[i], cnt, rule):
                     had_event = True
                 i += 1
             v = pool.c
-        steps.append((cursor - m, v))
+            ch = pool.charged_now
+        steps.append((cursor - m, v, ch))
         if had_event or steps[0][1] > 0:
-            yield _row(POOL, pool.org, pool.server, pool.feature, m, steps, cnt, pool.source), steps
+            yield _row(POOL, pool.org, pool.server, pool.feature, m, steps, cnt, pool.source, pool.rule), steps
         m = end
 
 
 def _row(level: str, org: str, server: str, feature: str, minute: int, steps: Steps,
-         cnt: _Counters, source: str) -> MinuteRow:
+         cnt: _Counters, source: str, rule: str) -> MinuteRow:
     peak = low = steps[0][1]
-    lic = 0
-    for j, (off, v) in enumerate(steps):
-        nxt = steps[j + 1][0] if j + 1 < len(steps) else MINUTE_US
-        lic += v * (nxt - off)
+    cpeak = clow = steps[0][2]
+    lic = clic = 0
+    for j, (off, v, ch) in enumerate(steps):
+        span = (steps[j + 1][0] if j + 1 < len(steps) else MINUTE_US) - off
+        lic += v * span
+        clic += ch * span
         if v > peak:
             peak = v
         if v < low:
             low = v
+        if ch > cpeak:
+            cpeak = ch
+        if ch < clow:
+            clow = ch
     return MinuteRow(level, org, server, feature, minute, peak, low, lic, cnt.checkouts,
-                     cnt.checkins, cnt.forced, cnt.denials, cnt.queued, cnt.orphans, source)
+                     cnt.checkins, cnt.forced, cnt.denials, cnt.queued, cnt.orphans, cpeak, clow, clic,
+                     rule, source)
 
 
 def _estate_row(est: _Estate, minute: int, items: list[tuple[MinuteRow, Steps]]) -> MinuteRow:
     # Sum the servers' step curves: at every breakpoint, the sum of each curve's current value.
-    points = sorted({off for _, steps in items for off, _ in steps})
+    points = sorted({st[0] for _, steps in items for st in steps})
     summed: Steps = []
     idx = [0] * len(items)
     for off in points:
-        total = 0
+        total = charged = 0
         for k, (_, steps) in enumerate(items):
             j = idx[k]
             while j + 1 < len(steps) and steps[j + 1][0] <= off:
                 j += 1
             idx[k] = j
             total += steps[j][1]  # every curve starts at offset 0, so steps[j] holds at ``off``
-        if not summed or summed[-1][1] != total:
-            summed.append((off, total))
+            charged += steps[j][2]
+        if not summed or summed[-1][1] != total or summed[-1][2] != charged:
+            summed.append((off, total, charged))
     cnt = _Counters()
     for row, _ in items:
         cnt.checkouts += row.checkouts
@@ -604,17 +677,20 @@ def _estate_row(est: _Estate, minute: int, items: list[tuple[MinuteRow, Steps]])
         cnt.denials += row.denials
         cnt.queued += row.queued
         cnt.orphans += row.orphans
-    return _row(ESTATE, est.org, "", est.feature, minute, summed, cnt, est.source)
+    rules = {row.dup_group for row, _ in items}
+    rule = rules.pop() if len(rules) == 1 else MIXED
+    return _row(ESTATE, est.org, "", est.feature, minute, summed, cnt, est.source, rule)
 
 
 def compute_rows(events: Iterable[Event], until_us: int | None = None,
-                 lateness_us: int = 60_000_000, sessions: SessionRule | None = None) -> list[MinuteRow]:
+                 lateness_us: int = 60_000_000, sessions: SessionRule | None = None,
+                 rules: DupRules | None = None) -> list[MinuteRow]:
     """Batch recompute: every row of every key from a complete event list, sorted.
 
     ``until_us`` defaults to the end of the minute of the last event.
     """
     evs = [e for e in events if e.action != HEARTBEAT]
-    eng = Engine(lateness_us, idle_timeout_us=2**62, sessions=sessions)
+    eng = Engine(lateness_us, idle_timeout_us=2**62, sessions=sessions, rules=rules)
     out = eng.process(sorted(evs, key=_order))
     rows = list(out.rows)
     if until_us is None:
@@ -626,3 +702,66 @@ def compute_rows(events: Iterable[Event], until_us: int | None = None,
 def sort_rows(rows: Iterable[MinuteRow]) -> list[MinuteRow]:
     """The export order: source, level, org, server, feature, minute."""
     return sorted(rows, key=lambda r: (r.source, r.level, r.org, r.server, r.feature, r.minute))
+
+
+def _charge_out(pool: _Pool, gkey: str, k: int) -> None:
+    group = pool.groups.get(gkey)
+    if group is None:
+        pool.groups[gkey] = {k: 1}
+        pool.charged += k
+        return
+    old = max(group)
+    group[k] = group.get(k, 0) + 1
+    if k > old:
+        pool.charged += k - old
+
+
+def _charge_in(pool: _Pool, ident: str, released: int) -> None:
+    """Close ``released`` licenses of ``ident``'s open checkouts, oldest first (a partial IN reduces
+    the oldest), and update the licenses charged."""
+    parts = pool.parts.get(ident)
+    group_of = pool.group_of
+    if group_of is None:
+        if parts is not None:
+            _close_oldest(parts, released, None)
+            if not parts:
+                del pool.parts[ident]
+        return
+    gkey = group_of(ident)
+    group = pool.groups[gkey]
+    old = max(group)
+    if parts is None:
+        left = group[1] - released
+        if left:
+            group[1] = left
+        else:
+            del group[1]
+    else:
+        _close_oldest(parts, released, group)
+        if not parts:
+            del pool.parts[ident]
+    if group:
+        new = max(group)
+    else:
+        del pool.groups[gkey]
+        new = 0
+    pool.charged += new - old
+
+
+def _close_oldest(parts: list[int], n: int, group: dict[int, int] | None) -> None:
+    while n > 0:
+        first = parts[0]
+        if group is not None:
+            left = group[first] - 1
+            if left:
+                group[first] = left
+            else:
+                del group[first]
+        if first <= n:
+            parts.pop(0)
+            n -= first
+        else:
+            parts[0] = first - n
+            if group is not None:
+                group[first - n] = group.get(first - n, 0) + 1
+            n = 0

@@ -208,3 +208,13 @@ def listing(client: Client, db: str, org: str | None = None) -> list[dict[str, A
         f"note, source, line FROM {db}.entitlements FINAL {where} ORDER BY org, feature, expiry, source, line",
         parameters=params)
     return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+
+def license_rules(client: Client, db: str) -> str:
+    """The DUP_GROUP rules of the imported license files, as ``ORG/FEATURE=RULE,...``
+    (:func:`lictel.dupgroup.from_license_lines`)."""
+    from lictel import dupgroup
+
+    result = client.query(f"SELECT org, feature, dup_group FROM {db}.entitlements FINAL "
+                          f"WHERE kind = 'license-file' AND dup_group != '' ORDER BY org, feature, source, line")
+    return dupgroup.render(dupgroup.from_license_lines((str(o), str(f), str(r)) for o, f, r in result.result_rows))

@@ -25,6 +25,9 @@ from lictel.timeutil import US, iso_s
 COLUMNS = ["org", "server", "feature", "minute", "peak", "low", "avg", "license_seconds", "checkouts",
            "checkins", "forced_releases", "denials", "queued", "orphans"]
 LEVELS = ("pool", "estate")
+#: The two measures of the same usage (DESIGN.md): the columns that hold peak, low and license-µs.
+MEASURES = {"checkouts": ("peak", "low", "license_us"),
+            "charged": ("charged_peak", "charged_low", "charged_license_us")}
 _PERIOD = {
     "minute": "minute",
     "hour": "toStartOfHour(minute)",
@@ -45,11 +48,12 @@ _SIX = Decimal("0.000001")
 def usage_rows(client: Client, db: str, level: str, granularity: str,
                org: str | None = None, feature: str | None = None,
                start_s: int | None = None, end_s: int | None = None,
-               source: str = "license") -> list[dict[str, Any]]:
+               source: str = "license", measure: str = "checkouts") -> list[dict[str, Any]]:
     """Rows of ``level`` at ``granularity`` of one series (``license``: what license servers logged;
     ``sessions``: what session exports imply, ``server`` being the broker site), sorted by org,
-    server, feature, period."""
-    sql, params = rollup_query(db, level, granularity, org, feature, start_s, end_s, source)
+    server, feature, period. ``measure``: ``checkouts`` or ``charged`` (licenses charged under the
+    DUP_GROUP rules) for peak, low, avg and license_seconds; the event counters are the same."""
+    sql, params = rollup_query(db, level, granularity, org, feature, start_s, end_s, source, measure)
     result = client.query(f"{sql} ORDER BY org, server, feature, start", parameters=params)
     return [export_row(o, server, feat, int(p) * US, int(peak), int(low), int(lic_us), int(secs),
                        int(co), int(ci), int(fr), int(de), int(qu), int(orph))
@@ -58,10 +62,14 @@ def usage_rows(client: Client, db: str, level: str, granularity: str,
 
 def rollup_query(db: str, level: str, granularity: str, org: str | None = None, feature: str | None = None,
                  start_s: int | None = None, end_s: int | None = None,
-                 source: str = "license") -> tuple[str, dict[str, Any]]:
+                 source: str = "license", measure: str = "checkouts") -> tuple[str, dict[str, Any]]:
     """The one rollup of minute rows (the rules in this module's docstring), unsorted, with its
     parameters. Columns: org, server, feature, start (period start, Unix seconds), top (peak), bottom
-    (low), lic (license-µs), secs (seconds in the period), checkouts .. orphans."""
+    (low), lic (license-µs), secs (seconds in the period), checkouts .. orphans; top, bottom and
+    lic in ``measure``."""
+    if measure not in MEASURES:
+        raise ConfigError(f"--measure must be one of {', '.join(MEASURES)}, not {measure!r}")
+    peak, low, lic = MEASURES[measure]
     if level not in LEVELS:
         raise ConfigError(f"--level must be one of {', '.join(LEVELS)}, not {level!r}")
     if granularity not in _PERIOD:
@@ -84,13 +92,13 @@ def rollup_query(db: str, level: str, granularity: str, org: str | None = None, 
         params["end"] = end_s
     inner = f"SELECT * FROM {db}.usage_minute FINAL WHERE {' AND '.join(where)}"
     if granularity == "minute":
-        return (f"SELECT org, server, feature, toUnixTimestamp(minute) AS start, peak AS top, low AS bottom, "
-                f"license_us AS lic, 60 AS secs, checkouts, checkins, forced_releases, denials, queued, orphans "
+        return (f"SELECT org, server, feature, toUnixTimestamp(minute) AS start, {peak} AS top, {low} AS bottom, "
+                f"{lic} AS lic, 60 AS secs, checkouts, checkins, forced_releases, denials, queued, orphans "
                 f"FROM ({inner})"), params
     period = _PERIOD[granularity]
     seconds = _SECONDS[granularity]
-    return (f"SELECT org, server, feature, toUnixTimestamp(p) AS start, max(peak) AS top, "
-            f"if(count() < intDiv({seconds}, 60), 0, min(low)) AS bottom, sum(license_us) AS lic, {seconds} AS secs, "
+    return (f"SELECT org, server, feature, toUnixTimestamp(p) AS start, max({peak}) AS top, "
+            f"if(count() < intDiv({seconds}, 60), 0, min({low})) AS bottom, sum({lic}) AS lic, {seconds} AS secs, "
             f"sum(checkouts), sum(checkins), sum(forced_releases), sum(denials), sum(queued), "
             f"sum(orphans) FROM (SELECT *, {period} AS p FROM ({inner})) "
             f"GROUP BY org, server, feature, p"), params
@@ -110,9 +118,11 @@ def export_row(org: str, server: str, feature: str, period_us: int, peak: int, l
     }
 
 
-def minute_row(r: MinuteRow) -> dict[str, Any]:
-    """The export form of an engine row."""
-    return export_row(r.org, r.server, r.feature, r.minute, r.peak, r.low, r.license_us, 60, r.checkouts,
+def minute_row(r: MinuteRow, measure: str = "checkouts") -> dict[str, Any]:
+    """The export form of an engine row, in ``measure``."""
+    peak, low, lic = (r.charged_peak, r.charged_low, r.charged_license_us) if measure == "charged" else (
+        r.peak, r.low, r.license_us)
+    return export_row(r.org, r.server, r.feature, r.minute, peak, low, lic, 60, r.checkouts,
                       r.checkins, r.forced_releases, r.denials, r.queued, r.orphans)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -40,6 +41,41 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
+def with_license_rules(settings: Settings) -> Settings:
+    """``settings`` with the DUP_GROUP rules of the imported license files filled in, read from the
+    warehouse now (a changed rule applies from the next start on). A process started by a
+    :class:`Stack` already has them. Embedded chDB allows one process, so they are read by a short
+    child process before the sink takes the warehouse; a warehouse that cannot be read is reported
+    and charged under the configured rules only."""
+    if os.environ.get("LICTEL_DUP_GROUP_LICENSES") is not None or settings.dup_group_licenses:
+        return settings
+    log = logging.getLogger("lictel.pipeline")
+    try:
+        if settings.clickhouse_url:
+            from lictel.entitlements import license_rules
+            from lictel.warehouse import open_warehouse
+
+            client = open_warehouse(settings)
+            try:
+                rules = license_rules(client, settings.clickhouse_database)
+            finally:
+                client.close()
+        else:
+            if not settings.warehouse_dir.is_dir() or not any(settings.warehouse_dir.iterdir()):
+                return settings  # a new data dir: nothing imported yet
+            done = subprocess.run([sys.executable, "-m", "lictel.cli", "entitlements", "rules", "--format", "env"],
+                                  env=settings_env(settings), capture_output=True, text=True, timeout=120)
+            if done.returncode:
+                raise LictelError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else
+                                  f"exit code {done.returncode}")
+            rules = done.stdout.strip()
+    except (LictelError, OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("DUP_GROUP rules of the imported license files not read (%s): features are charged under "
+                    "the configured rules only", exc)
+        return settings
+    return settings.model_copy(update={"dup_group_licenses": rules})
+
+
 class Stack:
     """Broker (embedded or external), stream workers and sink as child processes."""
 
@@ -52,6 +88,7 @@ class Stack:
         self.logs = settings.data_dir / "logs"
 
     def start(self) -> Stack:
+        self.settings = with_license_rules(self.settings)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
         if not self.bootstrap:

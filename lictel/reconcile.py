@@ -16,6 +16,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from lictel.dupgroup import DupRules
 from lictel.engine import SessionRule, compute_rows
 from lictel.events import Event
 from lictel.timeutil import MINUTE_US, US, floor_minute
@@ -37,8 +38,9 @@ def _where(org: str | None) -> tuple[str, dict[str, Any]]:
 
 
 def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | None = None,
-              sessions: SessionRule | None = None) -> ReconcileResult:
-    """Recompute and overwrite every pool and estate minute of both series in ``[start_us, end_us)``."""
+              sessions: SessionRule | None = None, rules: DupRules | None = None) -> ReconcileResult:
+    """Recompute and overwrite every pool and estate minute of both series in ``[start_us, end_us)``,
+    licenses charged under ``rules`` (the rules of now, for the whole range)."""
     start = floor_minute(start_us)
     end = floor_minute(end_us + MINUTE_US - 1)
     org_sql, params = _where(org)
@@ -65,17 +67,18 @@ def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | No
         parameters={"servers": [tuple(s) for s in servers], "end": end})
     events = [Event(*row) for row in result.result_rows]
     wanted = {tuple(f) for f in features}
-    rows = [r for r in compute_rows(events, until_us=end, sessions=sessions)
+    rows = [r for r in compute_rows(events, until_us=end, sessions=sessions, rules=rules)
             if start <= r.minute < end and (r.org, r.feature) in wanted]
     key_filter = "(org, feature) IN {keys:Array(Tuple(String, String))}"
     range_params = {"start": start // US, "end": end // US, "keys": [tuple(f) for f in features]}
     range_sql = (f"minute >= toDateTime({{start:Int64}}) AND minute < toDateTime({{end:Int64}}) AND {key_filter}")
     before = client.query(f"SELECT source, level, org, server, feature, toUnixTimestamp(minute), peak, low, "
                           f"license_us, "
-                          f"checkouts, checkins, forced_releases, denials, queued, orphans "
+                          f"checkouts, checkins, forced_releases, denials, queued, orphans, "
+                          f"charged_peak, charged_low, charged_license_us, dup_group "
                           f"FROM {db}.usage_minute FINAL WHERE {range_sql}", parameters=range_params).result_rows
-    old = {(*tuple(r[:5]), int(r[5]) * US): tuple(int(x) for x in r[6:]) for r in before}
-    new = {(r.source, r.level, r.org, r.server, r.feature, r.minute): tuple(r[5:14]) for r in rows}
+    old = {(*tuple(r[:5]), int(r[5]) * US): (*(int(x) for x in r[6:18]), r[18]) for r in before}
+    new = {(r.source, r.level, r.org, r.server, r.feature, r.minute): tuple(r[5:18]) for r in rows}
     changed = sum(1 for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     client.command(f"DELETE FROM {db}.usage_minute WHERE {range_sql}", parameters=range_params)
     if rows:

@@ -169,13 +169,20 @@ class Serde:
 
     def decode_usage(self, data: bytes) -> tuple[int, int | None, list[MinuteRow]]:
         d = self.usage.decode(data)
-        return d["partition"], d["final_upto"], [MinuteRow(**r) for r in d["rows"]]
+        return d["partition"], d["final_upto"], [_usage_row(r) for r in d["rows"]]
 
     def encode_dead(self, record: dict[str, Any]) -> bytes:
         return self.dead.encode(record)
 
     def decode_dead(self, data: bytes) -> dict[str, Any]:
         return self.dead.decode(data)
+
+
+def _usage_row(r: dict[str, Any]) -> MinuteRow:
+    # Rows written before licenses charged existed were computed under no rule: charged = checkouts.
+    if r.get("charged_peak") is None:
+        r["charged_peak"], r["charged_low"], r["charged_license_us"] = r["peak"], r["low"], r["license_us"]
+    return MinuteRow(**r)
 
 
 def session_event(d: dict[str, Any]) -> Event:

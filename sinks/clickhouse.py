@@ -47,7 +47,9 @@ RAW_COLUMNS = ["event_id", "ts", "org", "server", "vendor", "feature", "action",
                "handle", "count", "reason", "source", "seq"]
 LATE_COLUMNS = ["event_id", "ts", "org", "server", "feature", "action", "source", "seq"]
 USAGE_COLUMNS = ["level", "source", "org", "server", "feature", "minute", "peak", "low", "license_us",
-                 "checkouts", "checkins", "forced_releases", "denials", "queued", "orphans", "version"]
+                 "checkouts", "checkins", "forced_releases", "denials", "queued", "orphans", "charged_peak",
+                 "charged_low", "charged_license_us", "dup_group", "version"]
+_CHARGED = {"charged_peak": "peak", "charged_low": "low", "charged_license_us": "license_us"}
 DEAD_COLUMNS = ["ts", "stage", "source", "line", "field", "reason", "raw", "kafka_topic",
                 "kafka_partition", "kafka_offset"]
 
@@ -213,6 +215,10 @@ class ClickHouseSink:
                         col.extend([r["minute"] // US for r in rows])
                     elif c == "version":
                         col.extend([version] * len(rows))
+                    elif c in _CHARGED:
+                        # Null in rows from before licenses charged: computed under no rule.
+                        base = _CHARGED[c]
+                        col.extend([r[base] if r[c] is None else r[c] for r in rows])
                     else:
                         col.extend([r[c] for r in rows])
                 buf.n_usage += len(rows)

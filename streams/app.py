@@ -97,15 +97,16 @@ def make_app(settings: Settings, bootstrap: str, instance_id: str | None = None)
                                 "estate_late_rows": 0}
     metrics.serve("stream", lambda: counters, settings.metrics_port, settings.data_dir)
     catchup: dict[str, AIOKafkaConsumer] = {}
+    rules = settings.dup_rules
 
     def load(stream: str, p: int) -> _PartitionState:
         raw = state.get(partition_name(stream, p))
         if raw is None:
             return _PartitionState(Engine(settings.lateness_us, settings.idle_timeout_us,
-                                          settings.session_rule), -1, None)
+                                          settings.session_rule, rules), -1, None)
         snap: dict[str, Any] = json.loads(raw)
         eng = Engine.from_state(snap["engine"], settings.lateness_us, settings.idle_timeout_us,
-                                settings.session_rule)
+                                settings.session_rule, rules)
         return _PartitionState(eng, int(snap["offset"]), snap.get("final"))
 
     async def apply(stream: str, st: _PartitionState, p: int, offset: int, value: bytes) -> None:

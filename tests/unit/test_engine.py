@@ -29,8 +29,10 @@ def m(hhmm: str) -> int:
 def row(hhmm: str, peak: int, low: int, lic_s: float, *, checkouts: int = 0, checkins: int = 0,
         forced: int = 0, denials: int = 0, queued: int = 0, orphans: int = 0,
         level: str = POOL, server: str = "lic01", feature: str = "F") -> MinuteRow:
+    # Under no DUP_GROUP rule the licenses charged are the checkouts.
     return MinuteRow(level, "acme", server if level == POOL else "", feature, m(hhmm), peak, low,
-                     round(lic_s * US), checkouts, checkins, forced, denials, queued, orphans)
+                     round(lic_s * US), checkouts, checkins, forced, denials, queued, orphans,
+                     peak, low, round(lic_s * US))
 
 
 def pool_rows(events: list[Event]) -> list[MinuteRow]:
@@ -284,3 +286,51 @@ def test_heartbeats_keep_emitting_minutes_of_a_server_that_holds_licenses() -> N
     # The 10:06 heartbeat makes every minute before 10:05 final (60 s lateness).
     assert [r.minute for r in pool] == [m(f"10:0{i}") for i in range(5)]
     assert [r.license_us for r in pool] == [90 * US] + [180 * US] * 4
+
+
+# --------------------------------------------------------------------------- licenses charged
+
+
+def test_two_sessions_of_one_user_on_one_host_are_charged_one_license_under_uh() -> None:
+    from lictel.dupgroup import DupRules
+
+    evs = [ev("10:00:00", "OUT", handle="a"), ev("10:00:20", "OUT", handle="b"),
+           ev("10:00:30", "OUT", user="bob", host="h2", handle="c"),
+           ev("10:00:40", "IN", handle="a"), ev("10:00:50", "IN", handle="b")]
+    got = [r for r in compute_rows(evs, rules=DupRules({"F": "UH"})) if r.level == POOL]
+    assert [(r.peak, r.charged_peak, r.license_us, r.charged_license_us, r.dup_group) for r in got] == [
+        (3, 2, (20 + 2 * 10 + 3 * 10 + 2 * 10 + 1 * 10) * US, (20 + 1 * 10 + 2 * 10 + 2 * 10 + 1 * 10) * US, "UH")]
+
+
+def test_an_in_closes_the_oldest_open_checkouts_first_and_a_larger_count_is_charged() -> None:
+    from lictel.dupgroup import DupRules
+
+    # One user on one host: a checkout of 3, then of 1. Under UH the group is charged its largest
+    # open count: 3. An IN of 3 (same identity) closes the oldest (the 3), leaving 1 charged.
+    evs = [ev("10:00:00", "OUT", count=3), ev("10:00:10", "OUT"), ev("10:00:30", "IN", count=3)]
+    (r,) = [r for r in compute_rows(evs, rules=DupRules({"*": "UH"})) if r.level == POOL]
+    assert (r.peak, r.low, r.charged_peak, r.charged_low) == (4, 1, 3, 1)
+    assert r.charged_license_us == (10 * 3 + 20 * 3 + 30 * 1) * US
+
+
+def test_site_charges_the_largest_checkout_of_the_server_and_estates_sum_servers() -> None:
+    from lictel.dupgroup import DupRules
+
+    evs = [ev("10:00:00", "OUT", user="a", count=2), ev("10:00:00", "OUT", user="b"),
+           ev("10:00:00", "OUT", user="c", server="lic02")]
+    rows = compute_rows(evs, rules=DupRules({"F": "SITE"}))
+    assert [(r.level, r.server, r.peak, r.charged_peak, r.dup_group) for r in rows] == [
+        ("estate", "", 4, 3, "SITE"), ("pool", "lic01", 3, 2, "SITE"), ("pool", "lic02", 1, 1, "SITE")]
+
+
+def test_a_snapshot_from_before_licenses_charged_loads_with_charged_equal_to_checkouts() -> None:
+    eng = Engine(lateness_us=0)
+    eng.process([ev("10:00:00", "OUT"), ev("10:00:00", "OUT", server="lic02"), ev("10:01:30", "OUT")])
+    state = eng.to_state()
+    # Take the new fields away again, as an older worker wrote them.
+    for est in state["estates"]:
+        est[3] = [[m, [[[*r[:14], r[18]], [[a, b] for a, b, _ in st]] for r, st in items]] for m, items in est[3]]
+    for pool in state["pools"]:
+        del pool[10]
+    loaded = Engine.from_state(state, lateness_us=0)
+    assert loaded.to_state() == eng.to_state()

@@ -62,11 +62,15 @@ def test_message_written_with_a_released_older_schema_is_still_read() -> None:
     assert serde.usage.decode(buf.getvalue())["stream"] == "events"
     p, final, rows = serde.decode_usage(buf.getvalue())
     assert (p, final, rows[0].source, rows[0].peak) == (5, None, "license", 2)
+    # Computed before licenses charged existed, so under no rule: charged = checkouts.
+    assert (rows[0].charged_peak, rows[0].charged_low, rows[0].charged_license_us, rows[0].dup_group) == (
+        2, 1, 90_000_000, "NONE")
 
 
 def test_usage_round_trip() -> None:
     serde = Serde()
-    row = MinuteRow("estate", "acme", "", "F", 1772445600000000, 4, 0, 120_000_000, 4, 0, 0, 0, 0, 0)
+    row = MinuteRow("estate", "acme", "", "F", 1772445600000000, 4, 0, 120_000_000, 4, 0, 0, 0, 0, 0,
+                    2, 0, 60_000_000, "UH")
     assert serde.decode_usage(serde.encode_usage(3, 1772445660000000, [row])) == (3, 1772445660000000, [row])
 
 
