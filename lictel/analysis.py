@@ -35,7 +35,7 @@ from clickhouse_connect.driver.client import Client
 from lictel.errors import ConfigError, InputError
 from lictel.export import rollup_query
 from lictel.identity import SQL_USER, normalize_user
-from lictel.reports import PEAK_AND_FIRST, peak_and_first
+from lictel.reports import CHARGED_PEAK_AND_FIRST, RULES_USED, peak_and_first
 from lictel.timeutil import DAY_US, MINUTE_US, US, date_us, iso_s, us_date
 from lictel.ud import UD, license_model, ud_report
 
@@ -166,32 +166,47 @@ def sizing(client: Client, db: str, scope: Scope, level: str = "estate") -> Repo
     total = (end - start) // MINUTE_US
     where, params = Scope(scope.org, scope.feature, start, end).where()
     result = client.query(
-        f"SELECT org, server, feature, peak, count() FROM {db}.usage_minute FINAL "
-        f"WHERE level = {{level:String}} AND source = 'license' AND {where} GROUP BY org, server, feature, peak "
-        f"ORDER BY org, server, feature, peak", parameters={**params, "level": level})
+        f"SELECT org, server, feature, charged_peak, count() FROM {db}.usage_minute FINAL "
+        f"WHERE level = {{level:String}} AND source = 'license' AND {where} "
+        f"GROUP BY org, server, feature, charged_peak ORDER BY org, server, feature, charged_peak",
+        parameters={**params, "level": level})
     by_key: dict[tuple[str, str, str], list[tuple[int, int]]] = defaultdict(list)
     for o, s, f, peak, n in result.result_rows:
         by_key[(o, s, f)].append((int(peak), int(n)))
     ents = entitlements(client, db, scope.org)
+    rules = rules_used(client, db, Scope(scope.org, scope.feature, start, end), level)
     rows, hist_rows = [], []
     for (o, s, f), levels in sorted(by_key.items()):
         dist = _with_idle(levels, total)
         mean = sum(p * n for p, n in dist) / total
         ent = entitled_on(ents.get((o, f), []), us_date(end - 1)) or None
         rows.append([o, s or "(estate)", f, total, ent, _cover(dist, total, 0.95), _cover(dist, total, 0.99),
-                     dist[-1][0], round(mean, 3)])
+                     dist[-1][0], round(mean, 3), rules.get((o, s, f), "NONE")])
         for label, n in _histogram(dist, ent or dist[-1][0] or 1):
             hist_rows.append([o, s or "(estate)", f, label, n, round(n / total, 6)])
     rep = Report("Sizing: licenses that cover a share of the minutes", _SIZING_COLS, rows,
                  [f"over {total:,} minutes from {iso_s(start)} to {iso_s(end)}; cover_95 = the fewest licenses "
-                  "that were enough in at least 95 % of the minutes (minute peak <= licenses)."])
+                  "that were enough in at least 95 % of the minutes (minute peak <= licenses).", CHARGED_NOTE])
     rep.parts.append(Report("Utilisation histogram (minute peak as a share of the entitlement, or of the highest "
                             "peak without one)", ["org", "server", "feature", "utilisation", "minutes", "share"],
                             hist_rows))
     return rep
 
 
-_SIZING_COLS = ["org", "server", "feature", "minutes", "entitlement", "cover_95", "cover_99", "cover_100", "mean"]
+_SIZING_COLS = ["org", "server", "feature", "minutes", "entitlement", "cover_95", "cover_99", "cover_100", "mean",
+                "dup_group"]
+CHARGED_NOTE = ("use is counted in licenses charged: checkouts that the feature's DUP_GROUP rule (column "
+                "dup_group) puts in one group share a license; NONE: every checkout is a license.")
+
+
+def rules_used(client: Client, db: str, scope: Scope, level: str = "estate") -> dict[tuple[str, str, str], str]:
+    """The DUP_GROUP rule(s) each (org, server, feature) of ``level`` was charged under in ``scope``
+    (several joined by '+' when the rule changed inside it)."""
+    where, params = scope.where()
+    result = client.query(
+        f"SELECT org, server, feature, {RULES_USED} FROM {db}.usage_minute FINAL WHERE level = {{level:String}} "
+        f"AND source = 'license' AND {where} GROUP BY org, server, feature", parameters={**params, "level": level})
+    return {(o, s, f): r for o, s, f, r in result.result_rows}
 
 
 def _with_idle(levels: list[tuple[int, int]], total: int) -> list[tuple[int, int]]:
@@ -243,8 +258,8 @@ def overuse(client: Client, db: str, scope: Scope, models: dict[str, str]) -> Re
         for a, b, n in _segments(items, *rng):
             where, params = Scope(o, f, a, b).where()
             minutes = client.query(
-                f"SELECT toUnixTimestamp(minute), peak FROM {db}.usage_minute FINAL WHERE level = 'estate' "
-                f"AND source = 'license' AND peak > {{n:UInt32}} AND {where} ORDER BY minute",
+                f"SELECT toUnixTimestamp(minute), charged_peak FROM {db}.usage_minute FINAL WHERE level = 'estate' "
+                f"AND source = 'license' AND charged_peak > {{n:UInt32}} AND {where} ORDER BY minute",
                 parameters={**params, "n": n}).result_rows
             for run in _runs([(int(m) * US, int(p), n) for m, p in minutes], MINUTE_US):
                 rows.append(_overuse_row(o, f, "concurrent", run, MINUTE_US))
@@ -254,7 +269,7 @@ def overuse(client: Client, db: str, scope: Scope, models: dict[str, str]) -> Re
                    "in_overdraft_band", "above_band", "kind"], rows,
                   ["duration, in_overdraft_band and above_band count minutes (concurrent) or days (user/device); "
                    f"the overdraft band is up to {OVERDRAFT_BAND:.0%} above the entitlement; kind is overdraft when "
-                   "the whole period stays inside it."])
+                   "the whole period stays inside it.", CHARGED_NOTE])
 
 
 def _ud_overuse(client: Client, db: str, org: str, feature: str, items: list[Entitled], models: dict[str, str],
@@ -388,8 +403,8 @@ def _oversized(client: Client, db: str, scope: Scope, models: dict[str, str], ra
             continue
         where, params = Scope(o, f, start, end).where()
         dist = [(int(p), int(n)) for p, n in client.query(
-            f"SELECT peak, count() FROM {db}.usage_minute FINAL WHERE level = 'estate' AND source = 'license' "
-            f"AND {where} GROUP BY peak ORDER BY peak", parameters=params).result_rows]
+            f"SELECT charged_peak, count() FROM {db}.usage_minute FINAL WHERE level = 'estate' AND source = 'license' "
+            f"AND {where} GROUP BY charged_peak ORDER BY charged_peak", parameters=params).result_rows]
         dist = _with_idle(dist, total)
         p99 = _cover(dist, total, 0.99) if dist else 0
         if p99 < ratio * ent:
@@ -537,7 +552,7 @@ def daily_peaks(client: Client, db: str, scope: Scope) -> dict[tuple[str, str], 
     """Per org and feature: the estate peak of every UTC day from its first to its last stored day."""
     where, params = scope.where()
     result = client.query(
-        f"SELECT org, feature, toDate(minute) AS d, max(peak) FROM {db}.usage_minute FINAL "
+        f"SELECT org, feature, toDate(minute) AS d, max(charged_peak) FROM {db}.usage_minute FINAL "
         f"WHERE level = 'estate' AND source = 'license' AND {where} GROUP BY org, feature, d ORDER BY org, feature, d",
         parameters=params)
     raw: dict[tuple[str, str], dict[dt.date, int]] = defaultdict(dict)
@@ -822,7 +837,7 @@ def reconcile_vendor(client: Client, db: str, org: str, vendor_rows: list[tuple[
     peaks: dict[tuple[str, dt.date], tuple[int, int]] = {}
     if any(license_model(f, models) != UD for f in features):
         result = client.query(
-            f"SELECT feature, toDate(minute) AS d, {PEAK_AND_FIRST} FROM {db}.usage_minute FINAL "
+            f"SELECT feature, toDate(minute) AS d, {CHARGED_PEAK_AND_FIRST} FROM {db}.usage_minute FINAL "
             f"WHERE level = 'estate' AND source = 'license' AND org = {{org:String}} "
             f"AND feature IN {{features:Array(String)}} GROUP BY feature, d",
             parameters={"org": org, "features": features})
@@ -886,11 +901,13 @@ def compliance(client: Client, db: str, scope: Scope, models: dict[str, str],
     ud_rows = ud_report(client, db, models, scope.org, scope.feature, day=last_day, explain=True, after_last_use=True)
     where, params = scope.where()
     peaks = client.query(
-        f"SELECT org, feature, {PEAK_AND_FIRST}, "
-        f"sum(license_us) FROM {db}.usage_minute FINAL WHERE level = 'estate' AND source = 'license' AND {where} "
-        f"GROUP BY org, feature ORDER BY org, feature", parameters=params).result_rows
+        f"SELECT org, feature, {CHARGED_PEAK_AND_FIRST}, "
+        f"sum(charged_license_us), {RULES_USED} FROM {db}.usage_minute FINAL WHERE level = 'estate' "
+        f"AND source = 'license' AND {where} GROUP BY org, feature ORDER BY org, feature",
+        parameters=params).result_rows
     keys = sorted({(o, f) for o, f, *_ in peaks} | {(r.org, r.feature) for r in ud_rows})
-    peak_of = {(o, f): (*peak_and_first(e), int(lic)) for o, f, e, lic in peaks}
+    peak_of = {(o, f): (*peak_and_first(e), int(lic)) for o, f, e, lic, _ in peaks}
+    rule_of = {(o, f): rule for o, f, _, _, rule in peaks}
     den_of = {(r[0], r[1]): (r[2], r[3]) for r in den.rows}
     ud_of = {(r.org, r.feature): r for r in ud_rows}
     rows = []
@@ -907,13 +924,13 @@ def compliance(client: Client, db: str, scope: Scope, models: dict[str, str],
             use, when = p, iso_s(at) if at else ""
             cover = size.get((o, f), [None] * 7)[6]
         rows.append([o, f, "user/device" if model == UD else "concurrent", ent, use, when, cover, len(periods),
-                     sum(r[5] for r in periods), d, true_d])
+                     sum(r[5] for r in periods), d, true_d, "" if model == UD else rule_of.get((o, f), "NONE")])
     rep = Report(f"Compliance report {iso_s(scope.start)} to {iso_s(scope.end)}",
                  ["org", "feature", "model", "entitlement", "peak_or_assigned", "at", "cover_99_or_optimal",
-                  "overuse_periods", "overuse_minutes_or_days", "denials", "true_denials"], rows,
+                  "overuse_periods", "overuse_minutes_or_days", "denials", "true_denials", "dup_group"], rows,
                  ["concurrent features: peak = the highest estate concurrency; cover_99 = licenses enough in 99 % of "
                   "the minutes. user/device features: assigned = licenses under the vendor's rule on the last day, "
-                  "optimal = the fewest that would cover the same 90 days."])
+                  "optimal = the fewest that would cover the same 90 days.", CHARGED_NOTE])
     rep.parts.append(over)
     rep.parts.append(den)
     if pseudo is not None:

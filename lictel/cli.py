@@ -918,17 +918,24 @@ def _print_summary(settings: Settings) -> None:
         out.print("no usage stored yet")
         return
     table = Table(title=f"License use {summary.period}", title_justify="left")
-    for col, just in (("org", "left"), ("feature", "left"), ("series", "left"), ("server", "left"), ("peak", "right"),
-                      ("peak at (UTC)", "left"), ("avg", "right"), ("license-hours", "right"),
-                      ("denials", "right")):
+    charged = any(r.dup_group != "NONE" for r in summary.rows)
+    cols = [("org", "left"), ("feature", "left"), ("series", "left"), ("server", "left"), ("peak", "right"),
+            ("peak at (UTC)", "left"), ("avg", "right"), ("license-hours", "right"), ("denials", "right")]
+    if charged:
+        cols[5:5] = [("charged", "right"), ("DUP_GROUP", "left")]
+    for col, just in cols:
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for r in summary.rows:
         style = "bold" if r.server == "(estate)" else ""
-        table.add_row(r.org, r.feature, r.source, r.server, f"{r.peak:,}", r.peak_at, f"{r.avg:,.2f}",
+        extra = [f"{r.charged_peak:,}", r.dup_group] if charged else []
+        table.add_row(r.org, r.feature, r.source, r.server, f"{r.peak:,}", *extra, r.peak_at, f"{r.avg:,.2f}",
                       f"{r.license_hours:,.1f}", f"{r.denials:,}", style=style)
     out.print(table)
     out.print("avg is time-weighted over the whole period; estate peak is the peak of the summed "
               "concurrency, not the sum of server peaks.")
+    if charged:
+        out.print("peak counts every checkout; charged is the peak of the licenses charged under the feature's "
+                  "DUP_GROUP rule (checkouts of one group share a license; NONE: every checkout is charged).")
     if any(r.source == "sessions" for r in summary.rows):
         rule = settings.session_rule
         out.print(f"series sessions: licenses implied by session exports (server = broker site), one per "

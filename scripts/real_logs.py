@@ -12,8 +12,9 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from lictel.dupgroup import DupRules
 from lictel.engine import compute_rows
-from lictel.events import IN, OUT, Event
+from lictel.events import IN, OUT, RESTART, Event
 from producers.flexnet import FlexnetParser, Skipped
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,12 +34,14 @@ def analyse(path: Path) -> list[str]:
     items = [*parser.parse(lines, path.name), *parser.finish()]
     events = [i for i in items if isinstance(i, Event)]
     dead = Counter(i.reason for i in items if isinstance(i, Skipped) and i.dead)
-    rows = [r for r in compute_rows(events) if r.level == "pool"]
+    rows = [r for r in compute_rows(events, rules=DupRules({"*": "UH"})) if r.level == "pool"]
     peak: dict[str, int] = defaultdict(int)
+    charged: dict[str, int] = defaultdict(int)
     orphans: Counter[str] = Counter()
     forced: Counter[str] = Counter()
     for r in rows:
         peak[r.feature] = max(peak[r.feature], r.peak)
+        charged[r.feature] = max(charged[r.feature], r.charged_peak)
         orphans[r.feature] += r.orphans
         forced[r.feature] += r.forced_releases
     naive: dict[str, int] = defaultdict(int)
@@ -70,14 +73,46 @@ def analyse(path: Path) -> list[str]:
         out.append(f"Warnings: {st.out_of_order} log segment(s) out of order (dates going back), e.g. "
                    f"{first.split(':', 1)[0]}; `lictel run --flexnet` sends such a file's events "
                    "in time order.")
-    out += ["", "| feature | lictel peak | naive peak | OUTs of N > 1 licenses | orphan INs | forced releases |",
-            "|---|---:|---:|---:|---:|---:|"]
+    holders = _holders_at_peak(events, peak)
+    out += ["", "| feature | lictel peak | user@host at the peak | charged peak under UH | naive peak | "
+                "OUTs of N > 1 licenses | orphan INs | forced releases |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
     top = sorted(peak, key=lambda f: (-peak[f], f))[:8]
     for f in top:
-        out.append(f"| {f} | {peak[f]:,} | {naive[f]:,} | {multi[f]:,} | {orphans[f]:,} | {forced[f]:,} |")
+        out.append(f"| {f} | {peak[f]:,} | {holders.get(f, 0):,} | {charged[f]:,} | {naive[f]:,} | {multi[f]:,} | "
+                   f"{orphans[f]:,} | {forced[f]:,} |")
     if len(peak) > len(top):
-        out.append(f"| ({len(peak) - len(top)} more features) | | | | | |")
+        out.append(f"| ({len(peak) - len(top)} more features) | | | | | | | |")
     return [*out, ""]
+
+
+def _holders_at_peak(events: list[Event], peak: dict[str, int]) -> dict[str, int]:
+    """Per feature: the distinct user@host pairs holding licenses at the first instant its checkouts
+    reach ``peak`` (the engine's OUT/IN/RESTART rules, replayed instant by instant)."""
+    held: dict[tuple[str, ...], int] = {}
+    level: Counter[str] = Counter()
+    found: dict[str, int] = {}
+    ordered = sorted(events, key=lambda e: (e.ts, e.seq))
+    for i, e in enumerate(ordered):
+        if e.action == OUT:
+            ident = (e.feature, e.vendor, e.user, e.host, e.handle or "")
+            held[ident] = held.get(ident, 0) + e.count
+            level[e.feature] += e.count
+        elif e.action == IN:
+            ident = (e.feature, e.vendor, e.user, e.host, e.handle or "")
+            released = min(e.count, held.get(ident, 0))
+            if released:
+                held[ident] -= released
+                level[e.feature] -= released
+        elif e.action == RESTART:
+            for ident in [k for k in held if k[1] == e.vendor]:
+                level[ident[0]] -= held.pop(ident)
+        if i + 1 < len(ordered) and ordered[i + 1].ts == e.ts:
+            continue  # one instant: only the state after all of its events counts
+        for f, n in level.items():
+            if f not in found and n == peak.get(f) and n:
+                found[f] = len({(k[2], k[3]) for k, v in held.items() if k[0] == f and v})
+    return found
 
 
 def main() -> None:
@@ -100,6 +135,12 @@ def main() -> None:
         "- **Simultaneous events**: everything stamped with one second counts as one instant, so a "
         "check-in and a checkout in the same second never add up to a momentary extra license.",
         "- **Identity**: a check-in only releases what the same user, host and project tag hold.",
+        "",
+        "Licenses charged: a feature line's `DUP_GROUP` lets checkouts of one user on one host (UH) share a "
+        "license, which the debug log cannot show (it writes every OUT). The tables give, at the first instant of "
+        "each feature's peak, how many distinct user@host pairs held it, and the peak of the licenses charged if "
+        "the feature were `DUP_GROUP=UH` (`lictel run --dup-group '*=UH'`): where the two differ from the peak, "
+        "the license server may count fewer licenses than the log's checkouts.",
         "",
     ]
     for path in sorted(corpus.glob("*.log")):

@@ -103,7 +103,7 @@ def test_usage_by_day(client: object) -> None:
 def test_sizing_and_histogram(client: object) -> None:
     rep = sizing(client, DB, Scope("acme", "F_CCU", MON, WED))
     # 2880 minutes: 20 at 3, 30 at 2, 851 at 1, the rest at 0.
-    assert rep.rows == [["acme", "(estate)", "F_CCU", 2880, 2, 1, 2, 3, round((851 + 60 + 60) / 2880, 3)]]
+    assert rep.rows == [["acme", "(estate)", "F_CCU", 2880, 2, 1, 2, 3, round((851 + 60 + 60) / 2880, 3), "NONE"]]
     hist = {r[3]: r[4] for r in rep.parts[0].rows if r[4]}
     assert hist == {"0%": 2880 - 901, "40-50%": 851, "90-100%": 30, ">100%": 20}
 
@@ -184,8 +184,8 @@ def test_cli_formats_and_compliance(data_dir: Path, tmp_path: Path) -> None:
     lictel = Lictel(data_dir, {**os.environ, "LICTEL_DATA_DIR": str(data_dir), "COLUMNS": "200"})
     sizing_csv = lictel("report", "sizing", "--format", "csv", "--feature", "F_CCU", "--from", "2026-03-02",
                         "--to", "2026-03-04").stdout
-    assert sizing_csv.splitlines() == ["org,server,feature,minutes,entitlement,cover_95,cover_99,cover_100,mean",
-                                       "acme,(estate),F_CCU,2880,2,1,2,3,0.337"]
+    assert sizing_csv.splitlines() == ["org,server,feature,minutes,entitlement,cover_95,cover_99,cover_100,mean,"
+                                       "dup_group", "acme,(estate),F_CCU,2880,2,1,2,3,0.337,NONE"]
     doc = json.loads(lictel("report", "denials", "--format", "json", "--by", "hour").stdout)
     assert [(r["hour"], r["true_denials"]) for r in doc["rows"]] == [("2026-03-02T10:00:00Z", 0),
                                                                       ("2026-03-03T14:00:00Z", 1)]
@@ -243,3 +243,30 @@ def test_user_names_compare_the_same_in_sql_and_python(client: object) -> None:
     got = client.query(f"SELECT {SQL_USER} FROM (SELECT arrayJoin({{n:Array(String)}}) AS user)",  # type: ignore[attr-defined]
                        parameters={"n": names}).result_rows
     assert [r[0] for r in got] == [normalize_user(n) for n in names]
+
+
+def test_reports_that_compare_with_entitlements_use_licenses_charged(warehouse: tuple[Settings, object]) -> None:
+    from lictel.analysis import compliance
+    from lictel.dupgroup import DupRules
+
+    settings, client = warehouse
+    # ann opens three sessions of F_UH on pc1 (three checkouts, one license under UH) for an hour;
+    # bob one on pc2. Two licenses are owned: the checkouts (4) exceed them, the licenses charged (2) do not.
+    spec = [("09:00", "OUT", "ann", "pc1", "a"), ("09:05", "OUT", "ann", "pc1", "b"), ("09:10", "OUT", "ann", "pc1", "c"),
+            ("09:20", "OUT", "bob", "pc2", "d"), ("10:00", "IN", "ann", "pc1", "a"), ("10:00", "IN", "ann", "pc1", "b"),
+            ("10:00", "IN", "ann", "pc1", "c"), ("10:00", "IN", "bob", "pc2", "d")]
+    events = [Event(f"lic01:x:{i}", parse_ts(f"2026-03-02T{ts}:00Z"), "acme", "lic01", "CITRIX", "F_UH", action,
+                    user, host, handle, 1, None, "lic01:x", i) for i, (ts, action, user, host, handle) in enumerate(spec)]
+    rows = compute_rows(events, rules=DupRules({"F_UH": "UH"}))
+    write_minute_rows(client, DB, rows, version=1)  # type: ignore[arg-type]
+    store(client, DB, parse_contract_csv("feature,count,start,expiry,vendor,note\nF_UH,2,2026-01-01,,CITRIX,\n",
+                                         org="acme", source="c.csv"))  # type: ignore[arg-type]
+    scope = Scope("acme", "F_UH", MON, WED)
+    size = sizing(client, DB, scope)
+    # Charged: 1 from 09:00, 2 from 09:20 to 10:00 (checkouts would reach 4).
+    assert [r[5:] for r in size.rows] == [[0, 2, 2, round((20 + 40 * 2) / 2880, 3), "UH"]]
+    assert overuse(client, DB, scope, {}).rows == []
+    comp = compliance(client, DB, scope, {})
+    assert [(r[4], r[-1]) for r in comp.rows] == [(2, "UH")]
+    assert any("licenses charged" in n for n in comp.notes)
+    assert max(r.peak for r in rows) == 4  # what every checkout counted: above the two licenses
