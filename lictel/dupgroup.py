@@ -24,8 +24,8 @@ NONE = "NONE"
 SITE = "SITE"
 _SEP = "\x1f"
 
-# An identity is "vendor SEP user SEP host SEP handle" (engine); a group key keeps some of it.
-GroupKey = Callable[[str], str]
+# A group key from a checkout's (vendor, user, host).
+GroupKey = Callable[[str, str, str], str]
 
 
 def normalize(rule: str) -> str:
@@ -61,21 +61,18 @@ def note(rule: str) -> str:
 
 
 def group_key(rule: str) -> GroupKey | None:
-    """The function from a checkout identity to its group, or ``None`` when every checkout is its own
-    group (charged = checkouts)."""
+    """The function from a checkout's ``(vendor, user, host)`` to its group, or ``None`` when every
+    checkout is its own group (charged = checkouts)."""
     by = fields(rule)
     if by == "":
         return None
     if by == SITE:
-        return lambda ident: ident.split(_SEP, 1)[0]
+        return lambda vendor, user, host: vendor
     if by == "U":
-        return lambda ident: _SEP.join(ident.split(_SEP, 2)[:2])
+        return lambda vendor, user, host: vendor + _SEP + user
     if by == "H":
-        def host(ident: str) -> str:
-            parts = ident.split(_SEP, 3)
-            return parts[0] + _SEP + parts[2]
-        return host
-    return lambda ident: _SEP.join(ident.split(_SEP, 3)[:3])
+        return lambda vendor, user, host: vendor + _SEP + host
+    return lambda vendor, user, host: vendor + _SEP + user + _SEP + host
 
 
 def parse(text: str, what: str = "LICTEL_DUP_GROUP") -> dict[str, str]:

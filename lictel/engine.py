@@ -152,7 +152,8 @@ class _Pool:
         if self.group_of is None:
             return
         for ident, n in self.held.items():
-            group = self.groups.setdefault(self.group_of(ident), {})
+            vendor, user, host, _ = ident.split(_SEP)
+            group = self.groups.setdefault(self.group_of(vendor, user, host), {})
             for k in self.parts.get(ident) or [1] * n:
                 group[k] = group.get(k, 0) + 1
         self.charged = sum(max(g) for g in self.groups.values())
@@ -365,7 +366,7 @@ class Engine:
             elif k != 1:
                 pool.parts[ident] = [1] * have + [k]
             if pool.group_of is not None:
-                _charge_out(pool, pool.group_of(ident), k)
+                _charge_out(pool, pool.group_of(ev.vendor, ev.user, ev.host), k)
         elif action == IN:
             ident = _SEP.join((ev.vendor, ev.user, ev.host, ev.handle or ""))
             have = pool.held.get(ident, 0)
@@ -379,7 +380,13 @@ class Engine:
                     pool.held[ident] = have - released
                 pool.c -= released
                 cnt.checkins += released
-                _charge_in(pool, ident, released)
+                if pool.group_of is not None:
+                    _charge_in(pool, ident, pool.group_of(ev.vendor, ev.user, ev.host), released)
+                elif ident in pool.parts:
+                    parts = pool.parts[ident]
+                    _close_oldest(parts, released, None)
+                    if not parts:
+                        del pool.parts[ident]
         elif action == DENIED:
             cnt.denials += 1
         elif action == QUEUED:
@@ -611,7 +618,8 @@ def _pool_minutes(pool: _Pool, evs: list[Event], boundary: int,
         cnt = _Counters()
         had_event = False
         v = pool.c
-        ch = pool.charged_now
+        grouped = pool.group_of is not None
+        ch = pool.charged if grouped else v
         cursor = m
         steps: Steps = []
         while i < n and evs[i].ts < end:
@@ -624,7 +632,7 @@ def _pool_minutes(pool: _Pool, evs: list[Event], boundary: int,
                     had_event = True
                 i += 1
             v = pool.c
-            ch = pool.charged_now
+            ch = pool.charged if grouped else v
         steps.append((cursor - m, v, ch))
         if had_event or steps[0][1] > 0:
             yield _row(POOL, pool.org, pool.server, pool.feature, m, steps, cnt, pool.source, pool.rule), steps
@@ -716,18 +724,10 @@ def _charge_out(pool: _Pool, gkey: str, k: int) -> None:
         pool.charged += k - old
 
 
-def _charge_in(pool: _Pool, ident: str, released: int) -> None:
-    """Close ``released`` licenses of ``ident``'s open checkouts, oldest first (a partial IN reduces
-    the oldest), and update the licenses charged."""
+def _charge_in(pool: _Pool, ident: str, gkey: str, released: int) -> None:
+    """Close ``released`` licenses of ``ident``'s open checkouts (group ``gkey``), oldest first (a
+    partial IN reduces the oldest), and update the licenses charged."""
     parts = pool.parts.get(ident)
-    group_of = pool.group_of
-    if group_of is None:
-        if parts is not None:
-            _close_oldest(parts, released, None)
-            if not parts:
-                del pool.parts[ident]
-        return
-    gkey = group_of(ident)
     group = pool.groups[gkey]
     old = max(group)
     if parts is None:

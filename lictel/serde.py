@@ -180,7 +180,7 @@ class Serde:
 
 def _usage_row(r: dict[str, Any]) -> MinuteRow:
     # Rows written before licenses charged existed were computed under no rule: charged = checkouts.
-    if r.get("charged_peak") is None:
+    if r.get("charged_peak", -1) < 0:
         r["charged_peak"], r["charged_low"], r["charged_license_us"] = r["peak"], r["low"], r["license_us"]
     return MinuteRow(**r)
 

@@ -216,9 +216,9 @@ class ClickHouseSink:
                     elif c == "version":
                         col.extend([version] * len(rows))
                     elif c in _CHARGED:
-                        # Null in rows from before licenses charged: computed under no rule.
+                        # -1 in rows from before licenses charged: computed under no rule.
                         base = _CHARGED[c]
-                        col.extend([r[base] if r[c] is None else r[c] for r in rows])
+                        col.extend([r[base] if r[c] < 0 else r[c] for r in rows])
                     else:
                         col.extend([r[c] for r in rows])
                 buf.n_usage += len(rows)
