@@ -25,7 +25,7 @@ import itertools
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +34,9 @@ from clickhouse_connect.driver.client import Client
 
 from lictel.errors import ConfigError, InputError
 from lictel.export import rollup_query
-from lictel.identity import SQL_USER, normalize_user
+from lictel.identity import SQL_DEVICE, SQL_USER, normalize_user
 from lictel.reports import CHARGED_PEAK_AND_FIRST, RULES_USED, peak_and_first
-from lictel.timeutil import DAY_US, MINUTE_US, US, date_us, iso_s, us_date
+from lictel.timeutil import DAY_US, MINUTE_US, US, date_us, from_us, iso_in, iso_s, us_date, zone
 from lictel.ud import UD, license_model, ud_report
 
 OVERDRAFT_BAND = 0.10
@@ -57,12 +57,14 @@ class Report:
 
 @dataclass(frozen=True)
 class Scope:
-    """What a report looks at: an org and/or feature, a time range (µs, half-open)."""
+    """What a report looks at: an org and/or feature, a time range (µs, half-open), and the zone
+    (IANA) whose days and hours the report speaks of."""
 
     org: str | None = None
     feature: str | None = None
     start: int | None = None
     end: int | None = None
+    tz: str = "UTC"
 
     def where(self, time_col: str = "minute", seconds: bool = True, table: str = "") -> tuple[str, dict[str, Any]]:
         """A parameterised condition; ``table`` (``"o."``) qualifies the org and feature columns."""
@@ -139,31 +141,59 @@ def _segments(items: list[Entitled], start: int, end: int) -> list[tuple[int, in
 
 
 def usage(client: Client, db: str, scope: Scope, level: str = "estate", granularity: str = "day",
-          source: str = "license") -> Report:
+          source: str = "license", measure: str = "checkouts") -> Report:
     """Peak, low, time-weighted average and license-hours per period: lictel.export's rollup,
     with the numbers formatted in ClickHouse (a year of hourly pool rows is a bulk answer)."""
     rollup, params = rollup_query(db, level, granularity, scope.org, scope.feature,
                                   None if scope.start is None else scope.start // US,
-                                  None if scope.end is None else scope.end // US, source)
+                                  None if scope.end is None else scope.end // US, source, measure, scope.tz)
     result = client.query(
-        f"SELECT org, if(server = '', '(estate)', server), feature, "
-        f"formatDateTime(toDateTime(start, 'UTC'), '%Y-%m-%dT%H:%i:%SZ', 'UTC'), top, bottom, "
+        f"SELECT org, if(server = '', '(estate)', server), feature, {_sql_local_iso('start')}, top, bottom, "
         f"round(lic / (secs * 1e6), 6), round(lic / 3.6e9, 6) FROM ({rollup}) ORDER BY org, server, feature, start",
         parameters=params)
-    return Report(f"Usage by {granularity} ({level}, {source})",
-                  ["org", "server", "feature", "period", "peak", "low", "avg", "license_hours"],
+    what = "licenses charged" if measure == "charged" else "checkouts"
+    return Report(f"Usage by {granularity} ({level}, {source}, {what}, {scope.tz})",
+                  ["org", "server", "feature", granularity, "peak", "low", "avg", "license_hours"],
                   [list(r) for r in result.result_rows],
-                  ["avg is time-weighted over the whole period (minutes without a row count as 0); low is 0 "
-                   "when some minute of the period had nothing out."])
+                  [f"{granularity}s of {scope.tz}; avg is time-weighted over the whole period (minutes without a "
+                   "row count as 0); low is 0 when some minute of the period had nothing out."])
+
+
+def _sql_local_iso(col: str) -> str:
+    """SQL for Unix seconds ``col`` as ISO-8601 local time of the query's ``{tz:String}`` with its
+    offset (``Z`` for UTC), formatted in ClickHouse (reports may be export-sized)."""
+    local = f"formatDateTime(toDateTime({col}, {{tz:String}}), '%Y-%m-%dT%H:%i:%S%z', {{tz:String}})"
+    return (f"if({{tz:String}} = 'UTC', formatDateTime(toDateTime({col}, 'UTC'), '%Y-%m-%dT%H:%i:%SZ', 'UTC'), "
+            f"concat(substring({local}, 1, 22), ':', substring({local}, 23, 2)))")
+
+
+def key_ranges(client: Client, db: str, scope: Scope, level: str = "estate") -> dict[tuple[str, str, str], tuple[int, int]]:
+    """Per (org, server, feature) of ``level``: the scope's range clipped to [the feature's first
+    stored minute, its last + 1 min). Shares of minutes (percentiles, means) are taken over this
+    range: idle minutes between a feature's first and last data count (nothing was held), the part of a
+    requested range before its data began or after it ended does not."""
+    where, params = Scope(scope.org, scope.feature).where()
+    result = client.query(
+        f"SELECT org, server, feature, toUnixTimestamp(min(minute)), toUnixTimestamp(max(minute)) "
+        f"FROM {db}.usage_minute WHERE level = {{level:String}} AND source = 'license' AND {where} "
+        f"GROUP BY org, server, feature", parameters={**params, "level": level})
+    out = {}
+    for o, s, f, a, b in result.result_rows:
+        first = max(int(a) * US, scope.start if scope.start is not None else 0)
+        last = min(int(b) * US + MINUTE_US, scope.end if scope.end is not None else 2**62)
+        if last > first:
+            out[(o, s, f)] = (first, last)
+    return out
 
 
 def sizing(client: Client, db: str, scope: Scope, level: str = "estate") -> Report:
-    """Licenses that cover 95 %, 99 % and 100 % of the minutes, and the utilisation histogram."""
-    rng = stored_range(client, db, scope)
-    if rng is None:
+    """Licenses that cover 95 %, 99 % and 100 % of the minutes, and the utilisation histogram; the
+    minutes are each feature's from its first to its last stored minute inside the scope."""
+    ranges = key_ranges(client, db, scope, level)
+    if not ranges:
         return Report("Sizing", _SIZING_COLS, [])
-    start, end = rng
-    total = (end - start) // MINUTE_US
+    start = min(a for a, _ in ranges.values())
+    end = max(b for _, b in ranges.values())
     where, params = Scope(scope.org, scope.feature, start, end).where()
     result = client.query(
         f"SELECT org, server, feature, charged_peak, count() FROM {db}.usage_minute FINAL "
@@ -177,16 +207,21 @@ def sizing(client: Client, db: str, scope: Scope, level: str = "estate") -> Repo
     rules = rules_used(client, db, Scope(scope.org, scope.feature, start, end), level)
     rows, hist_rows = [], []
     for (o, s, f), levels in sorted(by_key.items()):
+        if (o, s, f) not in ranges:
+            continue
+        first, last = ranges[(o, s, f)]
+        total = (last - first) // MINUTE_US
         dist = _with_idle(levels, total)
         mean = sum(p * n for p, n in dist) / total
-        ent = entitled_on(ents.get((o, f), []), us_date(end - 1)) or None
+        ent = entitled_on(ents.get((o, f), []), us_date(last - 1)) or None
         rows.append([o, s or "(estate)", f, total, ent, _cover(dist, total, 0.95), _cover(dist, total, 0.99),
-                     dist[-1][0], round(mean, 3), rules.get((o, s, f), "NONE")])
+                     dist[-1][0], round(mean, 3), rules.get((o, s, f), "NONE"), iso_in(first, scope.tz), iso_in(last, scope.tz)])
         for label, n in _histogram(dist, ent or dist[-1][0] or 1):
             hist_rows.append([o, s or "(estate)", f, label, n, round(n / total, 6)])
     rep = Report("Sizing: licenses that cover a share of the minutes", _SIZING_COLS, rows,
-                 [f"over {total:,} minutes from {iso_s(start)} to {iso_s(end)}; cover_95 = the fewest licenses "
-                  "that were enough in at least 95 % of the minutes (minute peak <= licenses).", CHARGED_NOTE])
+                 ["minutes: from the feature's first to its last stored minute (columns from, to); cover_95 = "
+                  "the fewest licenses that were enough in at least 95 % of those minutes (minute peak <= "
+                  "licenses).", CHARGED_NOTE])
     rep.parts.append(Report("Utilisation histogram (minute peak as a share of the entitlement, or of the highest "
                             "peak without one)", ["org", "server", "feature", "utilisation", "minutes", "share"],
                             hist_rows))
@@ -194,7 +229,7 @@ def sizing(client: Client, db: str, scope: Scope, level: str = "estate") -> Repo
 
 
 _SIZING_COLS = ["org", "server", "feature", "minutes", "entitlement", "cover_95", "cover_99", "cover_100", "mean",
-                "dup_group"]
+                "dup_group", "from", "to"]
 CHARGED_NOTE = ("use is counted in licenses charged: checkouts that the feature's DUP_GROUP rule (column "
                 "dup_group) puts in one group share a license; NONE: every checkout is a license.")
 
@@ -262,7 +297,7 @@ def overuse(client: Client, db: str, scope: Scope, models: dict[str, str]) -> Re
                 f"AND source = 'license' AND charged_peak > {{n:UInt32}} AND {where} ORDER BY minute",
                 parameters={**params, "n": n}).result_rows
             for run in _runs([(int(m) * US, int(p), n) for m, p in minutes], MINUTE_US):
-                rows.append(_overuse_row(o, f, "concurrent", run, MINUTE_US))
+                rows.append(_overuse_row(o, f, "concurrent", run, MINUTE_US, scope.tz))
     rows.sort(key=lambda r: (r[0], r[1], r[3]))
     return Report("Overuse: use above the entitlement",
                   ["org", "feature", "model", "start", "end", "duration", "max_use", "entitlement", "max_excess",
@@ -297,12 +332,13 @@ def _runs(points: list[tuple[int, int, int]], step: int) -> Iterable[list[tuple[
         yield run
 
 
-def _overuse_row(org: str, feature: str, model: str, run: list[tuple[int, int, int]], step: int) -> list[Any]:
+def _overuse_row(org: str, feature: str, model: str, run: list[tuple[int, int, int]], step: int,
+                 tz: str = "UTC") -> list[Any]:
     ent = run[0][2]
     band = ent * (1 + OVERDRAFT_BAND)
     top = max(v for _, v, _ in run)
     in_band = sum(1 for _, v, _ in run if v <= band)
-    fmt = iso_s if step == MINUTE_US else (lambda t: us_date(t).isoformat())
+    fmt = (lambda t: iso_in(t, tz)) if step == MINUTE_US else (lambda t: us_date(t).isoformat())
     return [org, feature, model, fmt(run[0][0]), fmt(run[-1][0] + step), len(run), top, ent, top - ent, in_band,
             len(run) - in_band, "overdraft" if top <= band else "overuse"]
 
@@ -311,36 +347,58 @@ def _overuse_row(org: str, feature: str, model: str, run: list[tuple[int, int, i
 
 
 def denials(client: Client, db: str, scope: Scope, by: str = "feature", within_min: int = 10) -> Report:
-    """Denials by feature, user or hour, with reasons; a *true* denial is one the same user did not
-    overcome with a successful checkout of the same feature within ``within_min`` minutes."""
-    if by not in ("feature", "user", "hour"):
-        raise ConfigError(f"--by must be one of feature, user, hour, not {by!r}")
+    """Denials by feature, user, host or hour, with reasons; a *true* denial is one the same user did
+    not overcome with a successful checkout of the same feature within ``within_min`` minutes. By user
+    or host, the largest counts come first. Requests for features the server does not serve
+    (UNSUPPORTED) are not denials of a licensed feature: they are a table of their own."""
+    if by not in DENIAL_KEYS:
+        raise ConfigError(f"--by must be one of {', '.join(DENIAL_KEYS)}, not {by!r}")
     where, params = scope.where("ts", seconds=False)
-    key = {"feature": "", "user": ", u AS k", "hour": ", toUnixTimestamp(toStartOfHour(t)) AS k"}[by]
+    key = {"feature": "", "user": ", u AS k", "host": ", h AS k",
+           "hour": ", toUnixTimestamp(toStartOfHour(t, {tz:String})) AS k"}[by]
     group = ", k" if key else ""
+    order = f"count() DESC, org, feature{group}" if by in ("user", "host") else f"org, feature{group}"
     result = client.query(
         f"SELECT org, feature{key}, count(), "
         f"countIf(next_out = 0 OR next_out - toUnixTimestamp64Micro(t) > {{within:Int64}} * 60000000), "
         f"arrayStringConcat(arrayMap(x -> ifNull(x, '(none)'), topK(3)(reason)), '; ') "
-        f"FROM (SELECT d.org AS org, d.feature AS feature, d.u AS u, d.ts AS t, d.reason AS reason, "
+        f"FROM (SELECT d.org AS org, d.feature AS feature, d.u AS u, d.h AS h, d.ts AS t, d.reason AS reason, "
         f"toUnixTimestamp64Micro(o.ts) AS next_out "
-        f"FROM (SELECT org, feature, {SQL_USER} AS u, ts, reason FROM {db}.raw_events FINAL "
+        f"FROM (SELECT org, feature, {SQL_USER} AS u, {SQL_DEVICE} AS h, ts, reason FROM {db}.raw_events FINAL "
         f"WHERE action = 'DENIED' AND {where}) AS d "
         f"ASOF LEFT JOIN (SELECT org, feature, {SQL_USER} AS u, ts FROM {db}.raw_events FINAL "
         f"WHERE action = 'OUT') AS o ON d.org = o.org AND d.feature = o.feature AND d.u = o.u AND o.ts > d.ts) "
-        f"GROUP BY org, feature{group} ORDER BY org, feature{group}",
-        parameters={**params, "within": within_min},
+        f"GROUP BY org, feature{group} ORDER BY {order}",
+        parameters={**params, "within": within_min, "tz": scope.tz},
         settings={"join_use_nulls": 0})
     rows = []
     for r in result.result_rows:
         r = list(r)
         if by == "hour":
-            r[2] = iso_s(int(r[2]) * US)
+            r[2] = iso_in(int(r[2]) * US, scope.tz)
         rows.append(r)
     cols = ["org", "feature", *([by] if key else []), "denials", "true_denials", "top_reasons"]
-    return Report(f"Denials by {by}", cols, rows,
-                  [f"true_denials: not followed by a checkout of the same user and feature within {within_min} "
-                   "minutes (users compared without case and domain)."])
+    rep = Report(f"Denials by {by}", cols, rows,
+                 [f"true_denials: not followed by a checkout of the same user and feature within {within_min} "
+                  "minutes (users compared without case and domain, hosts without case); "
+                  "reasons are the server's error codes without the socket detail."])
+    unsupported = client.query(
+        f"SELECT org, feature, count(), uniqExact({SQL_USER}), toUnixTimestamp64Micro(min(ts)), "
+        f"toUnixTimestamp64Micro(max(ts)), "
+        f"arrayStringConcat(arrayMap(x -> ifNull(x, '(none)'), topK(3)(reason)), '; ') FROM {db}.raw_events FINAL "
+        f"WHERE action = 'UNSUPPORTED' AND {where} GROUP BY org, feature ORDER BY count() DESC, org, feature",
+        parameters=params).result_rows
+    rep.parts.append(Report(
+        "Requests for features the server does not serve (UNSUPPORTED; not denials)",
+        ["org", "feature", "requests", "users", "first", "last", "top_reasons"],
+        [[o, f, int(n), int(u), iso_in(int(a), scope.tz), iso_in(int(b), scope.tz), r]
+         for o, f, n, u, a, b, r in unsupported],
+        ["a client asked for a feature no license file of the server names (a wrong feature name or "
+         "license path on the client); it uses no license and is not a shortage."]))
+    return rep
+
+
+DENIAL_KEYS = ("feature", "user", "host", "hour")
 
 
 # --------------------------------------------------------------------------- dormant
@@ -352,13 +410,16 @@ def dormant(client: Client, db: str, scope: Scope, models: dict[str, str], days:
     entitlements whose 99th percentile stays below ``ratio`` of the entitlement, and checkouts held
     longer than ``held_hours`` (phantoms)."""
     rows: list[list[Any]] = []
-    rows += _releasable(client, db, scope, models, days, as_of)
-    rows += _oversized(client, db, scope, models, ratio)
+    rows += [[*r, 1] for r in _releasable(client, db, scope, models, days, as_of)]
+    rows += [[*r, 1] for r in _oversized(client, db, scope, models, ratio)]
     rows += _phantoms(client, db, scope, held_hours)
-    return Report("Dormant licenses", ["kind", "org", "feature", "who", "detail", "since", "days"], rows,
+    return Report("Dormant licenses", ["kind", "org", "feature", "who", "detail", "since", "days", "checkouts"], rows,
                   [f"releasable: a user/device assignment (held 90 days after its last use) unused for {days}+ days; "
                    f"oversized: 99th percentile of the minute peaks below {ratio:.0%} of the entitlement; "
-                   f"phantom: a checkout held {held_hours:g}+ hours (or still held at the end of the data)."])
+                   f"phantom: a checkout held {held_hours:g}+ hours that no check-in ended: never checked in, or "
+                   "released only by a daemon restart. A long checkout that ended with a check-in (a multi-day "
+                   "job) is use, not a phantom. Identical phantoms (same holder, server and ending) are one row: "
+                   "checkouts counts them, since is the first, days the longest held."])
 
 
 def _releasable(client: Client, db: str, scope: Scope, models: dict[str, str], days: int,
@@ -392,12 +453,14 @@ def _oversized(client: Client, db: str, scope: Scope, models: dict[str, str], ra
     rng = stored_range(client, db, scope)
     if rng is None:
         return []
-    start, end = rng
-    total = (end - start) // MINUTE_US
+    ranges = key_ranges(client, db, scope)
     rows = []
     for (o, f), items in sorted(entitlements(client, db, scope.org).items()):
         if (scope.feature and f != scope.feature) or license_model(f, models) == UD:
             continue
+        # A feature with data: its own stored range; one never used: the whole monitored range.
+        start, end = ranges.get((o, "", f), rng)
+        total = (end - start) // MINUTE_US
         ent = entitled_on(items, us_date(end - 1))
         if not ent:
             continue
@@ -410,7 +473,7 @@ def _oversized(client: Client, db: str, scope: Scope, models: dict[str, str], ra
         if p99 < ratio * ent:
             rows.append(["oversized", o, f, "", f"99th percentile {p99} of entitlement {ent} "
                          f"(peak {dist[-1][0] if dist else 0}); {ent - max(p99, dist[-1][0] if dist else 0)} "
-                         "never used", iso_s(start), total // 1440])
+                         "never used", iso_in(start, scope.tz), total // 1440])
     return rows
 
 
@@ -429,16 +492,24 @@ def _phantoms(client: Client, db: str, scope: Scope, held_hours: float) -> list[
         f"ON o.org = r.org AND o.server = r.server AND o.vendor = r.vendor AND r.ts >= o.ts "
         f"WHERE {where}", parameters=params, settings={"join_use_nulls": 0})
     limit = int(held_hours * 3600 * US)
-    rows = []
+    # (org, feature, who, server, how it ended) -> [checkouts, first checkout, longest held]
+    groups: dict[tuple[str, str, str, str, str], list[int]] = {}
     for o, server, f, user, host, out_ts, in_ts, restart_ts, newest in result.result_rows:
-        ends = [t for t in (in_ts, restart_ts) if t and t > 0]
-        release = min(ends) if ends else None
-        held = (release if release is not None else newest) - out_ts
-        if held >= limit:
-            state = f"released {iso_s(release)}" if release is not None else "still held at the end of the data"
-            rows.append(["phantom", o, f, f"{user}@{host}", f"server {server}; {state}", iso_s(out_ts),
-                         round(held / DAY_US, 2)])
-    rows.sort(key=lambda r: (r[1], r[2], r[5]))
+        checked_in = in_ts is not None and in_ts > 0 and not (restart_ts and 0 < restart_ts < in_ts)
+        if checked_in:
+            continue  # a long job that ended with a check-in is use, not a phantom
+        forced = restart_ts is not None and restart_ts > 0
+        held = (restart_ts if forced else newest) - out_ts
+        if held < limit:
+            continue
+        how = "released only by a daemon restart" if forced else "never checked in (still held at the end of the data)"
+        g = groups.setdefault((o, f, f"{user}@{host}", server, how), [0, out_ts, 0])
+        g[0] += 1
+        g[1] = min(g[1], out_ts)
+        g[2] = max(g[2], held)
+    rows = [["phantom", o, f, who, f"server {server}; {how}", iso_in(first, scope.tz), round(longest / DAY_US, 2), n]
+            for (o, f, who, server, how), (n, first, longest) in groups.items()]
+    rows.sort(key=lambda r: (r[1], r[2], r[5], r[3]))
     return rows
 
 
@@ -449,43 +520,53 @@ DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def heatmap(client: Client, db: str, scope: Scope, level: str = "estate") -> Report:
-    """Hour-of-week (UTC) average concurrency and peak per feature, with an SVG chart each."""
+    """Per feature, a 7 x 24 grid (weekday x hour of ``scope.tz``) of the average concurrency, then
+    the same grid of the peak, with an SVG chart each."""
     rng = stored_range(client, db, scope)
     if rng is None:
         return Report("Heatmap", _HEAT_COLS, [])
     start, end = rng
-    where, params = Scope(scope.org, scope.feature, start, end).where()
+    where, params = replace(scope, start=start, end=end).where()
     result = client.query(
-        f"SELECT org, feature, toDayOfWeek(minute) - 1 AS dow, toHour(minute) AS h, sum(license_us), max(peak) "
+        f"SELECT org, feature, toDayOfWeek(minute, 0, {{tz:String}}) - 1 AS dow, toHour(minute, {{tz:String}}) AS h, "
+        f"sum(license_us), max(peak) "
         f"FROM {db}.usage_minute FINAL WHERE level = {{level:String}} AND source = 'license' AND {where} "
-        f"GROUP BY org, feature, dow, h", parameters={**params, "level": level})
-    minutes = _minutes_per_hour_of_week(start, end)
+        f"GROUP BY org, feature, dow, h", parameters={**params, "level": level, "tz": scope.tz})
+    minutes = _minutes_per_hour_of_week(start, end, scope.tz)
     cells: dict[tuple[str, str], dict[tuple[int, int], tuple[float, int]]] = defaultdict(dict)
     for o, f, dow, h, lic, peak in result.result_rows:
         n = minutes[int(dow)][int(h)]
         cells[(o, f)][(int(dow), int(h))] = (int(lic) / US / 60 / n if n else 0.0, int(peak))
     rows: list[list[Any]] = []
-    rep = Report("Hour of week (UTC): average concurrency and peak", _HEAT_COLS, rows)
+    peaks: list[list[Any]] = []
+    rep = Report(f"Hour of week ({scope.tz}): average licenses in use", _HEAT_COLS, rows,
+                 [f"rows: weekdays; columns: hours of {scope.tz} (h09 = 09:00-10:00); the average is over every "
+                  f"minute of that hour of the week from {iso_in(start, scope.tz)} to {iso_in(end, scope.tz)}."])
+    rep.parts.append(Report(f"Hour of week ({scope.tz}): peak licenses in use", _HEAT_COLS, peaks))
     for (o, f), grid in sorted(cells.items()):
         for dow in range(7):
-            for h in range(24):
-                avg, peak = grid.get((dow, h), (0.0, 0))
-                rows.append([o, f, DAYS[dow], h, round(avg, 3), peak])
-        rep.charts[f"{o}-{f}"] = heatmap_svg(f"{o} {f}: average licenses in use by hour of week (UTC)", grid)
+            rows.append([o, f, DAYS[dow], *(round(grid.get((dow, h), (0.0, 0))[0], 2) for h in range(24))])
+            peaks.append([o, f, DAYS[dow], *(grid.get((dow, h), (0.0, 0))[1] for h in range(24))])
+        rep.charts[f"{o}-{f}"] = heatmap_svg(f"{o} {f}: average licenses in use by hour of week ({scope.tz})",
+                                             grid)
     return rep
 
 
-_HEAT_COLS = ["org", "feature", "weekday", "hour", "avg", "peak"]
+_HEAT_COLS = ["org", "feature", "weekday", *(f"h{h:02d}" for h in range(24))]
 
 
-def _minutes_per_hour_of_week(start: int, end: int) -> list[list[int]]:
+def _minutes_per_hour_of_week(start: int, end: int, tz: str = "UTC") -> list[list[int]]:
+    """How many minutes of [start, end) fall in each (weekday, hour) of ``tz``."""
     counts = [[0] * 24 for _ in range(7)]
-    t = start - start % (3600 * US)
+    zone_ = zone(tz)
+    t = start - start % MINUTE_US
+    # Walk in steps that never cross a local hour boundary (zones are whole or half/quarter hours off UTC).
+    step = 15 * MINUTE_US
     while t < end:
-        a, b = max(t, start), min(t + 3600 * US, end)
-        d = us_date(t)
-        counts[d.weekday()][(t % DAY_US) // (3600 * US)] += (b - a) // MINUTE_US
-        t += 3600 * US
+        nxt = min(t - t % step + step, end)
+        local = from_us(t).astimezone(zone_)
+        counts[local.weekday()][local.hour] += (nxt - t) // MINUTE_US
+        t = nxt
     return counts
 
 
@@ -549,10 +630,12 @@ def _esc(text: str) -> str:
 
 
 def daily_peaks(client: Client, db: str, scope: Scope) -> dict[tuple[str, str], list[tuple[dt.date, int]]]:
-    """Per org and feature: the estate peak of every UTC day from its first to its last stored day."""
+    """Per org and feature: the estate peak (licenses charged) of every day of ``scope.tz`` from its
+    first to its last stored day."""
     where, params = scope.where()
+    params["tz"] = scope.tz
     result = client.query(
-        f"SELECT org, feature, toDate(minute) AS d, max(charged_peak) FROM {db}.usage_minute FINAL "
+        f"SELECT org, feature, toDate(minute, {{tz:String}}) AS d, max(charged_peak) FROM {db}.usage_minute FINAL "
         f"WHERE level = 'estate' AND source = 'license' AND {where} GROUP BY org, feature, d ORDER BY org, feature, d",
         parameters=params)
     raw: dict[tuple[str, str], dict[dt.date, int]] = defaultdict(dict)
@@ -763,9 +846,9 @@ def chargeback(client: Client, db: str, scope: Scope, groups: dict[str, str]) ->
         h = hours.get((o, f, g), 0.0)
         top, at, shares = best.get((o, f), (0, start, {}))
         out.append([o, f, g, round(h, 4), round(h / total[(o, f)], 6) if total[(o, f)] else 0.0,
-                    shares.get(g, 0), round(shares.get(g, 0) / top, 6) if top else 0.0, top, iso_s(at)])
+                    shares.get(g, 0), round(shares.get(g, 0) / top, 6) if top else 0.0, top, iso_in(at, scope.tz)])
     return Report("Chargeback by group", _CB_COLS, out,
-                  [f"from {iso_s(start)} to {iso_s(end)}; share_of_peak: the licenses each group held at the "
+                  [f"from {iso_in(start, scope.tz)} to {iso_in(end, scope.tz)}; share_of_peak: the licenses each group held at the "
                    "feature's estate peak instant (the first, if it recurs); users not in the group file are "
                    "(unmapped)."])
 
@@ -890,8 +973,14 @@ def compliance(client: Client, db: str, scope: Scope, models: dict[str, str],
     """One period report: per feature the entitlement, peak (or licenses assigned), the 99 % cover,
     overuse, denials; then the overuse periods, denials, dormant licenses, user/device assignments,
     and charts (daily peak against the entitlement; hour of week)."""
-    if scope.start is None or scope.end is None:
-        raise ConfigError("compliance needs --from and --to: the period the report is for")
+    data = stored_range(client, db, Scope(scope.org, scope.feature))
+    if data is None:
+        raise ConfigError("no usage stored for this organisation/feature: nothing to report on")
+    # Without --from/--to the period is the whole stored range; the title says which data it covers.
+    scope = replace(scope, start=data[0] if scope.start is None else scope.start,
+                    end=data[1] if scope.end is None else scope.end)
+    assert scope.start is not None and scope.end is not None
+    covered = (max(scope.start, data[0]), min(scope.end, data[1]))
     ents = entitlements(client, db, scope.org)
     last_day = us_date(scope.end - 1)
     size = {(r[0], r[2]): r for r in sizing(client, db, scope).rows}
@@ -921,11 +1010,13 @@ def compliance(client: Client, db: str, scope: Scope, models: dict[str, str],
             use, when, cover = (u.vendor_rule, last_day.isoformat(), u.optimal) if u else (0, "", 0)
         else:
             p, at, _ = peak_of.get((o, f), (0, 0, 0))
-            use, when = p, iso_s(at) if at else ""
+            use, when = p, iso_in(at, scope.tz) if at else ""
             cover = size.get((o, f), [None] * 7)[6]
         rows.append([o, f, "user/device" if model == UD else "concurrent", ent, use, when, cover, len(periods),
                      sum(r[5] for r in periods), d, true_d, "" if model == UD else rule_of.get((o, f), "NONE")])
-    rep = Report(f"Compliance report {iso_s(scope.start)} to {iso_s(scope.end)}",
+    data_note = (f"data from {iso_in(covered[0], scope.tz)} to {iso_in(covered[1], scope.tz)}" if covered[1] > covered[0]
+                 else "no data in this period")
+    rep = Report(f"Compliance report {iso_in(scope.start, scope.tz)} to {iso_in(scope.end, scope.tz)} ({data_note})",
                  ["org", "feature", "model", "entitlement", "peak_or_assigned", "at", "cover_99_or_optimal",
                   "overuse_periods", "overuse_minutes_or_days", "denials", "true_denials", "dup_group"], rows,
                  ["concurrent features: peak = the highest estate concurrency; cover_99 = licenses enough in 99 % of "

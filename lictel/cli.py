@@ -567,6 +567,7 @@ def export_usage(
     measure: Annotated[str, typer.Option(help="checkouts (every checkout counts) or charged (licenses charged "
                                                "under the features' DUP_GROUP rules) for peak, low, avg and "
                                                "license_seconds.")] = "checkouts",
+    tz: TzOpt = "UTC",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
 ) -> None:
     """Print usage rows: org,server,feature,minute,peak,low,avg,license_seconds,checkouts,..."""
@@ -577,7 +578,7 @@ def export_usage(
         raise LictelError(f"--format must be csv or json, not {fmt!r}")
     settings = settings_for(data_dir)
     rows = usage_rows(open_warehouse(settings), settings.clickhouse_database, level, granularity, org, feature,
-                      source=source, measure=measure)
+                      source=source, measure=measure, tz=tz)
     text = to_csv(rows) if fmt == "csv" else to_json(rows)
     if output:
         output.write_text(text)
@@ -586,13 +587,29 @@ def export_usage(
         sys.stdout.write(text)
 
 
-@report_app.command("peak")
-def report_peak(data_dir: DataDir = None) -> None:
-    """Per feature: estate and per-server peak, time-weighted average, license-hours, denials."""
-    _print_summary(settings_for(data_dir))
-
-
 Fmt = Annotated[str, typer.Option("--format", help="table, csv or json.")]
+
+
+@report_app.command("peak")
+def report_peak(data_dir: DataDir = None, fmt: Fmt = "table",
+                org: Annotated[str | None, typer.Option(help="Only this organisation.")] = None) -> None:
+    """Per feature: estate and per-server peak (checkouts and licenses charged), time-weighted
+    average, license-hours, denials."""
+    _check_format(fmt)
+    settings = settings_for(data_dir)
+    if fmt == "table":
+        _print_summary(settings, org)
+        return
+    from lictel.analysis import Report
+    from lictel.reports import peak_summary
+    from lictel.warehouse import open_warehouse
+
+    summary = peak_summary(open_warehouse(settings), settings.clickhouse_database, org)
+    cols = ["org", "feature", "series", "server", "peak", "charged_peak", "dup_group", "peak_at", "avg",
+            "license_hours", "denials"]
+    rows = [[r.org, r.feature, r.source, r.server, r.peak, r.charged_peak, r.dup_group, r.peak_at, round(r.avg, 6),
+             round(r.license_hours, 6), r.denials] for r in summary.rows]
+    _emit(Report(f"License use {summary.period}", cols, rows), fmt)
 
 
 @report_app.command("ud")
@@ -660,23 +677,31 @@ To = Annotated[str | None, typer.Option("--to", help="End, exclusive (YYYY-MM-DD
 OrgOpt = Annotated[str | None, typer.Option("--org", help="Only this organisation.")]
 FeatureOpt = Annotated[str | None, typer.Option("--feature", help="Only this feature.")]
 LevelOpt = Annotated[str, typer.Option("--level", help="estate (summed over servers) or pool (per server).")]
+TzOpt = Annotated[str, typer.Option("--tz", envvar="LICTEL_TZ", help="The zone (IANA) of the report's days and hours, "
+                                                                      "and of --from/--to given as dates.")]
 
 
-def _scope(org: str | None, feature: str | None, start: str | None, end: str | None) -> Any:
+def _scope(org: str | None, feature: str | None, start: str | None, end: str | None, tz: str = "UTC") -> Any:
     from lictel.analysis import Scope
-
-    t1 = _parse_time(start, "--from") if start else None
-    t2 = _parse_time(end, "--to") if end else None
-    if t1 is not None and t2 is not None and t2 <= t1:
-        raise LictelError("--to must be after --from")
-    return Scope(org, feature, t1, t2)
-
-
-def _parse_time(text: str, option: str) -> int:
-    from lictel.timeutil import date_us, parse_ts
+    from lictel.timeutil import zone
 
     try:
-        return date_us(dt.date.fromisoformat(text)) if len(text) == 10 else parse_ts(text)
+        zone(tz)
+    except ValueError as exc:
+        raise LictelError(f"--tz: {exc}") from None
+    t1 = _parse_time(start, "--from", tz) if start else None
+    t2 = _parse_time(end, "--to", tz) if end else None
+    if t1 is not None and t2 is not None and t2 <= t1:
+        raise LictelError("--to must be after --from")
+    return Scope(org, feature, t1, t2, tz)
+
+
+def _parse_time(text: str, option: str, tz: str = "UTC") -> int:
+    """A date (midnight of ``tz``) or an ISO-8601 instant with its offset."""
+    from lictel.timeutil import local_midnight_us, parse_ts
+
+    try:
+        return local_midnight_us(dt.date.fromisoformat(text), tz) if len(text) == 10 else parse_ts(text)
     except ValueError as exc:
         raise LictelError(f"{option} {text!r}: {exc} (write 2026-03-02 or 2026-03-02T09:00:00Z)") from None
 
@@ -709,13 +734,27 @@ def _emit(report: Any, fmt: str, part: int | None = None, output: Path | None = 
                 numeric = r.rows and all(isinstance(row[k], int | float) or row[k] is None for row in r.rows)
                 table.add_column(c, justify="right" if numeric else "left")
             for row in r.rows:
-                table.add_row(*["" if v is None else (f"{v:,}" if isinstance(v, int) else str(v)) for v in row])
+                table.add_row(*[_cell(v) for v in row])
             if not r.rows:
                 out.print(f"[bold]{r.title}[/]: none")
             else:
                 out.print(table)
             for n in r.notes:
                 out.print(f"[dim]{n}[/]")
+
+
+def _cell(value: Any) -> str:
+    """A table cell: integers with thousands separators, fractions rounded for reading (csv and json
+    keep full precision)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) >= 0.01 or value == 0 else f"{value:.2g}"
+    return str(value)
 
 
 def _csv_text(lines: list[list[Any]]) -> str:
@@ -748,58 +787,62 @@ def _save_charts(report: Any, chart_dir: Path | None, prefix: str) -> None:
 
 @report_app.command("usage")
 def report_usage(data_dir: DataDir = None, fmt: Fmt = "table", org: OrgOpt = None, feature: FeatureOpt = None,
-                 start: From = None, end: To = None, level: LevelOpt = "estate",
+                 start: From = None, end: To = None, tz: TzOpt = "UTC", level: LevelOpt = "estate",
                  granularity: Annotated[str, typer.Option(help="hour, day, week or month.")] = "day",
-                 source: Annotated[str, typer.Option(help="license or sessions.")] = "license") -> None:
+                 source: Annotated[str, typer.Option(help="license or sessions.")] = "license",
+                 measure: Annotated[str, typer.Option(help="checkouts or charged (licenses charged under the "
+                                                           "DUP_GROUP rules).")] = "checkouts") -> None:
     """Peak, low, time-weighted average and license-hours per hour, day, week or month."""
     from lictel.analysis import usage
 
     if granularity not in ("hour", "day", "week", "month"):
         raise LictelError(f"--granularity must be hour, day, week or month, not {granularity!r}")
     client, db, _ = _analysis(settings_for(data_dir))
-    _emit(usage(client, db, _scope(org, feature, start, end), level, granularity, source), fmt)
+    _emit(usage(client, db, _scope(org, feature, start, end, tz), level, granularity, source, measure), fmt)
 
 
 @report_app.command("sizing")
 def report_sizing(data_dir: DataDir = None, fmt: Fmt = "table", org: OrgOpt = None, feature: FeatureOpt = None,
-                  start: From = None, end: To = None, level: LevelOpt = "estate",
+                  start: From = None, end: To = None, tz: TzOpt = "UTC", level: LevelOpt = "estate",
                   histogram: Annotated[bool, typer.Option("--histogram", help="With --format csv: print the "
                                                           "utilisation histogram instead.")] = False) -> None:
     """Licenses needed to cover 95 %, 99 % and 100 % of the minutes, and the utilisation histogram."""
     from lictel.analysis import sizing
 
     client, db, _ = _analysis(settings_for(data_dir))
-    _emit(sizing(client, db, _scope(org, feature, start, end), level), fmt, 0 if histogram else None)
+    _emit(sizing(client, db, _scope(org, feature, start, end, tz), level), fmt, 0 if histogram else None)
 
 
 @report_app.command("overuse")
 def report_overuse(data_dir: DataDir = None, fmt: Fmt = "table", org: OrgOpt = None, feature: FeatureOpt = None,
-                   start: From = None, end: To = None) -> None:
+                   start: From = None, end: To = None, tz: TzOpt = "UTC") -> None:
     """Periods where use exceeds the entitlement (concurrent: estate peak; user/device: licenses assigned),
     with start, duration, magnitude and the 10 % overdraft band apart."""
     from lictel.analysis import overuse
 
     client, db, models = _analysis(settings_for(data_dir))
-    _emit(overuse(client, db, _scope(org, feature, start, end), models), fmt)
+    _emit(overuse(client, db, _scope(org, feature, start, end, tz), models), fmt)
 
 
 @report_app.command("denials")
 def report_denials(data_dir: DataDir = None, fmt: Fmt = "table", org: OrgOpt = None, feature: FeatureOpt = None,
-                   start: From = None, end: To = None,
-                   by: Annotated[str, typer.Option(help="feature, user or hour.")] = "feature",
+                   start: From = None, end: To = None, tz: TzOpt = "UTC",
+                   by: Annotated[str, typer.Option(help="feature, user, host or hour (user and host: the "
+                                                        "most denied first).")] = "feature",
                    within: Annotated[int, typer.Option(help="A denial followed by a checkout of the same user and "
                                                             "feature within this many minutes is not a true "
                                                             "denial.")] = 10) -> None:
-    """Denials by feature, user or hour, with their reasons and the true denials."""
+    """Denials by feature, user, host or hour, with their reasons and the true denials; then the
+    requests for features the server does not serve."""
     from lictel.analysis import denials
 
     client, db, _ = _analysis(settings_for(data_dir))
-    _emit(denials(client, db, _scope(org, feature, start, end), by, within), fmt)
+    _emit(denials(client, db, _scope(org, feature, start, end, tz), by, within), fmt)
 
 
 @report_app.command("dormant")
 def report_dormant(data_dir: DataDir = None, fmt: Fmt = "table", org: OrgOpt = None, feature: FeatureOpt = None,
-                   start: From = None, end: To = None,
+                   start: From = None, end: To = None, tz: TzOpt = "UTC",
                    days: Annotated[int, typer.Option(help="User/device assignments unused this many days are "
                                                           "releasable.")] = 30,
                    ratio: Annotated[float, typer.Option(help="Concurrent entitlements whose 99th percentile stays "
@@ -810,32 +853,32 @@ def report_dormant(data_dir: DataDir = None, fmt: Fmt = "table", org: OrgOpt = N
     from lictel.analysis import dormant
 
     client, db, models = _analysis(settings_for(data_dir))
-    _emit(dormant(client, db, _scope(org, feature, start, end), models, days, ratio, held_hours), fmt)
+    _emit(dormant(client, db, _scope(org, feature, start, end, tz), models, days, ratio, held_hours), fmt)
 
 
 @report_app.command("heatmap")
 def report_heatmap(data_dir: DataDir = None, fmt: Fmt = "table", org: OrgOpt = None, feature: FeatureOpt = None,
-                   start: From = None, end: To = None, level: LevelOpt = "estate",
+                   start: From = None, end: To = None, tz: TzOpt = "UTC", level: LevelOpt = "estate",
                    chart_dir: Annotated[Path, typer.Option(help="Where the SVG charts go.")] = Path(".")) -> None:
     """Hour-of-week (UTC) average and peak per feature; one SVG chart per feature."""
     from lictel.analysis import heatmap
 
     client, db, _ = _analysis(settings_for(data_dir))
-    rep = heatmap(client, db, _scope(org, feature, start, end), level)
+    rep = heatmap(client, db, _scope(org, feature, start, end, tz), level)
     _emit(rep, fmt)
     _save_charts(rep, chart_dir, "heatmap")
 
 
 @report_app.command("forecast")
 def report_forecast(data_dir: DataDir = None, fmt: Fmt = "table", org: OrgOpt = None, feature: FeatureOpt = None,
-                    start: From = None, end: To = None,
+                    start: From = None, end: To = None, tz: TzOpt = "UTC",
                     horizon: Annotated[int, typer.Option(help="Days ahead to look for the crossing.")] = 365,
                     chart_dir: Annotated[Path | None, typer.Option(help="Save SVG charts here.")] = None) -> None:
     """Daily peak trend with weekly seasonality, the day it reaches the entitlement, and its backtest error."""
     from lictel.analysis import forecast
 
     client, db, _ = _analysis(settings_for(data_dir))
-    rep = forecast(client, db, _scope(org, feature, start, end), horizon)
+    rep = forecast(client, db, _scope(org, feature, start, end, tz), horizon)
     _emit(rep, fmt)
     _save_charts(rep, chart_dir, "forecast")
 
@@ -844,12 +887,12 @@ def report_forecast(data_dir: DataDir = None, fmt: Fmt = "table", org: OrgOpt = 
 def report_chargeback(groups: Annotated[Path, typer.Argument(exists=True, dir_okay=False,
                                                              help="user,group CSV.")],
                       data_dir: DataDir = None, fmt: Fmt = "table", org: OrgOpt = None, feature: FeatureOpt = None,
-                      start: From = None, end: To = None) -> None:
+                      start: From = None, end: To = None, tz: TzOpt = "UTC") -> None:
     """License-hours and share of the peak by group, from a user → group CSV."""
     from lictel.analysis import chargeback, read_groups
 
     client, db, _ = _analysis(settings_for(data_dir))
-    _emit(chargeback(client, db, _scope(org, feature, start, end), read_groups(groups)), fmt)
+    _emit(chargeback(client, db, _scope(org, feature, start, end, tz), read_groups(groups)), fmt)
 
 
 @report_app.command("reconcile-vendor")
@@ -868,11 +911,13 @@ def report_reconcile_vendor(
 
 @report_app.command("compliance")
 def report_compliance(
-    start: Annotated[str, typer.Option("--from", help="Start of the period (YYYY-MM-DD or ISO-8601).")],
-    end: Annotated[str, typer.Option("--to", help="End of the period, exclusive.")],
+    start: Annotated[str | None, typer.Option("--from", help="Start of the period (YYYY-MM-DD or ISO-8601; "
+                                                             "default: the first stored minute).")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="End of the period, exclusive (default: after the last "
+                                                         "stored minute).")] = None,
     data_dir: DataDir = None,
-    fmt: Annotated[str, typer.Option("--format", help="html, csv or json.")] = "html",
-    org: OrgOpt = None, feature: FeatureOpt = None,
+    fmt: Annotated[str, typer.Option("--format", help="html, table, csv or json.")] = "html",
+    org: OrgOpt = None, feature: FeatureOpt = None, tz: TzOpt = "UTC",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (default: stdout).")] = None,
     pseudonymize: Annotated[bool, typer.Option("--pseudonymize", help="Replace user and device names with a keyed "
                                                "SHA-256 (key: LICTEL_PSEUDONYM_KEY).")] = False,
@@ -883,11 +928,11 @@ def report_compliance(
 
     from lictel.analysis import compliance, pseudonymizer, to_html
 
-    if fmt not in ("html", "csv", "json"):
-        raise LictelError(f"--format must be html, csv or json, not {fmt!r}")
+    if fmt not in ("html", "table", "csv", "json"):
+        raise LictelError(f"--format must be html, table, csv or json, not {fmt!r}")
     pseudo = pseudonymizer(os.environ.get("LICTEL_PSEUDONYM_KEY", "")) if pseudonymize else None
     client, db, models = _analysis(settings_for(data_dir))
-    rep = compliance(client, db, _scope(org, feature, start, end), models, pseudo)
+    rep = compliance(client, db, _scope(org, feature, start, end, tz), models, pseudo)
     if fmt == "html":
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         _deliver(to_html(rep, stamp, pseudo is not None), output)
@@ -907,13 +952,13 @@ def _parse_day(text: str, option: str) -> dt.date:
         raise LictelError(f"{option} {text!r} is not a date like 2026-03-02") from None
 
 
-def _print_summary(settings: Settings) -> None:
+def _print_summary(settings: Settings, org: str | None = None) -> None:
     from lictel.reports import compare_series, estate_gaps, peak_summary
     from lictel.timeutil import iso_s
     from lictel.warehouse import open_warehouse
 
     client = open_warehouse(settings)
-    summary = peak_summary(client, settings.clickhouse_database)
+    summary = peak_summary(client, settings.clickhouse_database, org)
     if not summary.rows:
         out.print("no usage stored yet")
         return

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from lictel import dupgroup
 from lictel.dupgroup import DupRules
 from lictel.engine import SessionRule
-from lictel.timeutil import US
+from lictel.timeutil import US, zone
 
 
 class Settings(BaseSettings):
@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     license_models: str = Field("", description="Per-feature license model overrides, FEATURE=ud|concurrent, comma-separated; otherwise _UD is user/device and anything else concurrent.")
     dup_group: str = Field("", description="DUP_GROUP rules, FEATURE=RULE comma-separated (* = every feature; RULE: NONE, SITE, U, H, UH, UHD, ...); a feature named here overrides its license files.")
     dup_group_licenses: str = Field("", description="ORG/FEATURE=RULE from imported license files; lictel run/up fill it in from the warehouse at start.")
+    tz: str = Field("UTC", description="Time zone (IANA) of the days, hours and times reports and exports speak of; reports take --tz too.")
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this port (0 = any free port); unset = off.")
 
     @field_validator("kafka_bootstrap", "clickhouse_url", "schema_registry_url", mode="before")
@@ -58,6 +59,12 @@ class Settings(BaseSettings):
     @classmethod
     def _rules_parse(cls, value: str) -> str:
         dupgroup.parse(value)  # a clear error now rather than in a worker
+        return value
+
+    @field_validator("tz")
+    @classmethod
+    def _tz_known(cls, value: str) -> str:
+        zone(value)
         return value
 
     @property

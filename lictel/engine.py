@@ -44,7 +44,7 @@ from lictel.events import (
     OUT,
     QUEUED,
     RECONNECT,
-    REREAD,
+    RECORDED_ONLY,
     RESTART,
     SESSION_VENDOR,
     SESSIONS_SOURCE,
@@ -241,8 +241,8 @@ class Engine:
                 continue
             if srv.max_ts is None or ev.ts > srv.max_ts:
                 srv.max_ts = ev.ts
-            if action == REREAD:
-                continue  # recorded downstream; checkouts survive a reread
+            if action in RECORDED_ONLY:
+                continue  # recorded downstream: checkouts survive a reread; an unsupported feature has no pool
             late = srv.boundary is not None and ev.ts < srv.boundary
             if late and self._seen(ev):
                 out.duplicates += 1  # a replay of an event already in final state

@@ -23,6 +23,9 @@ RESTART = "RESTART"
 HEARTBEAT = "HEARTBEAT"
 #: A license reread (lmreread, or the daily "expired -- rereading"): recorded, releases nothing.
 REREAD = "REREAD"
+#: A request for a feature the server does not serve (FlexNet UNSUPPORTED, "No such feature
+#: exists"): recorded and counted apart; not a denial of a licensed feature, and no usage key.
+UNSUPPORTED = "UNSUPPORTED"
 # Session state changes from a virtualisation broker's export (SessionEvents, DESIGN.md). They travel
 # on their own topic; inside lictel they are Events of vendor SESSION_VENDOR whose ``server`` is the
 # broker site, ``host`` the client device and ``handle`` the session key.
@@ -35,7 +38,9 @@ SESSION_VENDOR = "SESSIONS"
 LICENSE_SOURCE = "license"
 SESSIONS_SOURCE = "sessions"
 SOURCES = (LICENSE_SOURCE, SESSIONS_SOURCE)
-ACTIONS = (OUT, IN, DENIED, QUEUED, DEQUEUED, RESTART, REREAD, HEARTBEAT)
+ACTIONS = (OUT, IN, DENIED, QUEUED, DEQUEUED, RESTART, REREAD, UNSUPPORTED, HEARTBEAT)
+#: Actions recorded in raw events that change no usage row.
+RECORDED_ONLY = frozenset({REREAD, UNSUPPORTED})
 #: Actions that concern every feature of a server: producers send them to every partition.
 BROADCAST = frozenset({RESTART, HEARTBEAT})
 #: Actions of a whole vendor daemon: no feature, user or host (null in JSON, empty inside lictel).

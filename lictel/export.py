@@ -20,7 +20,7 @@ from clickhouse_connect.driver.client import Client
 from lictel.engine import MinuteRow
 from lictel.errors import ConfigError
 from lictel.events import SOURCES
-from lictel.timeutil import US, iso_s
+from lictel.timeutil import US, iso_in, zone
 
 COLUMNS = ["org", "server", "feature", "minute", "peak", "low", "avg", "license_seconds", "checkouts",
            "checkins", "forced_releases", "denials", "queued", "orphans"]
@@ -28,19 +28,21 @@ LEVELS = ("pool", "estate")
 #: The two measures of the same usage (DESIGN.md): the columns that hold peak, low and license-µs.
 MEASURES = {"checkouts": ("peak", "low", "license_us"),
             "charged": ("charged_peak", "charged_low", "charged_license_us")}
+# Periods are taken in the zone {tz:String} (UTC unless a report or export says otherwise): a day
+# is a local day, 23 or 25 hours long when the clocks change, so its seconds are counted, not assumed.
 _PERIOD = {
     "minute": "minute",
-    "hour": "toStartOfHour(minute)",
-    "day": "toStartOfDay(minute)",
-    "week": "toDateTime(toMonday(minute), 'UTC')",
-    "month": "toStartOfMonth(minute)",
+    "hour": "toStartOfHour(minute, {tz:String})",
+    "day": "toStartOfDay(minute, {tz:String})",
+    "week": "toDateTime(toMonday(minute, {tz:String}), {tz:String})",
+    "month": "toDateTime(toStartOfMonth(minute, {tz:String}), {tz:String})",
 }
 _SECONDS = {
     "minute": "60",
     "hour": "3600",
-    "day": "86400",
-    "week": "604800",
-    "month": "dateDiff('second', toDateTime(p, 'UTC'), toDateTime(p + INTERVAL 1 MONTH, 'UTC'))",
+    "day": "dateDiff('second', p, p + INTERVAL 1 DAY)",
+    "week": "dateDiff('second', p, p + INTERVAL 1 WEEK)",
+    "month": "dateDiff('second', p, p + INTERVAL 1 MONTH)",
 }
 _SIX = Decimal("0.000001")
 
@@ -48,21 +50,22 @@ _SIX = Decimal("0.000001")
 def usage_rows(client: Client, db: str, level: str, granularity: str,
                org: str | None = None, feature: str | None = None,
                start_s: int | None = None, end_s: int | None = None,
-               source: str = "license", measure: str = "checkouts") -> list[dict[str, Any]]:
-    """Rows of ``level`` at ``granularity`` of one series (``license``: what license servers logged;
+               source: str = "license", measure: str = "checkouts", tz: str = "UTC") -> list[dict[str, Any]]:
+    """Rows of ``level`` at ``granularity`` (periods of zone ``tz``, printed in its local time) of one series (``license``: what license servers logged;
     ``sessions``: what session exports imply, ``server`` being the broker site), sorted by org,
     server, feature, period. ``measure``: ``checkouts`` or ``charged`` (licenses charged under the
     DUP_GROUP rules) for peak, low, avg and license_seconds; the event counters are the same."""
-    sql, params = rollup_query(db, level, granularity, org, feature, start_s, end_s, source, measure)
+    sql, params = rollup_query(db, level, granularity, org, feature, start_s, end_s, source, measure, tz)
     result = client.query(f"{sql} ORDER BY org, server, feature, start", parameters=params)
     return [export_row(o, server, feat, int(p) * US, int(peak), int(low), int(lic_us), int(secs),
-                       int(co), int(ci), int(fr), int(de), int(qu), int(orph))
+                       int(co), int(ci), int(fr), int(de), int(qu), int(orph), tz)
             for (o, server, feat, p, peak, low, lic_us, secs, co, ci, fr, de, qu, orph) in result.result_rows]
 
 
 def rollup_query(db: str, level: str, granularity: str, org: str | None = None, feature: str | None = None,
                  start_s: int | None = None, end_s: int | None = None,
-                 source: str = "license", measure: str = "checkouts") -> tuple[str, dict[str, Any]]:
+                 source: str = "license", measure: str = "checkouts",
+                 tz: str = "UTC") -> tuple[str, dict[str, Any]]:
     """The one rollup of minute rows (the rules in this module's docstring), unsorted, with its
     parameters. Columns: org, server, feature, start (period start, Unix seconds), top (peak), bottom
     (low), lic (license-µs), secs (seconds in the period), checkouts .. orphans; top, bottom and
@@ -76,8 +79,12 @@ def rollup_query(db: str, level: str, granularity: str, org: str | None = None, 
         raise ConfigError(f"--granularity must be one of {', '.join(_PERIOD)}, not {granularity!r}")
     if source not in SOURCES:
         raise ConfigError(f"--source must be one of {', '.join(SOURCES)}, not {source!r}")
+    try:
+        zone(tz)
+    except ValueError as exc:
+        raise ConfigError(f"--tz: {exc}") from None
     where = ["level = {level:String}", "source = {source:String}"]
-    params: dict[str, Any] = {"level": level, "source": source}
+    params: dict[str, Any] = {"level": level, "source": source, "tz": tz}
     if org:
         where.append("org = {org:String}")
         params["org"] = org
@@ -106,10 +113,11 @@ def rollup_query(db: str, level: str, granularity: str, org: str | None = None, 
 
 def export_row(org: str, server: str, feature: str, period_us: int, peak: int, low: int, license_us: int,
                seconds: int, checkouts: int, checkins: int, forced_releases: int, denials: int, queued: int,
-               orphans: int) -> dict[str, Any]:
-    """One export row; ``avg`` and ``license_seconds`` exact to six decimals."""
+               orphans: int, tz: str = "UTC") -> dict[str, Any]:
+    """One export row; ``avg`` and ``license_seconds`` exact to six decimals; the period's start in the
+    local time of ``tz``."""
     return {
-        "org": org, "server": server, "feature": feature, "minute": iso_s(period_us),
+        "org": org, "server": server, "feature": feature, "minute": iso_in(period_us, tz),
         "peak": peak, "low": low,
         "avg": fixed6(Decimal(license_us) / (Decimal(seconds) * US)),
         "license_seconds": fixed6(Decimal(license_us) / US),

@@ -7,6 +7,7 @@ only at the edges (parsing input, printing output). Naive datetimes are never ac
 from __future__ import annotations
 
 import datetime as dt
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 US = 1_000_000
 MINUTE_US = 60 * US
@@ -65,3 +66,33 @@ def iso_us(ts_us: int) -> str:
 def iso_s(ts_us: int) -> str:
     """``2026-03-02T10:01:00Z`` (period starts in exports)."""
     return from_us(ts_us).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def zone(name: str) -> ZoneInfo:
+    """An IANA zone by name; ``ValueError`` naming it when it is not one."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not an IANA time zone (e.g. UTC, Europe/Berlin, America/New_York)") from None
+
+
+def iso_in(ts_us: int, tz: str = "UTC") -> str:
+    """An instant as local time of ``tz`` with its offset (``2026-03-02T10:00:00+01:00``); UTC keeps
+    the ``Z`` form of :func:`iso_s`."""
+    if tz == "UTC":
+        return iso_s(ts_us)
+    return from_us(ts_us).astimezone(ZoneInfo(tz)).isoformat(timespec="seconds")
+
+
+def local_midnight_us(day: dt.date, tz: str = "UTC") -> int:
+    """The instant ``day`` begins in ``tz``."""
+    if tz == "UTC":
+        return date_us(day)
+    return to_us(dt.datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(tz)))
+
+
+def local_date(ts_us: int, tz: str = "UTC") -> dt.date:
+    """The day of ``tz`` that holds ``ts_us``."""
+    if tz == "UTC":
+        return us_date(ts_us)
+    return from_us(ts_us).astimezone(ZoneInfo(tz)).date()

@@ -46,11 +46,15 @@ def open_warehouse(settings: Settings) -> Client:
     """A client for reading lictel's data: the database must exist. Embedded chDB is brought to the
     current schema (what the sink would do on start); a ClickHouse server must be migrated by
     ``lictel db migrate``, never implicitly by a read."""
+    where = settings.clickhouse_url or f"chDB at {settings.warehouse_dir}"
+    if not settings.clickhouse_url and not settings.warehouse_dir.is_dir():
+        # Never create a warehouse by reading: a mistyped --data-dir must say so.
+        raise WarehouseError(f"no lictel data in {settings.data_dir} (there is no {settings.warehouse_dir}): check "
+                             f"--data-dir / LICTEL_DATA_DIR, or run `lictel run` first")
     client = connect(settings)
     db = settings.clickhouse_database
     exists = client.query("SELECT count() FROM system.tables WHERE database = {db:String} "
                           "AND name = 'schema_migrations'", parameters={"db": db}).result_rows[0][0]
-    where = settings.clickhouse_url or f"chDB at {settings.warehouse_dir}"
     if not exists:
         client.close()
         raise WarehouseError(f"no lictel data in {where} (database {db}): run `lictel run`, or `lictel up` and a "

@@ -7,8 +7,11 @@ Line kinds understood (compact form, ``H:MM:SS (DAEMON) message``; ``DAEMON_N`` 
 of ``DAEMON`` and counts as it):
 
 - ``OUT: "FEATURE" user@host [project] (N licenses)`` and ``IN: ...`` with an optional trailing
-  ``(INACTIVE)`` or ``(SHUTDOWN)``; ``DENIED``, ``UNSUPPORTED`` (a denial), ``QUEUED``,
-  ``DEQUEUED`` with the reason in the trailing parentheses. User names may contain spaces: the
+  ``(INACTIVE)`` or ``(SHUTDOWN)``; ``DENIED``, ``UNSUPPORTED`` (a request for a feature the server
+  does not serve: its own action, not a denial), ``QUEUED``, ``DEQUEUED`` with the reason in the
+  trailing parentheses, normalised to the server's error code (``(-4,342:10054 "")`` and
+  ``(-4,342:104 "Connection reset by peer")`` are both ``(-4,342)``: the socket detail says how the
+  client went away, not why it was refused). User names may contain spaces: the
   user is everything up to the last ``@`` of the user@host part. A ``[project]`` tag becomes the
   checkout's handle, so check-ins match the checkout they close. The verbose form's
   ``^^^ ver user ip pid handle ... ^^^`` block is read too: its client handle becomes the handle.
@@ -56,7 +59,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from lictel.errors import ConfigError, InputError
-from lictel.events import DENIED, DEQUEUED, HEARTBEAT, IN, OUT, QUEUED, REREAD, RESTART, Event
+from lictel.events import DENIED, DEQUEUED, HEARTBEAT, IN, OUT, QUEUED, REREAD, RESTART, UNSUPPORTED, Event
 from lictel.timeutil import from_us, to_us
 from lictel.zones import iana_zone
 
@@ -89,7 +92,10 @@ _REREAD_DONE = re.compile(r"^\.\.\.Finished rereading")
 _REREAD_WINDOW = 300  # seconds: a vendor start this soon after lmgrd announced a reread is one
 _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
                                        "Nov", "Dec"), 1)}
-_ACTION = {"OUT": OUT, "IN": IN, "DENIED": DENIED, "UNSUPPORTED": DENIED, "QUEUED": QUEUED, "DEQUEUED": DEQUEUED}
+_ACTION = {"OUT": OUT, "IN": IN, "DENIED": DENIED, "UNSUPPORTED": UNSUPPORTED, "QUEUED": QUEUED,
+           "DEQUEUED": DEQUEUED}
+# The socket detail a server appends to an error code: "(-4,342:10054 "")" is "(-4,342)".
+_SOCKET_DETAIL = re.compile(r'\((-?\d+(?:,-?\d+)?):[^()]*\)\s*$')
 _DATE_STARTS = frozenset("TFS")  # TIMESTAMP, FLEXnet/FlexNet/FLEXlm Licensing, Server's System Date
 _USAGE_STARTS = frozenset("OIDUQ")
 _RESTART_STARTS = frozenset("SE")  # Server started, EXITING
@@ -702,7 +708,7 @@ class FlexnetParser:
         else:
             r = _REASON.search(rest)
             if r:
-                reason = r.group(1)
+                reason = _SOCKET_DETAIL.sub(r"(\1)", r.group(1))
                 rest = rest[:r.start()]
         handle = None
         verbose = _VERBOSE.search(rest) if "^^^" in rest else None
