@@ -249,14 +249,16 @@ def test_reports_that_compare_with_entitlements_use_licenses_charged(warehouse: 
     from lictel.analysis import compliance
     from lictel.dupgroup import DupRules
 
-    settings, client = warehouse
+    _, client = warehouse
     # ann opens three sessions of F_UH on pc1 (three checkouts, one license under UH) for an hour;
     # bob one on pc2. Two licenses are owned: the checkouts (4) exceed them, the licenses charged (2) do not.
-    spec = [("09:00", "OUT", "ann", "pc1", "a"), ("09:05", "OUT", "ann", "pc1", "b"), ("09:10", "OUT", "ann", "pc1", "c"),
-            ("09:20", "OUT", "bob", "pc2", "d"), ("10:00", "IN", "ann", "pc1", "a"), ("10:00", "IN", "ann", "pc1", "b"),
+    spec = [("09:00", "OUT", "ann", "pc1", "a"), ("09:05", "OUT", "ann", "pc1", "b"),
+            ("09:10", "OUT", "ann", "pc1", "c"), ("09:20", "OUT", "bob", "pc2", "d"),
+            ("10:00", "IN", "ann", "pc1", "a"), ("10:00", "IN", "ann", "pc1", "b"),
             ("10:00", "IN", "ann", "pc1", "c"), ("10:00", "IN", "bob", "pc2", "d")]
     events = [Event(f"lic01:x:{i}", parse_ts(f"2026-03-02T{ts}:00Z"), "acme", "lic01", "CITRIX", "F_UH", action,
-                    user, host, handle, 1, None, "lic01:x", i) for i, (ts, action, user, host, handle) in enumerate(spec)]
+                    user, host, handle, 1, None, "lic01:x", i)
+              for i, (ts, action, user, host, handle) in enumerate(spec)]
     rows = compute_rows(events, rules=DupRules({"F_UH": "UH"}))
     write_minute_rows(client, DB, rows, version=1)  # type: ignore[arg-type]
     store(client, DB, parse_contract_csv("feature,count,start,expiry,vendor,note\nF_UH,2,2026-01-01,,CITRIX,\n",

@@ -30,7 +30,9 @@ def _period(minute: int, granularity: str) -> tuple[int, int]:
     return to_us(first), int((nxt - first).total_seconds())
 
 
-def _expected(rows: list[dict[str, Any]], granularity: str) -> list[dict[str, Any]]:
+def _expected(rows: list[dict[str, Any]], granularity: str, measure: str = "checkouts") -> list[dict[str, Any]]:
+    peak, low, lic = ("charged_peak", "charged_low", "charged_license_us") if measure == "charged" else (
+        "peak", "low", "license_us")
     groups: dict[tuple[str, str, str, int], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         start, _ = _period(r["minute"], granularity)
@@ -39,8 +41,8 @@ def _expected(rows: list[dict[str, Any]], granularity: str) -> list[dict[str, An
     for (org, server, feature, start), items in sorted(groups.items()):
         seconds = _period(start, granularity)[1]
         full = len(items) == seconds // 60
-        out.append(export_row(org, server, feature, start, max(i["peak"] for i in items),
-                              min(i["low"] for i in items) if full else 0, sum(i["license_us"] for i in items),
+        out.append(export_row(org, server, feature, start, max(i[peak] for i in items),
+                              min(i[low] for i in items) if full else 0, sum(i[lic] for i in items),
                               seconds, *(sum(i[c] for i in items) for c in
                                          ("checkouts", "checkins", "forced_releases", "denials", "queued", "orphans"))))
     return out
@@ -61,7 +63,13 @@ def test_rollups_equal_recomputation_from_minutes(warehouse: tuple[Settings, Any
                          "minute": start + k * MINUTE_US, "peak": peak, "low": low,
                          "license_us": rnd.randrange(low * 60, peak * 60 + 1) * 1_000_000 + rnd.randrange(1_000_000),
                          "checkouts": rnd.randrange(5), "checkins": rnd.randrange(5), "forced_releases": 0,
-                         "denials": rnd.randrange(2), "queued": 0, "orphans": rnd.randrange(2), "version": 1})
+                         "denials": rnd.randrange(2), "queued": 0, "orphans": rnd.randrange(2), "version": 1,
+                         "dup_group": "UH"})
+            # Licenses charged: at most the checkouts, and a curve of their own.
+            r = rows[-1]
+            r["charged_peak"] = rnd.randrange(1, peak + 1)
+            r["charged_low"] = rnd.randrange(0, min(low, r["charged_peak"]) + 1)
+            r["charged_license_us"] = rnd.randrange(r["charged_low"] * 60, r["charged_peak"] * 60 + 1) * 1_000_000
     # One full hour for lic01 (02:00-03:00 on Feb 1): there the low is the real minimum, not 0.
     full_hour = parse_ts("2026-02-01T02:00:00Z")
     rows = [r for r in rows if not (r["server"] == "lic01" and full_hour <= r["minute"] < full_hour + HOUR_US)]
@@ -70,8 +78,16 @@ def test_rollups_equal_recomputation_from_minutes(warehouse: tuple[Settings, Any
     cols = [[r[c] // 1_000_000 if c == "minute" else r[c] for r in rows] for c in USAGE_COLUMNS]
     client.insert("lictel.usage_minute", cols, column_names=USAGE_COLUMNS, column_oriented=True)
     for granularity in ("hour", "day", "month"):
-        got = usage_rows(client, "lictel", "pool", granularity)
-        assert got == _expected(rows, granularity), granularity
+        for measure in ("checkouts", "charged"):
+            got = usage_rows(client, "lictel", "pool", granularity, measure=measure)
+            assert got == _expected(rows, granularity, measure), (granularity, measure)
+    # The SQL users' views carry both measures, with the rule.
+    view = client.query("SELECT server, toString(day), peak, charged_peak, round(charged_license_hours * 3600e6), "
+                        "dup_group FROM lictel.usage_day ORDER BY server, day").result_rows
+    want = _expected(rows, "day", "charged")
+    assert [(s, d, cp, int(lic)) for s, d, _, cp, lic, _ in view] == [
+        (r["server"], r["minute"][:10], r["peak"], round(float(r["license_seconds"]) * 1e6)) for r in want]
+    assert {r[5] for r in view} == {"UH"}
     hour = {(r["server"], r["minute"]): r for r in usage_rows(client, "lictel", "pool", "hour")}
     assert hour[("lic01", "2026-02-01T02:00:00Z")]["low"] == 3
     assert hour[("lic02", "2026-02-01T02:00:00Z")]["low"] == 0  # lic02 has gaps in that hour
