@@ -167,7 +167,8 @@ def _sql_local_iso(col: str) -> str:
             f"concat(substring({local}, 1, 22), ':', substring({local}, 23, 2)))")
 
 
-def key_ranges(client: Client, db: str, scope: Scope, level: str = "estate") -> dict[tuple[str, str, str], tuple[int, int]]:
+def key_ranges(client: Client, db: str, scope: Scope,
+               level: str = "estate") -> dict[tuple[str, str, str], tuple[int, int]]:
     """Per (org, server, feature) of ``level``: the scope's range clipped to [the feature's first
     stored minute, its last + 1 min). Shares of minutes (percentiles, means) are taken over this
     range: idle minutes between a feature's first and last data count (nothing was held), the part of a
@@ -215,7 +216,8 @@ def sizing(client: Client, db: str, scope: Scope, level: str = "estate") -> Repo
         mean = sum(p * n for p, n in dist) / total
         ent = entitled_on(ents.get((o, f), []), us_date(last - 1)) or None
         rows.append([o, s or "(estate)", f, total, ent, _cover(dist, total, 0.95), _cover(dist, total, 0.99),
-                     dist[-1][0], round(mean, 3), rules.get((o, s, f), "NONE"), iso_in(first, scope.tz), iso_in(last, scope.tz)])
+                     dist[-1][0], round(mean, 3), rules.get((o, s, f), "NONE"), iso_in(first, scope.tz),
+                     iso_in(last, scope.tz)])
         for label, n in _histogram(dist, ent or dist[-1][0] or 1):
             hist_rows.append([o, s or "(estate)", f, label, n, round(n / total, 6)])
     rep = Report("Sizing: licenses that cover a share of the minutes", _SIZING_COLS, rows,
@@ -848,7 +850,8 @@ def chargeback(client: Client, db: str, scope: Scope, groups: dict[str, str]) ->
         out.append([o, f, g, round(h, 4), round(h / total[(o, f)], 6) if total[(o, f)] else 0.0,
                     shares.get(g, 0), round(shares.get(g, 0) / top, 6) if top else 0.0, top, iso_in(at, scope.tz)])
     return Report("Chargeback by group", _CB_COLS, out,
-                  [f"from {iso_in(start, scope.tz)} to {iso_in(end, scope.tz)}; share_of_peak: the licenses each group held at the "
+                  [f"from {iso_in(start, scope.tz)} to {iso_in(end, scope.tz)}; share_of_peak: the licenses each "
+                   "group held at the "
                    "feature's estate peak instant (the first, if it recurs); users not in the group file are "
                    "(unmapped)."])
 
@@ -1014,8 +1017,8 @@ def compliance(client: Client, db: str, scope: Scope, models: dict[str, str],
             cover = size.get((o, f), [None] * 7)[6]
         rows.append([o, f, "user/device" if model == UD else "concurrent", ent, use, when, cover, len(periods),
                      sum(r[5] for r in periods), d, true_d, "" if model == UD else rule_of.get((o, f), "NONE")])
-    data_note = (f"data from {iso_in(covered[0], scope.tz)} to {iso_in(covered[1], scope.tz)}" if covered[1] > covered[0]
-                 else "no data in this period")
+    data_note = (f"data from {iso_in(covered[0], scope.tz)} to {iso_in(covered[1], scope.tz)}"
+                 if covered[1] > covered[0] else "no data in this period")
     rep = Report(f"Compliance report {iso_in(scope.start, scope.tz)} to {iso_in(scope.end, scope.tz)} ({data_note})",
                  ["org", "feature", "model", "entitlement", "peak_or_assigned", "at", "cover_99_or_optimal",
                   "overuse_periods", "overuse_minutes_or_days", "denials", "true_denials", "dup_group"], rows,

@@ -398,6 +398,10 @@ def _print_parse(parser: Any) -> None:
     if restarts or rereads:
         console.print(f"  {restarts:,} daemon restart event(s) (checkouts released), {rereads:,} license "
                       "reread(s) (checkouts kept)")
+    unsupported = st.events.get("UNSUPPORTED", 0)
+    if unsupported:
+        console.print(f"  {unsupported:,} request(s) for features the server does not serve (UNSUPPORTED: not "
+                      "denials; `lictel report denials` lists them)")
     for reason, n in st.skipped.most_common():
         console.print(f"    {n:>9,} skipped: {reason}")
     for w in st.warnings[:10]:
@@ -445,6 +449,10 @@ def _print_sessions(reader: Any) -> None:
     kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(st.events.items())) or "none"
     console.print(f"  read {st.files} export(s), {st.records:,} records: {st.sessions:,} sessions "
                   f"({st.still_running:,} still running), {st.connections:,} connections; events {kinds}")
+    unsupported = st.events.get("UNSUPPORTED", 0)
+    if unsupported:
+        console.print(f"  {unsupported:,} request(s) for features the server does not serve (UNSUPPORTED: not "
+                      "denials; `lictel report denials` lists them)")
     for reason, n in st.skipped.most_common():
         console.print(f"    {n:>9,} skipped: {reason}")
 

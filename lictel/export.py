@@ -51,7 +51,8 @@ def usage_rows(client: Client, db: str, level: str, granularity: str,
                org: str | None = None, feature: str | None = None,
                start_s: int | None = None, end_s: int | None = None,
                source: str = "license", measure: str = "checkouts", tz: str = "UTC") -> list[dict[str, Any]]:
-    """Rows of ``level`` at ``granularity`` (periods of zone ``tz``, printed in its local time) of one series (``license``: what license servers logged;
+    """Rows of ``level`` at ``granularity`` (periods of zone ``tz``, printed in its local time) of one
+    series (``license``: what license servers logged;
     ``sessions``: what session exports imply, ``server`` being the broker site), sorted by org,
     server, feature, period. ``measure``: ``checkouts`` or ``charged`` (licenses charged under the
     DUP_GROUP rules) for peak, low, avg and license_seconds; the event counters are the same."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ def test_run_flexnet_stores_what_the_parser_reads(lictel: Lictel) -> None:
     log = DATA / "basic.log"
     run = lictel("run", "--flexnet", str(log), "--server", "lic01", "--org", "acme", "--tz", "Europe/Berlin")
     err = " ".join(run.stderr.split())
-    assert "read 21 log lines: events DENIED 2, DEQUEUED 1, IN 4, OUT 4, QUEUED 1, RESTART 3" in err
+    assert "read 21 log lines: events DENIED 1, DEQUEUED 1, IN 4, OUT 4, QUEUED 1, RESTART 3, UNSUPPORTED 1" in err
     assert "2 bad input line(s) dead-lettered" in err
     assert f"line 14 of {log}: unparseable" in err
     p = FlexnetParser(org="acme", server="lic01", tz="Europe/Berlin")
@@ -28,6 +29,21 @@ def test_run_flexnet_stores_what_the_parser_reads(lictel: Lictel) -> None:
     for level in ("pool", "estate"):
         want = to_csv(minute_row(r) for r in compute_rows(events) if r.level == level)
         assert lictel("export", "usage", "--level", level, "--format", "csv").stdout == want
+    # The UNSUPPORTED request (a feature the server does not serve) is not a denial: a table of its own.
+    doc = json.loads(lictel("report", "denials", "--format", "json").stdout)
+    assert [(r["feature"], r["denials"]) for r in doc["rows"]] == [("XDT_PLT_CCU", 1)]
+    assert [(r["feature"], r["requests"], r["top_reasons"]) for r in doc["parts"][0]["rows"]] == [
+        ("XDS_PLT_CCS", 1, "No such feature exists. (-5,346)")]
+    peak = lictel("report", "peak", "--format", "csv").stdout.splitlines()
+    assert peak[0] == "org,feature,series,server,peak,charged_peak,dup_group,peak_at,avg,license_hours,denials"
+    assert "acme,XDT_PLT_CCU,license,(estate),2,2,NONE," in "\n".join(peak)
+
+
+def test_a_report_on_a_missing_data_dir_says_so_and_creates_nothing(lictel: Lictel, tmp_path: Path) -> None:
+    missing = tmp_path / "typo"
+    run = lictel("report", "sizing", "--data-dir", str(missing), check=False)
+    assert run.returncode != 0 and "no lictel data in" in run.stderr and "--data-dir" in run.stderr
+    assert not missing.exists()
 
 
 def test_flexnet_needs_a_server_name(lictel: Lictel) -> None:

@@ -102,10 +102,16 @@ def test_usage_by_day(client: object) -> None:
 
 def test_sizing_and_histogram(client: object) -> None:
     rep = sizing(client, DB, Scope("acme", "F_CCU", MON, WED))
-    # 2880 minutes: 20 at 3, 30 at 2, 851 at 1, the rest at 0.
-    assert rep.rows == [["acme", "(estate)", "F_CCU", 2880, 2, 1, 2, 3, round((851 + 60 + 60) / 2880, 3), "NONE"]]
+    # The minutes from F_CCU's first stored minute (Mon 09:00) to its last (Tue 14:00): 1741, of them
+    # 20 at 3, 30 at 2, 851 at 1, the rest at 0.
+    assert rep.rows == [["acme", "(estate)", "F_CCU", 1741, 2, 1, 3, 3, round((851 + 60 + 60) / 1741, 3), "NONE",
+                         "2026-03-02T09:00:00Z", "2026-03-03T14:01:00Z"]]
     hist = {r[3]: r[4] for r in rep.parts[0].rows if r[4]}
-    assert hist == {"0%": 2880 - 901, "40-50%": 851, "90-100%": 30, ">100%": 20}
+    assert hist == {"0%": 1741 - 901, "40-50%": 851, "90-100%": 30, ">100%": 20}
+    # A requested range far wider than the data gives the same figures, never a percentile of nothing.
+    wide = sizing(client, DB, Scope("acme", "F_CCU", parse_ts("2000-01-01T00:00:00Z"),
+                                    parse_ts("2030-01-01T00:00:00Z")))
+    assert wide.rows == rep.rows
 
 
 def test_overuse_periods_and_band(client: object) -> None:
@@ -128,23 +134,49 @@ def test_denials_true_and_by_user(client: object) -> None:
 def test_dormant_releasable_and_phantom(client: object) -> None:
     rep = dormant(client, DB, Scope("acme"), {}, days=30, held_hours=12)
     kinds = {(r[0], r[3]): r for r in rep.rows}
-    assert kinds[("releasable", "ann")][5:] == ["2026-01-05", 56]
-    assert kinds[("releasable", "pc1")][5:] == ["2026-01-05", 56]
+    assert kinds[("releasable", "ann")][5:] == ["2026-01-05", 56, 1]
+    assert kinds[("releasable", "pc1")][5:] == ["2026-01-05", 56, 1]
     assert ("releasable", "bob") not in kinds
     phantom = kinds[("phantom", "gus@pc7")]
-    assert phantom[4] == "server lic01; still held at the end of the data" and phantom[6] == round(13 / 24, 2)
-    assert not [r for r in rep.rows if r[0] == "oversized"]  # p99 = 2 of 2 entitled
-    assert [r[0] for r in dormant(client, DB, Scope("acme"), {}, ratio=1.01).rows].count("oversized") == 1
+    assert phantom[4] == "server lic01; never checked in (still held at the end of the data)"
+    assert phantom[6:] == [round(13 / 24, 2), 1]
+    # ann's two-hour checkout ended with a check-in: long use, not a phantom, however short the limit.
+    short = dormant(client, DB, Scope("acme"), {}, held_hours=1)
+    assert {r[3] for r in short.rows if r[0] == "phantom"} == {"gus@pc7"}
+    # Over F_CCU's stored minutes (Mon 09:00 - Tue 14:01) the 99th percentile is 3, of 2 entitled.
+    assert not [r for r in rep.rows if r[0] == "oversized"]
+    assert [r[0] for r in dormant(client, DB, Scope("acme"), {}, ratio=1.4).rows].count("oversized") == 0
+    assert [r[0] for r in dormant(client, DB, Scope("acme"), {}, ratio=1.6).rows].count("oversized") == 1
 
 
 def test_heatmap_hour_of_week(client: object) -> None:
     rep = heatmap(client, DB, Scope("acme", "F_CCU", MON, WED))
-    cells = {(r[2], r[3]): (r[4], r[5]) for r in rep.rows}
-    assert len(rep.rows) == 7 * 24
-    assert cells[("Mon", 10)] == (round(130 / 60, 3), 3) and cells[("Mon", 9)] == (1.0, 1)
-    assert cells[("Tue", 14)] == (round(1 / 60, 3), 1) and cells[("Sun", 3)] == (0.0, 0)
+    # One 7 x 24 grid of averages (rows: weekdays; columns h00..h23), then one of peaks.
+    assert [r[2] for r in rep.rows] == ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+    assert rep.columns[3:] == [f"h{h:02d}" for h in range(24)]
+    avg = {(r[2], h): v for r in rep.rows for h, v in enumerate(r[3:])}
+    peak = {(r[2], h): v for r in rep.parts[0].rows for h, v in enumerate(r[3:])}
+    assert (avg[("Mon", 10)], peak[("Mon", 10)]) == (round(130 / 60, 2), 3)
+    assert (avg[("Mon", 9)], peak[("Mon", 9)]) == (1.0, 1)
+    assert (avg[("Tue", 14)], peak[("Tue", 14)]) == (round(1 / 60, 2), 1) and avg[("Sun", 3)] == 0.0
     svg = rep.charts["acme-F_CCU"]
     assert svg.startswith("<svg") and svg.count("<rect") == 168
+    # In the site's zone (Berlin is UTC+1 in March) the same use falls an hour later.
+    berlin = heatmap(client, DB, Scope("acme", "F_CCU", MON, WED, "Europe/Berlin"))
+    local = {(r[2], h): v for r in berlin.parts[0].rows for h, v in enumerate(r[3:])}
+    assert (local[("Mon", 11)], local[("Mon", 10)], local[("Mon", 9)]) == (3, 1, 0)
+
+
+def test_reports_speak_of_the_sites_days_and_hours(client: object) -> None:
+    # New York is UTC-5 on 2 March: gus's checkout at Tuesday 01:00 UTC is Monday 20:00 there.
+    scope = Scope("acme", "F_CCU", None, None, "America/New_York")
+    days = usage(client, DB, scope, granularity="day")
+    assert days.columns[3] == "day"
+    assert [(r[3], r[4]) for r in days.rows] == [("2026-03-02T00:00:00-05:00", 3), ("2026-03-03T00:00:00-05:00", 1)]
+    # Monday (local) holds ann..dan's 190 license-minutes and gus's 4 hours until local midnight.
+    assert days.rows[0][7] == round((190 + 240) / 60, 6)
+    hours = denials(client, DB, scope, by="hour")
+    assert [r[2] for r in hours.rows] == ["2026-03-02T05:00:00-05:00", "2026-03-03T09:00:00-05:00"]
 
 
 def test_chargeback_by_group(client: object, tmp_path: Path) -> None:
@@ -185,7 +217,8 @@ def test_cli_formats_and_compliance(data_dir: Path, tmp_path: Path) -> None:
     sizing_csv = lictel("report", "sizing", "--format", "csv", "--feature", "F_CCU", "--from", "2026-03-02",
                         "--to", "2026-03-04").stdout
     assert sizing_csv.splitlines() == ["org,server,feature,minutes,entitlement,cover_95,cover_99,cover_100,mean,"
-                                       "dup_group", "acme,(estate),F_CCU,2880,2,1,2,3,0.337,NONE"]
+                                       "dup_group,from,to", "acme,(estate),F_CCU,1741,2,1,3,3,0.558,NONE,"
+                                       "2026-03-02T09:00:00Z,2026-03-03T14:01:00Z"]
     doc = json.loads(lictel("report", "denials", "--format", "json", "--by", "hour").stdout)
     assert [(r["hour"], r["true_denials"]) for r in doc["rows"]] == [("2026-03-02T10:00:00Z", 0),
                                                                       ("2026-03-03T14:00:00Z", 1)]
@@ -215,6 +248,19 @@ def test_cli_formats_and_compliance(data_dir: Path, tmp_path: Path) -> None:
     again = lictel("report", "compliance", "--from", "2026-03-02", "--to", "2026-03-04", "--pseudonymize",
                    "--format", "json").stdout
     assert json.loads(again)["rows"][0]["feature"] == "F_CCU"
+    # Without --from/--to: the whole stored range, named in the title; the figures are the same.
+    whole = json.loads(lictel("report", "compliance", "--format", "json").stdout)
+    assert whole["report"] == ("Compliance report 2026-01-05T09:00:00Z to 2026-03-03T14:01:00Z (data from "
+                               "2026-01-05T09:00:00Z to 2026-03-03T14:01:00Z)")
+    period = json.loads(lictel("report", "compliance", "--format", "json", "--from", "2000-01-01", "--to",
+                               "2030-01-01").stdout)
+    assert period["report"].endswith("(data from 2026-01-05T09:00:00Z to 2026-03-03T14:01:00Z)")
+    cover = {r["feature"]: r["cover_99_or_optimal"] for r in period["rows"]}
+    assert cover["F_CCU"] == 3  # over F_CCU's own minutes, not 30 years of nothing
+    # Tables are for reading: fractions rounded; csv keeps them exact.
+    table = lictel("report", "usage", "--feature", "F_CCU").stdout
+    assert "0.13" in table and "0.131944" not in table
+    assert "0.131944" in lictel("report", "usage", "--feature", "F_CCU", "--format", "csv").stdout
 
 
 def test_sql_views_agree_with_the_reports(client: object) -> None:
@@ -265,10 +311,24 @@ def test_reports_that_compare_with_entitlements_use_licenses_charged(warehouse: 
                                          org="acme", source="c.csv"))  # type: ignore[arg-type]
     scope = Scope("acme", "F_UH", MON, WED)
     size = sizing(client, DB, scope)
-    # Charged: 1 from 09:00, 2 from 09:20 to 10:00 (checkouts would reach 4).
-    assert [r[5:] for r in size.rows] == [[0, 2, 2, round((20 + 40 * 2) / 2880, 3), "UH"]]
+    # Charged over the feature's 61 stored minutes (09:00-10:01): 1 from 09:00, 2 from 09:20, 0 from
+    # 10:00 (checkouts would reach 4).
+    assert [r[3:10] for r in size.rows] == [[61, 2, 2, 2, 2, round((20 + 40 * 2) / 61, 3), "UH"]]
     assert overuse(client, DB, scope, {}).rows == []
     comp = compliance(client, DB, scope, {})
     assert [(r[4], r[-1]) for r in comp.rows] == [(2, "UH")]
     assert any("licenses charged" in n for n in comp.notes)
     assert max(r.peak for r in rows) == 4  # what every checkout counted: above the two licenses
+
+
+def test_denials_by_user_and_host_put_the_most_denied_first(warehouse: tuple[Settings, object]) -> None:
+    _, client = warehouse
+    who = [("ann", "h1")] * 3 + [("bob", "h2")] + [("cat", "h3")] * 2
+    events = [Event(f"s:d:{i}", parse_ts(f"2026-03-02T09:{i:02d}:00Z"), "acme", "s", "V", "F", "DENIED", u, h, None,
+                    1, "Licensed number of users already reached. (-4,342)", "s:d", i) for i, (u, h) in enumerate(who)]
+    client.insert(f"{DB}.raw_events", [[getattr(e, c) for c in RAW_COLUMNS] for e in events],  # type: ignore[attr-defined]
+                  column_names=RAW_COLUMNS)
+    for by, names in (("user", ["ann", "cat", "bob"]), ("host", ["h1", "h3", "h2"])):
+        rep = denials(client, DB, Scope("acme"), by=by)
+        assert [(r[2], r[3]) for r in rep.rows] == list(zip(names, [3, 2, 1], strict=True)), by
+    assert denials(client, DB, Scope("acme"), by="feature").parts[0].rows == []  # no UNSUPPORTED requests

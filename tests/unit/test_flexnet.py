@@ -38,7 +38,7 @@ def test_every_line_kind_of_the_compact_format() -> None:
         ("OUT", "XDT_PLT_CCU", "Renée Müller", "pc-2", None, 1, t("09:15:03")),
         ("OUT", "XDT_ENT_UD", "bob", "pc-3", "project x", 3, t("09:20:00")),
         ("DENIED", "XDT_PLT_CCU", "carol", "pc-4", None, 1, t("09:21:00")),
-        ("DENIED", "XDS_PLT_CCS", "dave", "pc-5", None, 1, t("09:21:30")),
+        ("UNSUPPORTED", "XDS_PLT_CCS", "dave", "pc-5", None, 1, t("09:21:30")),
         ("QUEUED", "XDT_PLT_CCU", "carol", "pc-4", None, 1, t("09:22:00")),
         ("DEQUEUED", "XDT_PLT_CCU", "carol", "pc-4", None, 1, t("09:23:00")),
         ("IN", "XDT_PLT_CCU", "alice", "pc-1", None, 1, t("09:30:00")),
@@ -100,8 +100,8 @@ def test_round_trip_render_then_parse_gives_the_same_rows(tz: str) -> None:
 
 def _corpus_counts(text: str) -> Counter[str]:
     c: Counter[str] = Counter()
-    for name, pattern in (("OUT", r'\) OUT: "'), ("IN", r'\) IN: "'),
-                          ("DENIED", r'\) (DENIED|UNSUPPORTED): "')):
+    for name, pattern in (("OUT", r'\) OUT: "'), ("IN", r'\) IN: "'), ("DENIED", r'\) DENIED: "'),
+                          ("UNSUPPORTED", r'\) UNSUPPORTED: "')):
         c[name] = len(re.findall(pattern, text))
     return c
 
@@ -125,6 +125,28 @@ def test_real_logs_every_line_is_an_event_or_accounted_for(path: Path) -> None:
     damaged = sum(1 for i in items if isinstance(i, Skipped) and i.dead and re.search(r'\) (OUT|IN): "', i.raw))
     assert counts["OUT"] + counts["IN"] + damaged == want["OUT"] + want["IN"]
     assert counts["DENIED"] == want["DENIED"]
+    assert counts["UNSUPPORTED"] == want["UNSUPPORTED"]
+    # A reason is the server's error code, never the socket detail of how the client went away.
+    assert not [e.reason for e in events if e.reason and re.search(r"\(-?\d+,-?\d+:", e.reason)]
+
+
+def test_unsupported_is_its_own_action_and_reasons_drop_the_socket_detail() -> None:
+    p = FlexnetParser(org="o", server="s", tz="UTC")
+    lines = [' 8:00:00 (lmgrd) TIMESTAMP 3/2/2026',
+             ' 9:00:00 (MLM) DENIED: "MATLAB" ann@pc1  (Licensed number of users already reached. (-4,342:10054 ""))',
+             ' 9:00:01 (MLM) DENIED: "MATLAB" ann@pc1  (Licensed number of users already reached. '
+             '(-4,342:104 "Connection reset by peer"))',
+             ' 9:00:02 (MLM) DENIED: "MATLAB" ann@pc1  (Licensed number of users already reached. (-4,342))',
+             ' 9:00:03 (MLM) UNSUPPORTED: "NOPE" (PORT_AT_HOST_PLUS   ) bob@pc2  (License server system does not '
+             'support this feature. (-18,327:10054 ""))']
+    events = [i for i in p.parse(lines, "x.log") if isinstance(i, Event)]
+    assert [(e.action, e.reason) for e in events] == [
+        ("DENIED", "Licensed number of users already reached. (-4,342)")] * 3 + [
+        ("UNSUPPORTED", "License server system does not support this feature. (-18,327)")]
+    assert (events[3].user, events[3].host, events[3].feature) == ("bob", "pc2", "NOPE")
+    # Not a denial of a licensed feature: no usage key, no denial counted.
+    rows = compute_rows(events)
+    assert {r.feature for r in rows} == {"MATLAB"} and sum(r.denials for r in rows if r.level == "pool") == 3
 
 
 def test_verbose_blocks_and_forked_daemons() -> None:
