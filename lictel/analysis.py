@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from clickhouse_connect.driver.client import Client
 
+from lictel import dupgroup
 from lictel.errors import ConfigError, InputError
 from lictel.export import rollup_query
 from lictel.identity import SQL_DEVICE, SQL_USER, normalize_user
@@ -750,19 +751,24 @@ def read_groups(path: Path) -> dict[str, str]:
 
 
 def chargeback(client: Client, db: str, scope: Scope, groups: dict[str, str]) -> Report:
-    """License-hours and share of the peak per group. Checkouts are replayed from raw events (the
-    same OUT/IN/RESTART rules as the engine); the peak is the feature's estate peak instant."""
+    """License-hours and share of the peak per group, in licenses charged. Checkouts are replayed from
+    raw events with the engine's rules (OUT/IN/RESTART; an IN closes the oldest open checkouts of
+    its identity first) and charged under the DUP_GROUP rule each pool's newest minute row names;
+    the peak is the feature's estate peak instant of licenses charged."""
     rng = stored_range(client, db, scope)
     if rng is None:
         return Report("Chargeback", _CB_COLS, [])
     start, end = rng
     where, params = Scope(scope.org, scope.feature).where()
+    pool_rules = {(o, s, f): r for o, s, f, r in client.query(
+        f"SELECT org, server, feature, argMax(dup_group, minute) FROM {db}.usage_minute FINAL "
+        f"WHERE level = 'pool' AND source = 'license' AND {where} GROUP BY org, server, feature",
+        parameters=params).result_rows}
     result = client.query(
         f"SELECT org, server, vendor, feature, action, user, host, ifNull(handle, ''), count, "
         f"toUnixTimestamp64Micro(ts) FROM {db}.raw_events FINAL WHERE ((action IN ('OUT', 'IN') AND {where}) "
         f"OR action = 'RESTART') AND vendor != 'SESSIONS' AND ts < fromUnixTimestamp64Micro({{end:Int64}}) "
         f"ORDER BY ts, seq", parameters={**params, "end": end})
-    rows = result.result_rows
     cache: dict[str, str] = {}
 
     def group_of(user: str) -> str:
@@ -771,119 +777,178 @@ def chargeback(client: Client, db: str, scope: Scope, groups: dict[str, str]) ->
             g = cache[user] = groups.get(normalize_user(user), "(unmapped)")
         return g
 
-    # 1. Before the range only what is held matters.
-    held: dict[tuple[Any, ...], int] = {}
-    i, n = 0, len(rows)
-    while i < n and rows[i][9] < start:
-        _apply_checkout(held, rows[i])
-        i += 1
-    # 2. In the range: license-hours per group, and the groups holding at each feature's peak.
-    level: dict[tuple[str, str], int] = defaultdict(int)
-    now: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    since: dict[tuple[Any, ...], int] = {}
-    for ident, k in held.items():
-        key = (ident[0], ident[3])
-        level[key] += k
-        now[key][group_of(ident[4])] += k
-        since[ident] = start
-    best: dict[tuple[str, str], tuple[int, int, dict[str, int]]] = {
-        key: (v, start, dict(now[key])) for key, v in level.items() if v}
-    hours: dict[tuple[str, str, str], float] = defaultdict(float)
-
-    def settle(ident: tuple[Any, ...], t: int) -> None:
-        k = held.get(ident, 0)
-        if k:
-            hours[(ident[0], ident[3], group_of(ident[4]))] += k * (t - since[ident]) / (3600 * US)
-        since[ident] = t
-
-    dirty: set[tuple[str, str]] = set()
-
-    def note_peaks(instant: int) -> None:
-        # Events at one instant are simultaneous: the level counts after the last of them.
-        for key in dirty:
-            if level[key] > best.get(key, (0, 0, {}))[0]:
-                best[key] = (level[key], instant, {g: v for g, v in now[key].items() if v})
-        dirty.clear()
-
-    instant = start
-    hour_us = 3600 * US
-    for row in rows[i:]:
-        o, server, vendor, f, action, user, host, handle, count, t = row
+    replay = _ChargeReplay(pool_rules, group_of, start)
+    instant = None
+    for row in result.result_rows:
+        t = row[9]
         if t != instant:
-            note_peaks(instant)
+            if instant is not None:
+                replay.note_peaks(instant)  # events at one instant are simultaneous
             instant = t
-        if action == "RESTART":
-            for ident in _released_by_restart(held, o, server, vendor):
-                settle(ident, t)
-                key = (ident[0], ident[3])
-                level[key] -= held[ident]
-                now[key][group_of(ident[4])] -= held.pop(ident)
-                dirty.add(key)
-            continue
-        # OUT and IN, inline: this loop runs once per checkout and check-in of the range.
-        ident = (o, server, vendor, f, user, host, handle)
-        had = held.get(ident, 0)
-        group = group_of(user)
-        if had:
-            hours[(o, f, group)] += had * (t - since[ident]) / hour_us
-        new = _held_after(had, action, count)
-        since[ident] = t
-        if new:
-            held[ident] = new
-        elif had:
-            del held[ident]
-        if new != had:
-            key = (o, f)
-            level[key] += new - had
-            now[key][group] += new - had
-            dirty.add(key)
-    note_peaks(instant)
-    for ident in list(held):
-        settle(ident, end)
+            if t >= start:
+                replay.begin()
+        replay.apply(row)
+    if instant is not None:
+        replay.note_peaks(instant)
+    replay.begin()
+    replay.settle_all(end)
     total: dict[tuple[str, str], float] = defaultdict(float)
-    for (o, f, _), h in hours.items():
+    for (o, f, _), h in replay.hours.items():
         total[(o, f)] += h
     out = []
-    for o, f, g in sorted(set(hours) | {(o, f, g) for (o, f), (_, _, sh) in best.items() for g in sh}):
-        h = hours.get((o, f, g), 0.0)
-        top, at, shares = best.get((o, f), (0, start, {}))
+    best = replay.best
+    for o, f, g in sorted(set(replay.hours) | {(o, f, g) for (o, f), (_, _, sh) in best.items() for g in sh}):
+        h = replay.hours.get((o, f, g), 0.0)
+        top, at, shares = best.get((o, f), (0.0, start, {}))
+        held = shares.get(g, 0.0)
         out.append([o, f, g, round(h, 4), round(h / total[(o, f)], 6) if total[(o, f)] else 0.0,
-                    shares.get(g, 0), round(shares.get(g, 0) / top, 6) if top else 0.0, top, iso_in(at, scope.tz)])
+                    _num(held), round(held / top, 6) if top else 0.0, _num(top), iso_in(at, scope.tz),
+                    "+".join(sorted({r for (o2, _, f2), r in pool_rules.items() if (o2, f2) == (o, f)})) or "NONE"])
     return Report("Chargeback by group", _CB_COLS, out,
-                  [f"from {iso_in(start, scope.tz)} to {iso_in(end, scope.tz)}; share_of_peak: the licenses each "
-                   "group held at the "
-                   "feature's estate peak instant (the first, if it recurs); users not in the group file are "
-                   "(unmapped)."])
+                  [f"from {iso_in(start, scope.tz)} to {iso_in(end, scope.tz)}, in licenses charged under each "
+                   "feature's DUP_GROUP rule (dup_group): checkouts of one group share a license; a license shared "
+                   "by several users (rules H and SITE) is split equally among them. share_of_peak: the licenses "
+                   "each group held at the feature's estate peak instant (the first, if it recurs); users not in "
+                   "the group file are (unmapped)."])
 
 
-def _released_by_restart(held: dict[tuple[Any, ...], int], org: str, server: str,
-                         vendor: str) -> list[tuple[Any, ...]]:
-    """The checkouts a restart of ``vendor`` on ``server`` releases (the engine's RESTART rule)."""
-    return [i for i in held if i[0] == org and i[1] == server and i[2] == vendor]
+def _num(x: float) -> float | int:
+    """A share of licenses: an integer when it is one, else rounded."""
+    r = round(x, 4)
+    return int(r) if r == int(r) else r
 
 
-def _held_after(had: int, action: str, count: int) -> int:
-    """The engine's OUT/IN rule for one checkout: OUT adds, IN releases at most what is held."""
-    return had + count if action == "OUT" else max(had - count, 0)
+class _ChargeReplay:
+    """Licenses charged per chargeback group over time (:func:`chargeback`).
 
+    Open checkouts per identity (oldest first). A DUP group (the rule's projection of an identity;
+    under NONE the identity itself, charged the sum of its open checkouts) is charged the largest
+    count among its open checkouts, attributed to its users in equal shares, and through them to
+    their chargeback groups. Hours accumulate only from ``start``."""
 
-def _apply_checkout(held: dict[tuple[Any, ...], int], row: Sequence[Any]) -> None:
-    """One raw event applied to what each checkout holds."""
-    o, server, vendor, f, action, user, host, handle, count = row[:9]
-    if action == "RESTART":
-        for ident in _released_by_restart(held, o, server, vendor):
-            del held[ident]
-        return
-    ident = (o, server, vendor, f, user, host, handle)
-    new = _held_after(held.get(ident, 0), action, int(count))
-    if new:
-        held[ident] = new
-    else:
-        held.pop(ident, None)
+    def __init__(self, rules: dict[tuple[str, str, str], str], group_of: Callable[[str], str], start: int) -> None:
+        self.rules = rules
+        self.group_of = group_of
+        self.start = start
+        self.open: dict[tuple[Any, ...], list[int]] = {}
+        self.members: dict[tuple[Any, ...], set[tuple[Any, ...]]] = {}
+        self.contrib: dict[tuple[Any, ...], dict[str, float]] = {}
+        self.rate: dict[tuple[str, str, str], float] = defaultdict(float)
+        self.since: dict[tuple[str, str, str], int] = {}
+        self.hours: dict[tuple[str, str, str], float] = defaultdict(float)
+        self.level: dict[tuple[str, str], float] = defaultdict(float)
+        self.best: dict[tuple[str, str], tuple[float, int, dict[str, float]]] = {}
+        self.dirty: set[tuple[str, str]] = set()
+        self._fields: dict[tuple[str, str, str], str] = {}
+        self._started = False
+
+    def _key(self, ident: tuple[Any, ...]) -> tuple[Any, ...]:
+        o, server, vendor, f, user, host, _ = ident
+        by = self._fields.get((o, server, f))
+        if by is None:
+            by = self._fields[(o, server, f)] = dupgroup.fields(self.rules.get((o, server, f), dupgroup.NONE))
+        if by == "":
+            return ident
+        if by == dupgroup.SITE:
+            return (o, server, vendor, f)
+        return (o, server, vendor, f, user if "U" in by else "", host if "H" in by else "")
+
+    def apply(self, row: Sequence[Any]) -> None:
+        o, server, vendor, f, action, user, host, handle, count, t = row
+        if action == "RESTART":
+            gone = [i for i in self.open if i[0] == o and i[1] == server and i[2] == vendor]
+            keys = {self._key(i) for i in gone}
+            for i in gone:
+                del self.open[i]
+            for k in keys:
+                self.members[k].difference_update(gone)
+                self._recharge(k, t)
+            return
+        ident = (o, server, vendor, f, user, host, handle)
+        opened = self.open.get(ident)
+        if action == "OUT":
+            if opened is None:
+                opened = self.open[ident] = []
+                self.members.setdefault(self._key(ident), set()).add(ident)
+            opened.append(int(count))
+        elif opened:
+            n = int(count)
+            while n and opened:
+                take = min(n, opened[0])
+                n -= take
+                if take == opened[0]:
+                    opened.pop(0)
+                else:
+                    opened[0] -= take
+            if not opened:
+                del self.open[ident]
+                self.members[self._key(ident)].discard(ident)
+        else:
+            return  # an orphan check-in changes nothing
+        self._recharge(self._key(ident), t)
+
+    def _recharge(self, key: tuple[Any, ...], t: int) -> None:
+        members = self.members.get(key, set())
+        new: dict[str, float] = {}
+        if members:
+            # NONE: the key is the identity itself (7 fields), charged every open checkout; else the
+            # group's largest open checkout.
+            value = float(sum(self.open[key])) if len(key) == 7 else float(max(max(self.open[i]) for i in members))
+            users = {i[4] for i in members}
+            for u in users:
+                g = self.group_of(u)
+                new[g] = new.get(g, 0.0) + value / len(users)
+        old = self.contrib.get(key, {})
+        if new == old:
+            return
+        o, f = key[0], key[3]
+        for g in old.keys() | new.keys():
+            diff = new.get(g, 0.0) - old.get(g, 0.0)
+            if diff:
+                k3 = (o, f, g)
+                self._settle(k3, t)
+                self.rate[k3] += diff
+                self.level[(o, f)] += diff
+        if new:
+            self.contrib[key] = new
+        else:
+            self.contrib.pop(key, None)
+        self.dirty.add((o, f))
+
+    def _settle(self, k3: tuple[str, str, str], t: int) -> None:
+        last = self.since.get(k3, self.start)
+        if t > last:
+            self.hours[k3] += self.rate[k3] * (t - max(last, self.start)) / (3600 * US)
+        self.since[k3] = max(t, self.start)
+
+    def begin(self) -> None:
+        """At the first instant of the range: what is held then counts as a candidate peak."""
+        if not self._started:
+            self._started = True
+            self.dirty.update(k for k, v in self.level.items() if v > 1e-9)
+            self.note_peaks(self.start, force=True)
+
+    def note_peaks(self, instant: int, force: bool = False) -> None:
+        if not self._started and not force:
+            self.dirty.clear()
+            return
+        for key in self.dirty:
+            lv = round(self.level[key], 9)
+            if lv > self.best.get(key, (0.0, 0, {}))[0] + 1e-9:
+                shares: dict[str, float] = defaultdict(float)
+                for (o, f, g), r in self.rate.items():
+                    if (o, f) == key and r > 1e-9:
+                        shares[g] += r
+                self.best[key] = (lv, max(instant, self.start), dict(shares))
+        self.dirty.clear()
+
+    def settle_all(self, end: int) -> None:
+        for k3 in list(self.rate):
+            self._settle(k3, end)
 
 
 _CB_COLS = ["org", "feature", "group", "license_hours", "share_of_hours", "held_at_peak", "share_of_peak", "peak",
-            "peak_at"]
+            "peak_at", "dup_group"]
 
 
 # --------------------------------------------------------------------------- vendor reconciliation

@@ -319,6 +319,28 @@ def test_reports_that_compare_with_entitlements_use_licenses_charged(warehouse: 
     assert [(r[4], r[-1]) for r in comp.rows] == [(2, "UH")]
     assert any("licenses charged" in n for n in comp.notes)
     assert max(r.peak for r in rows) == 4  # what every checkout counted: above the two licenses
+    # Chargeback splits licenses charged: ann's three sessions are one license for the hour.
+    client.insert(f"{DB}.raw_events", [[getattr(e, c) for c in RAW_COLUMNS] for e in events],  # type: ignore[attr-defined]
+                  column_names=RAW_COLUMNS)
+    cb = chargeback(client, DB, scope, {"ann": "eng", "bob": "ops"})
+    assert [r[2:] for r in cb.rows] == [
+        ["eng", 1.0, 0.6, 1, 0.5, 2, "2026-03-02T09:20:00Z", "UH"],
+        ["ops", round(40 / 60, 4), 0.4, 1, 0.5, 2, "2026-03-02T09:20:00Z", "UH"]]
+
+
+def test_chargeback_splits_a_license_shared_by_users_of_one_host(warehouse: tuple[Settings, object]) -> None:
+    from lictel.dupgroup import DupRules
+
+    _, client = warehouse
+    spec = [("09:00", "OUT", "cy"), ("09:00", "OUT", "di"), ("10:00", "IN", "cy"), ("10:00", "IN", "di")]
+    events = [Event(f"lic01:h:{i}", parse_ts(f"2026-03-02T{ts}:00Z"), "acme", "lic01", "V", "F_H", action, user,
+                    "pc9", None, 1, None, "lic01:h", i) for i, (ts, action, user) in enumerate(spec)]
+    write_minute_rows(client, DB, compute_rows(events, rules=DupRules({"F_H": "H"})), version=1)  # type: ignore[arg-type]
+    client.insert(f"{DB}.raw_events", [[getattr(e, c) for c in RAW_COLUMNS] for e in events],  # type: ignore[attr-defined]
+                  column_names=RAW_COLUMNS)
+    cb = chargeback(client, DB, Scope("acme", "F_H"), {"cy": "eng", "di": "ops"})  # type: ignore[arg-type]
+    # One license (same host) for the hour, half each; two checkouts would have charged two hours.
+    assert [r[2:8] for r in cb.rows] == [["eng", 0.5, 0.5, 0.5, 0.5, 1], ["ops", 0.5, 0.5, 0.5, 0.5, 1]]
 
 
 def test_denials_by_user_and_host_put_the_most_denied_first(warehouse: tuple[Settings, object]) -> None:
