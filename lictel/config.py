@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     dup_group: str = Field("", description="DUP_GROUP rules, FEATURE=RULE comma-separated (* = every feature; RULE: NONE, SITE, U, H, UH, UHD, ...); a feature named here overrides its license files.")
     dup_group_licenses: str = Field("", description="ORG/FEATURE=RULE from imported license files; lictel run/up fill it in from the warehouse at start.")
     tz: str = Field("UTC", description="Time zone (IANA) of the days, hours and times reports and exports speak of; reports take --tz too.")
+    max_ahead_s: float = Field(86400.0, gt=0, description="Events stamped more than this after the wall clock are dead letters (a damaged date, or a clock far ahead).")
+    max_source_gap_days: float = Field(366.0, gt=0, description="An event this many days or more from the previous event of its source is a dead letter (a damaged year).")
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this port (0 = any free port); unset = off.")
 
     @field_validator("kafka_bootstrap", "clickhouse_url", "schema_registry_url", mode="before")

@@ -12,6 +12,7 @@ import json
 from typing import Any, NamedTuple
 
 from lictel.errors import InputError
+from lictel.limits import value_problem
 from lictel.timeutil import iso_us, parse_ts
 
 OUT = "OUT"
@@ -130,7 +131,7 @@ def event_from_json(obj: object, *, source: str = "", line: int | None = None) -
         if value is not None and not isinstance(value, str):
             raise bad(name, "must be a string")
     server_wide = action in SERVER_WIDE
-    return Event(
+    event = Event(
         event_id=obj["event_id"],
         ts=ts,
         org=obj["org"],
@@ -146,6 +147,10 @@ def event_from_json(obj: object, *, source: str = "", line: int | None = None) -
         source=obj["source"],
         seq=seq,
     )
+    limit = value_problem(event)  # what storage cannot hold, named with its line
+    if limit is not None:
+        raise bad(*limit)
+    return event
 
 
 def event_from_line(text: str, *, source: str = "", line: int | None = None) -> Event:

@@ -22,12 +22,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from lictel import limits
 from lictel.config import Settings
 from lictel.errors import BrokerError, InputError
-from lictel.events import BROADCAST, HEARTBEAT, SESSION_VENDOR, Event, heartbeat
+from lictel.events import BROADCAST, HEARTBEAT, SESSION_VENDOR, Event, event_to_line, heartbeat
 from lictel.partitioning import partition_for
 from lictel.serde import Serde
-from lictel.timeutil import MINUTE_US, US, floor_minute
+from lictel.timeutil import DAY_US, MINUTE_US, US, floor_minute
 
 
 @dataclass
@@ -84,6 +85,8 @@ class EventProducer:
         self._last_hb = time.monotonic()
         self._hb_seq = 0
         self._producer: AIOKafkaProducer | None = None
+        self._max_ahead_us = int(settings.max_ahead_s * US)
+        self._clock = limits.SourceClock(int(settings.max_source_gap_days * DAY_US))
 
     async def start(self) -> EventProducer:
         self._producer = AIOKafkaProducer(
@@ -97,7 +100,15 @@ class EventProducer:
         return self
 
     async def send(self, event: Event) -> None:
-        """Queue one event; flushes batches that are full or have lingered long enough."""
+        """Queue one event; flushes batches that are full or have lingered long enough. An event
+        outside what lictel can hold or believe (:mod:`lictel.limits`) is a dead letter instead."""
+        bad = limits.problem(event, int(time.time() * US), self._max_ahead_us) or self._clock.problem(event)
+        if bad is not None:
+            field_, reason = bad
+            await self.dead_letter(InputError(f"event {event.event_id!r}: {reason}", source=event.source,
+                                              field=field_, raw=_raw(event)))
+            return
+        self._clock.accept(event)
         st = self.stats
         st.events += 1
         st.by_action[event.action] += 1
@@ -170,7 +181,23 @@ class EventProducer:
         self._buffers[p] = []
         self._first_at[p] = None
         assert self._producer is not None
-        fut = await self._producer.send(self.topic, self._encode(buf), partition=p)
+        try:
+            data = self._encode(buf)
+        except (ValueError, TypeError, OverflowError):
+            # One record the encoder cannot take must not cost the batch: find it, dead-letter it.
+            good = []
+            for ev in buf:
+                try:
+                    self._encode([ev])
+                except (ValueError, TypeError, OverflowError) as exc:
+                    await self.dead_letter(InputError(f"event {ev.event_id!r} cannot be encoded: {exc}",
+                                                      source=ev.source, raw=_raw(ev)))
+                else:
+                    good.append(ev)
+            if not good:
+                return
+            data = self._encode(good)
+        fut = await self._producer.send(self.topic, data, partition=p)
         self._pending.append(fut)
         self.stats.messages += 1
 
@@ -210,3 +237,11 @@ class EventProducer:
             if self._producer is not None:
                 await self._producer.stop()
                 self._producer = None
+
+
+def _raw(ev: Event) -> str:
+    """An event as a dead letter's ``raw`` text (whatever it holds)."""
+    try:
+        return event_to_line(ev)[:4096]
+    except (ValueError, TypeError, OverflowError, UnicodeError):
+        return repr(ev)[:4096]

@@ -322,7 +322,10 @@ class SessionExportReader:
             return None
         m = _MS_DATE.match(text)
         if m:
-            return int(m.group(1)) * 1000
+            ms = int(m.group(1))
+            if not -62_135_596_800_000 <= ms <= 253_402_300_799_000:  # years 1 to 9999
+                raise _Bad(name, f"{text!r} is not a date (milliseconds outside the years 1 to 9999)")
+            return ms * 1000
         try:
             value = dt.datetime.fromisoformat(text.replace(" ", "T", 1) if "T" not in text else text)
         except ValueError:

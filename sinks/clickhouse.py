@@ -32,10 +32,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from clickhouse_connect.driver.client import Client
 
+from lictel import limits
 from lictel.config import Settings
 from lictel.engine import MinuteRow
 from lictel.errors import BrokerError, SchemaError
-from lictel.events import HEARTBEAT
+from lictel.events import HEARTBEAT, Event
 from lictel.partitioning import partition_name
 from lictel.serde import Serde
 from lictel.timeutil import US
@@ -62,6 +63,7 @@ class SinkStats:
     late_events: int = 0
     inserts: int = 0
     undecodable: int = 0
+    refused: int = 0  # raw events outside lictel.limits (the stream worker dead-letters them)
     first_message_at: float | None = None  # time.monotonic() of the first message taken
     final_upto: dict[tuple[str, int], int] = field(default_factory=dict)
 
@@ -126,6 +128,7 @@ class ClickHouseSink:
                  group_instance_id: str | None = None) -> None:
         self.group_instance_id = group_instance_id
         self.settings = settings
+        self._max_ahead = int(settings.max_ahead_s * US)
         self.bootstrap = bootstrap
         self.db = settings.clickhouse_database
         self.client = client or connect(settings)
@@ -193,6 +196,13 @@ class ClickHouseSink:
         try:
             if kind == "events":
                 events = [e for e in self.serde.events.decode(value)["events"] if e["action"] != HEARTBEAT]
+                now = int(time.time() * US)
+                kept = [e for e in events if limits.problem(Event(**e), now, self._max_ahead) is None]
+                if len(kept) < len(events):
+                    # Not storable or not believable: the stream worker dead-letters these (one record
+                    # each); storing them raw would let a reconcile count them.
+                    self.stats.refused += len(events) - len(kept)
+                    events = kept
                 for c, col in buf.raw.items():
                     col.extend([e[c] for e in events])
                 buf.n_raw += len(events)

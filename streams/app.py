@@ -28,7 +28,7 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from lictel import metrics
+from lictel import limits, metrics
 from lictel.config import Settings
 from lictel.engine import Engine
 from lictel.errors import SchemaError
@@ -98,6 +98,7 @@ def make_app(settings: Settings, bootstrap: str, instance_id: str | None = None)
     metrics.serve("stream", lambda: counters, settings.metrics_port, settings.data_dir)
     catchup: dict[str, AIOKafkaConsumer] = {}
     rules = settings.dup_rules
+    max_ahead = int(settings.max_ahead_s * US)
 
     def load(stream: str, p: int) -> _PartitionState:
         raw = state.get(partition_name(stream, p))
@@ -121,6 +122,18 @@ def make_app(settings: Settings, bootstrap: str, instance_id: str | None = None)
             await dead.send(value=serde.encode_dead(record))
             log.warning("dead-lettered %s[%d]@%d: %s", stream, p, offset, exc)
         else:
+            # Producers refuse what lictel cannot hold; events written by others are checked here.
+            refused = [(ev, bad) for ev in batch if (bad := limits.problem(ev, now, max_ahead)) is not None]
+            if refused:
+                bad_ids = {ev.event_id for ev, _ in refused}
+                batch = [ev for ev in batch if ev.event_id not in bad_ids]
+                for ev, (field_, reason) in refused:
+                    counters["dead"] += 1
+                    record = {"ts": now, "stage": "stream", "source": ev.source, "line": None, "field": field_,
+                              "reason": f"event {ev.event_id!r}: {reason}", "raw": repr(ev)[:4096]}
+                    await dead.send(value=serde.encode_dead(record))
+                log.warning("%s[%d]@%d: %d event(s) dead-lettered, e.g. %s", stream, p, offset, len(refused),
+                            refused[0][1][1])
             counters["events"] += len(batch)
             out = st.engine.process(batch, now)
             counters["duplicates"] += out.duplicates

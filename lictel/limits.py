@@ -1,0 +1,111 @@
+"""What a license event may carry: the limits of storage and of plausibility (docs/guarantees.md,
+"Bad input").
+
+Every way into lictel (the producers, and the stream worker and sink for events that other
+producers wrote) checks an event with :func:`problem` before anything else sees it; an event that
+fails is a dead letter with the reason, never a crash, an overflow or a silently wrong figure.
+
+- Time: not before 1990-01-01, not more than ``max_ahead_us`` (default one day) after the wall
+  clock, and (:class:`SourceClock`) not more than ``max_gap_us`` (default 366 days) from the
+  previous event of the same source. One damaged date must not make the engine emit every minute
+  between 1970 and now.
+- ``count``: 1 to 1,000,000 licenses (a pool's sum must stay inside ClickHouse's UInt32 peak).
+- ``seq``: 0 to 2^63 - 1 (ClickHouse UInt64, Avro long).
+- Text fields: valid Unicode (no lone surrogates), no control characters (NUL, escape, ...), at most
+  1,024 characters (``reason``: 4,096).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING
+
+from lictel.timeutil import DAY_US, iso_s, to_us
+
+if TYPE_CHECKING:
+    from lictel.events import Event
+
+MIN_TS = to_us(dt.datetime(1990, 1, 1, tzinfo=dt.UTC))
+MAX_AHEAD_US = DAY_US
+MAX_GAP_US = 366 * DAY_US
+MAX_COUNT = 1_000_000
+MAX_SEQ = 2**63 - 1
+MAX_TEXT = 1024
+MAX_REASON = 4096
+_TEXT_FIELDS = ("event_id", "org", "server", "vendor", "feature", "user", "host", "handle", "source")
+# C0 and C1 control characters, DEL; tab is tolerated in free text (reason) only.
+_CONTROL = {*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)}
+_CONTROL_TABLE = dict.fromkeys(_CONTROL)
+
+
+def text_problem(value: str, limit: int = MAX_TEXT, free_text: bool = False) -> str | None:
+    """Why a text value cannot be stored as it is, or ``None``."""
+    if len(value) > limit:
+        return f"longer than {limit:,} characters ({len(value):,})"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not valid Unicode (a lone surrogate such as \\ud800)"
+    if value.translate(_CONTROL_TABLE) != value:
+        bad = next(ch for ch in value if ord(ch) in _CONTROL)
+        if not (free_text and bad == "\t"):
+            return f"contains the control character U+{ord(bad):04X}"
+    return None
+
+
+def problem(ev: Event, now_us: int, max_ahead_us: int = MAX_AHEAD_US) -> tuple[str, str] | None:
+    """``(field, reason)`` when ``ev`` is outside what lictel can hold or believe, else ``None``."""
+    if ev.ts < MIN_TS:
+        return "ts", f"{_when(ev.ts)} is before 1990-01-01: not a plausible license event (a damaged date?)"
+    if ev.ts > now_us + max_ahead_us:
+        return "ts", (f"{_when(ev.ts)} is more than {max_ahead_us / DAY_US:g} day(s) after the wall clock "
+                      f"({iso_s(now_us)}): a damaged date, or a clock far ahead")
+    return value_problem(ev)
+
+
+def value_problem(ev: Event) -> tuple[str, str] | None:
+    """The storage limits of :func:`problem` without the time window."""
+    if not 1 <= ev.count <= MAX_COUNT:
+        return "count", f"{ev.count} is not between 1 and {MAX_COUNT:,} licenses"
+    if not 0 <= ev.seq <= MAX_SEQ:
+        return "seq", f"{ev.seq} is not between 0 and 2^63 - 1"
+    for name in _TEXT_FIELDS:
+        value = getattr(ev, name)
+        if value:
+            why = text_problem(value)
+            if why:
+                return name, why
+    if ev.reason:
+        why = text_problem(ev.reason, MAX_REASON, free_text=True)
+        if why:
+            return "reason", why
+    return None
+
+
+def _when(ts: int) -> str:
+    try:
+        return iso_s(ts)
+    except (OverflowError, ValueError):
+        return f"{ts} µs"
+
+
+class SourceClock:
+    """The newest time seen per source, to refuse an event far from the rest of its source (a
+    damaged year in a log of this year)."""
+
+    def __init__(self, max_gap_us: int = MAX_GAP_US) -> None:
+        self.max_gap_us = max_gap_us
+        self._last: dict[str, int] = {}
+
+    def problem(self, ev: Event) -> tuple[str, str] | None:
+        last = self._last.get(ev.source)
+        if last is not None and abs(ev.ts - last) > self.max_gap_us:
+            days = abs(ev.ts - last) / DAY_US
+            return "ts", (f"{_when(ev.ts)} is {days:,.0f} days from the previous event of {ev.source} "
+                          f"({_when(last)}): a damaged date (more than {self.max_gap_us / DAY_US:g} days apart)")
+        return None
+
+    def accept(self, ev: Event) -> None:
+        last = self._last.get(ev.source)
+        if last is None or ev.ts > last:
+            self._last[ev.source] = ev.ts
