@@ -23,6 +23,7 @@ import hmac
 import io
 import itertools
 import math
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -35,7 +36,7 @@ from clickhouse_connect.driver.client import Client
 from lictel import dupgroup
 from lictel.errors import ConfigError, InputError
 from lictel.export import rollup_query
-from lictel.identity import SQL_DEVICE, SQL_USER, normalize_user
+from lictel.identity import SQL_DEVICE, SQL_USER, normalize_device, normalize_user
 from lictel.reports import CHARGED_PEAK_AND_FIRST, RULES_USED, peak_and_first
 from lictel.timeutil import DAY_US, MINUTE_US, US, date_us, from_us, iso_in, iso_s, us_date, zone
 from lictel.ud import UD, license_model, ud_report
@@ -1020,24 +1021,47 @@ def reconcile_vendor(client: Client, db: str, org: str, vendor_rows: list[tuple[
 # --------------------------------------------------------------------------- pseudonyms
 
 
-def pseudonymizer(key: str) -> Callable[[str], str]:
-    """A keyed SHA-256 (HMAC) of a name: stable for one key, not reversible without it."""
-    if not key:
-        raise ConfigError("--pseudonymize needs a key: set LICTEL_PSEUDONYM_KEY (keep it secret; the same key "
-                          "gives the same pseudonyms in every report)")
-    secret = key.encode()
+class Pseudonyms:
+    """Keyed SHA-256 (HMAC) pseudonyms of user and device names: stable for one key, not reversible
+    without it. A name is normalised first, as lictel compares names (``CORP\\Ann``, ``ann@corp``
+    and ``ann`` are one user; hosts without case), so one person has one pseudonym in a report."""
 
-    def pseudo(name: str) -> str:
-        return "p-" + hmac.new(secret, name.encode(), hashlib.sha256).hexdigest()[:16]
+    def __init__(self, key: str) -> None:
+        if not key:
+            raise ConfigError("--pseudonymize needs a key: set LICTEL_PSEUDONYM_KEY (keep it secret; the same "
+                              "key gives the same pseudonyms in every report)")
+        self._secret = key.encode()
 
-    return pseudo
+    def _hash(self, kind: str, name: str) -> str:
+        return "p-" + hmac.new(self._secret, f"{kind}:{name}".encode(), hashlib.sha256).hexdigest()[:16]
+
+    def user(self, name: str) -> str:
+        return self._hash("u", normalize_user(name))
+
+    def device(self, name: str) -> str:
+        return self._hash("d", normalize_device(name))
+
+    def holder(self, user_at_host: str) -> str:
+        user, _, host = user_at_host.rpartition("@")
+        return f"{self.user(user)}@{self.device(host)}"
+
+
+def pseudonymizer(key: str) -> Pseudonyms:
+    return Pseudonyms(key)
+
+
+def reason_code(reason: str) -> str:
+    """What a pseudonymised report keeps of a denial reason: the server's error code, never its
+    text (which may name users and hosts)."""
+    codes = re.findall(r"\((-?\d+(?:,-?\d+)?)\)", reason)
+    return f"error {codes[-1]}" if codes else "(reason withheld)"
 
 
 # --------------------------------------------------------------------------- compliance
 
 
 def compliance(client: Client, db: str, scope: Scope, models: dict[str, str],
-               pseudo: Callable[[str], str] | None = None) -> Report:
+               pseudo: Pseudonyms | None = None) -> Report:
     """One period report: per feature the entitlement, peak (or licenses assigned), the 99 % cover,
     overuse, denials; then the overuse periods, denials, dormant licenses, user/device assignments,
     and charts (daily peak against the entitlement; hour of week)."""
@@ -1094,15 +1118,22 @@ def compliance(client: Client, db: str, scope: Scope, models: dict[str, str],
     rep.parts.append(den)
     if pseudo is not None:
         for r in dorm.rows:
-            r[3] = "@".join(pseudo(x) for x in r[3].split("@")) if r[0] == "phantom" else pseudo(r[3])
+            if r[0] == "phantom":
+                r[3] = pseudo.holder(r[3])
+            elif r[0] == "releasable":
+                r[3] = pseudo.device(r[3]) if r[4].startswith("device") else pseudo.user(r[3])
+        for part in (den, *den.parts):
+            k = part.columns.index("top_reasons")
+            for r in part.rows:
+                r[k] = "; ".join(reason_code(x) for x in str(r[k]).split("; ")) if r[k] else r[k]
     rep.parts.append(dorm)
     assign: list[list[Any]] = []
     for u in ud_rows:
         for rule, a in (("vendor_rule", u.vendor), ("optimal", u.cover)):
             if a is None:
                 continue
-            assign += [[u.org, u.feature, rule, "device", pseudo(x) if pseudo else x] for x in a.devices]
-            assign += [[u.org, u.feature, rule, "user", pseudo(x) if pseudo else x] for x in a.users]
+            assign += [[u.org, u.feature, rule, "device", pseudo.device(x) if pseudo else x] for x in a.devices]
+            assign += [[u.org, u.feature, rule, "user", pseudo.user(x) if pseudo else x] for x in a.users]
     rep.parts.append(Report(f"User/device licenses held on {last_day}", ["org", "feature", "rule", "license",
                                                                           "holder"], assign))
     daily = daily_peaks(client, db, scope)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lictel.config import Settings
 from lictel.errors import BrokerError
+from lictel.procs import die_with_parent
 
 #: lictel's topics; events, sessions, usage and late have LICTEL_PARTITIONS partitions, the others one.
 TOPICS = ("events", "sessions", "usage", "late", "deadletter", "progress")
@@ -57,7 +58,7 @@ class EmbeddedBroker:
         self.proc = subprocess.Popen(
             [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent())
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import signal
@@ -28,6 +29,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape as rich_escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -37,6 +39,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from lictel.config import Settings, settings_help
 from lictel.errors import LictelError
@@ -63,6 +66,7 @@ DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar="LICTEL_DATA_
                                               help="Data directory (chDB, logs, embedded broker).")]
 Workers = Annotated[int, typer.Option("--workers", envvar="LICTEL_WORKERS", min=1,
                                       help="Stream worker processes.")]
+Force = Annotated[bool, typer.Option("--force", help="Replace the --output file if it exists.")]
 DupGroup = Annotated[list[str] | None, typer.Option(
     "--dup-group", metavar="FEATURE=RULE",
     help="Charge FEATURE's checkouts under this DUP_GROUP rule (NONE, SITE, U, H, UH, UHD, ...; '*' = every "
@@ -171,7 +175,7 @@ def run(
     if sessions:
         size = sum(p.stat().st_size for p in sessions)
         what += (" and " if what else "") + f"{len(sessions)} session export(s) of site {site}, {size / 1e6:.1f} MB"
-    console.print(f"[bold]lictel run[/] on {what}")
+    console.print(f"[bold]lictel run[/] on {esc(what)}")
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
@@ -220,7 +224,7 @@ def run(
                   f"{ps.dead_letters:,} bad input line(s) dead-lettered; all stored in "
                   f"{result.seconds:.1f} s")
     for err in ps.errors[:5]:
-        console.print(f"  [yellow]dead letter:[/] {err}")
+        console.print(f"  [yellow]dead letter:[/] {esc(err)}")
     if parser is not None:
         _print_parse(parser)
     if exports is not None:
@@ -356,7 +360,7 @@ def _follow(settings: Settings, parser: Any, path: Path) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        console.print(f"following {path} (checkpoint {checkpoint}); Ctrl-C stops")
+        console.print(f"following {esc(path)} (checkpoint {esc(checkpoint)}); Ctrl-C stops")
         try:
             with Progress(SpinnerColumn(), TextColumn("{task.completed:,} lines"), TimeElapsedColumn(),
                           console=console, transient=True) as progress:
@@ -393,7 +397,7 @@ def _print_parse(parser: Any) -> None:
     kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(st.events.items())) or "none"
     console.print(f"  read {st.lines:,} log lines: events {kinds}")
     if parser.tz_origin:
-        console.print(f"  time zone {parser.tz.key} (from {parser.tz_origin})", markup=False)
+        console.print(f"  time zone {esc(parser.tz.key)} (from {esc(parser.tz_origin)})")
     restarts, rereads = st.events.get("RESTART", 0), st.events.get("REREAD", 0)
     if restarts or rereads:
         console.print(f"  {restarts:,} daemon restart event(s) (checkouts released), {rereads:,} license "
@@ -403,9 +407,9 @@ def _print_parse(parser: Any) -> None:
         console.print(f"  {unsupported:,} request(s) for features the server does not serve (UNSUPPORTED: not "
                       "denials; `lictel report denials` lists them)")
     for reason, n in st.skipped.most_common():
-        console.print(f"    {n:>9,} skipped: {reason}")
+        console.print(f"    {n:>9,} skipped: {esc(reason)}")
     for w in st.warnings[:10]:
-        console.print(f"  [yellow]warning:[/] {w}")
+        console.print(f"  [yellow]warning:[/] {esc(w)}")
     if len(st.warnings) > 10:
         console.print(f"  [yellow]... and {len(st.warnings) - 10} more warnings[/]")
 
@@ -449,12 +453,8 @@ def _print_sessions(reader: Any) -> None:
     kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(st.events.items())) or "none"
     console.print(f"  read {st.files} export(s), {st.records:,} records: {st.sessions:,} sessions "
                   f"({st.still_running:,} still running), {st.connections:,} connections; events {kinds}")
-    unsupported = st.events.get("UNSUPPORTED", 0)
-    if unsupported:
-        console.print(f"  {unsupported:,} request(s) for features the server does not serve (UNSUPPORTED: not "
-                      "denials; `lictel report denials` lists them)")
     for reason, n in st.skipped.most_common():
-        console.print(f"    {n:>9,} skipped: {reason}")
+        console.print(f"    {n:>9,} skipped: {esc(reason)}")
 
 
 @produce_app.command("simulate")
@@ -482,7 +482,7 @@ def _print_produce(stats: Any) -> None:
     out.print(f"sent {stats.events:,} events ({kinds}) in {stats.messages:,} messages; "
               f"{stats.dead_letters:,} dead-lettered")
     for err in stats.errors[:10]:
-        out.print(f"  dead letter: {err}")
+        out.print(f"  dead letter: {esc(err)}")
 
 
 @app.command()
@@ -577,6 +577,7 @@ def export_usage(
                                                "license_seconds.")] = "checkouts",
     tz: TzOpt = "UTC",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+    force: Force = False,
 ) -> None:
     """Print usage rows: org,server,feature,minute,peak,low,avg,license_seconds,checkouts,..."""
     from lictel.export import to_csv, to_json, usage_rows
@@ -589,8 +590,8 @@ def export_usage(
                       source=source, measure=measure, tz=tz)
     text = to_csv(rows) if fmt == "csv" else to_json(rows)
     if output:
-        output.write_text(text)
-        console.print(f"wrote {len(rows):,} rows to {output}")
+        write_file(output, text, force)
+        console.print(f"wrote {len(rows):,} rows to {esc(output)}")
     else:
         sys.stdout.write(text)
 
@@ -672,10 +673,10 @@ def report_ud(
         _emit(report, fmt)
         for r in rows if explain else []:
             assert r.vendor is not None and r.cover is not None
-            out.print(f"{r.org} {r.feature} {r.day}: optimal {r.optimal}: devices {', '.join(r.cover.devices) or '-'}; "
-                      f"users {', '.join(r.cover.users) or '-'}")
-            out.print(f"  vendor rule {r.vendor_rule}: shared devices {', '.join(r.vendor.devices) or '-'}; "
-                      f"users {', '.join(r.vendor.users) or '-'}")
+            out.print(esc(f"{r.org} {r.feature} {r.day}: optimal {r.optimal}: devices "
+                          f"{', '.join(r.cover.devices) or '-'}; users {', '.join(r.cover.users) or '-'}"))
+            out.print(esc(f"  vendor rule {r.vendor_rule}: shared devices {', '.join(r.vendor.devices) or '-'}; "
+                          f"users {', '.join(r.vendor.users) or '-'}"))
 
 
 From = Annotated[str | None, typer.Option("--from", help="Start (YYYY-MM-DD or ISO-8601 with offset); default: "
@@ -721,7 +722,7 @@ def _analysis(settings: Settings) -> tuple[Any, str, dict[str, str]]:
     return open_warehouse(settings), settings.clickhouse_database, parse_models(settings.license_models)
 
 
-def _emit(report: Any, fmt: str, part: int | None = None, output: Path | None = None) -> None:
+def _emit(report: Any, fmt: str, part: int | None = None, output: Path | None = None, force: bool = False) -> None:
     """Print a report as a table (with its further tables and notes), CSV (one table) or JSON."""
     import json
 
@@ -729,31 +730,32 @@ def _emit(report: Any, fmt: str, part: int | None = None, output: Path | None = 
     if fmt == "csv":
         chosen = report if part is None else report.parts[part]
         buf = _csv_text([chosen.columns, *chosen.rows])
-        _deliver(buf, output)
+        _deliver(buf, output, force)
     elif fmt == "json":
         doc: dict[str, Any] = {"report": report.title, "notes": report.notes, "rows": report.dicts()}
         if report.parts:
             doc["parts"] = [{"title": p.title, "notes": p.notes, "rows": p.dicts()} for p in report.parts]
-        _deliver(json.dumps(doc, indent=1, ensure_ascii=False, default=str) + "\n", output)
+        _deliver(json.dumps(doc, indent=1, ensure_ascii=False, default=str) + "\n", output, force)
     else:
         for r in (report, *report.parts):
-            table = Table(title=r.title, title_justify="left")
+            table = Table(title=esc(r.title), title_justify="left")
             for k, c in enumerate(r.columns):
                 numeric = r.rows and all(isinstance(row[k], int | float) or row[k] is None for row in r.rows)
                 table.add_column(c, justify="right" if numeric else "left")
             for row in r.rows:
                 table.add_row(*[_cell(v) for v in row])
             if not r.rows:
-                out.print(f"[bold]{r.title}[/]: none")
+                out.print(f"[bold]{esc(r.title)}[/]: none")
             else:
                 out.print(table)
             for n in r.notes:
-                out.print(f"[dim]{n}[/]")
+                out.print(f"[dim]{esc(n)}[/]")
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any) -> Text | str:
     """A table cell: integers with thousands separators, fractions rounded for reading (csv and json
-    keep full precision)."""
+    keep full precision), text as plain text (a name like ``[/]`` or ``[link=...]`` is shown as
+    written, never read as markup) with control characters made visible."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -762,7 +764,21 @@ def _cell(value: Any) -> str:
         return f"{value:,}"
     if isinstance(value, float):
         return f"{value:,.2f}" if abs(value) >= 0.01 or value == 0 else f"{value:.2g}"
-    return str(value)
+    return Text(visible(str(value)))
+
+
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)] if c not in (0x0A,)}
+
+
+def visible(text: str) -> str:
+    """Text with control characters (terminal escapes, NUL, ...) shown as ``\\xNN``: data never drives
+    the terminal."""
+    return text.translate(_CONTROLS)
+
+
+def esc(value: object) -> str:
+    """Data inside a rich message: control characters made visible, markup escaped."""
+    return rich_escape(visible(str(value)))
 
 
 def _csv_text(lines: list[list[Any]]) -> str:
@@ -774,12 +790,43 @@ def _csv_text(lines: list[list[Any]]) -> str:
     return buf.getvalue()
 
 
-def _deliver(text: str, output: Path | None) -> None:
+def _deliver(text: str, output: Path | None, force: bool = False) -> None:
     if output:
-        output.write_text(text, encoding="utf-8")
-        console.print(f"wrote {output}")
+        write_file(output, text, force)
+        console.print(f"wrote {esc(output)}")
     else:
         sys.stdout.write(text)
+
+
+def write_file(path: Path, text: str, force: bool = False) -> None:
+    """Write an output file whole or not at all: refuse to replace a file without ``force``, never
+    write through a symlink (with ``force`` the link itself is replaced), write a temporary file
+    beside it and rename it into place; every failure is one line naming the path."""
+    import os
+    import tempfile
+
+    if path.is_dir():
+        raise LictelError(f"{path} is a directory: give a file name")
+    if os.path.lexists(path) and not force:
+        raise LictelError(f"{path} exists: give --force to replace it")
+    parent = path.parent
+    if not parent.is_dir():
+        raise LictelError(f"cannot write {path}: the directory {parent} does not exist")
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise LictelError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def _save_charts(report: Any, chart_dir: Path | None, prefix: str) -> None:
@@ -789,8 +836,8 @@ def _save_charts(report: Any, chart_dir: Path | None, prefix: str) -> None:
     for name, svg in report.charts.items():
         if svg:
             path = chart_dir / f"{prefix}-{''.join(c if c.isalnum() or c in '-_' else '_' for c in name)}.svg"
-            path.write_text(svg, encoding="utf-8")
-            console.print(f"chart: {path}")
+            write_file(path, svg, force=True)  # charts are regenerated in place
+            console.print(f"chart: {esc(path)}")
 
 
 @report_app.command("usage")
@@ -927,6 +974,7 @@ def report_compliance(
     fmt: Annotated[str, typer.Option("--format", help="html, table, csv or json.")] = "html",
     org: OrgOpt = None, feature: FeatureOpt = None, tz: TzOpt = "UTC",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (default: stdout).")] = None,
+    force: Force = False,
     pseudonymize: Annotated[bool, typer.Option("--pseudonymize", help="Replace user and device names with a keyed "
                                                "SHA-256 (key: LICTEL_PSEUDONYM_KEY).")] = False,
 ) -> None:
@@ -943,9 +991,9 @@ def report_compliance(
     rep = compliance(client, db, _scope(org, feature, start, end, tz), models, pseudo)
     if fmt == "html":
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        _deliver(to_html(rep, stamp, pseudo is not None), output)
+        _deliver(to_html(rep, stamp, pseudo is not None), output, force)
     else:
-        _emit(rep, fmt, output=output)
+        _emit(rep, fmt, output=output, force=force)
 
 
 def _check_format(fmt: str) -> None:
@@ -981,7 +1029,8 @@ def _print_summary(settings: Settings, org: str | None = None) -> None:
     for r in summary.rows:
         style = "bold" if r.server == "(estate)" else ""
         extra = [f"{r.charged_peak:,}", r.dup_group] if charged else []
-        table.add_row(r.org, r.feature, r.source, r.server, f"{r.peak:,}", *extra, r.peak_at, f"{r.avg:,.2f}",
+        table.add_row(_cell(r.org), _cell(r.feature), r.source, _cell(r.server), f"{r.peak:,}", *extra, r.peak_at,
+                      f"{r.avg:,.2f}",
                       f"{r.license_hours:,.1f}", f"{r.denials:,}", style=style)
     out.print(table)
     out.print("avg is time-weighted over the whole period; estate peak is the peak of the summed "
@@ -998,8 +1047,8 @@ def _print_summary(settings: Settings, org: str | None = None) -> None:
             verdict = (f"[yellow]implied above logged in {c.minutes_sessions_above:,} minute(s), by up to "
                        f"{c.max_excess:,} at {iso_s(c.max_excess_at)}[/]" if c.minutes_sessions_above
                        else "implied never above logged")
-            out.print(f"{c.org} {c.feature}: logged peak {c.license_peak:,} vs implied peak {c.sessions_peak:,} "
-                      f"over {c.minutes:,} minute(s) both cover; {verdict}")
+            out.print(f"{esc(c.org)} {esc(c.feature)}: logged peak {c.license_peak:,} vs implied peak "
+                      f"{c.sessions_peak:,} over {c.minutes:,} minute(s) both cover; {verdict}")
     gaps = estate_gaps(client, settings.clickhouse_database)
     if gaps is not None:
         out.print(f"[yellow]{gaps.minutes:,} estate minute(s) between {iso_s(gaps.first)} and {iso_s(gaps.end)} "
@@ -1161,7 +1210,7 @@ def entitlements_list(
     for col in ("org", "feature", "vendor", "count", "start", "expiry", "overdraft", "kind", "source"):
         table.add_column(col)
     for r in rows:
-        table.add_row(*(str(r[c]) for c in ("org", "feature", "vendor", "count", "start", "expiry", "overdraft",
+        table.add_row(*(_cell(r[c]) for c in ("org", "feature", "vendor", "count", "start", "expiry", "overdraft",
                                              "kind")), f"{Path(r['source']).name}:{r['line']}")
     out.print(table if rows else "no entitlements stored yet (lictel entitlements import FILE)")
 
@@ -1184,10 +1233,10 @@ def main() -> None:
     try:
         app()
     except LictelError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {esc(exc)}")
         raise SystemExit(2) from None
     except DatabaseError as exc:
-        console.print(f"[red]error:[/] ClickHouse refused a query: {str(exc).splitlines()[0][:500]}")
+        console.print(f"[red]error:[/] ClickHouse refused a query: {esc(str(exc).splitlines()[0][:500])}")
         raise SystemExit(2) from None
 
 

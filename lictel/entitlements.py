@@ -80,6 +80,17 @@ def _flex_date(text: str, what: str, source: str, line: int) -> dt.date:
         raise InputError(f"{what} {text!r} is not a valid date", source=source, line=line) from None
 
 
+#: The most licenses one entitlement line may count (ClickHouse UInt32 holds them; no real contract
+#: comes near).
+MAX_LICENSES = 100_000_000
+
+
+def _check_count(value: int, what: str, source: str, line: int, field: str | None = None) -> None:
+    if not 0 <= value <= MAX_LICENSES:
+        raise InputError(f"{what} {value} is not between 0 and {MAX_LICENSES:,}", source=source, line=line,
+                         field=field)
+
+
 def _logical_lines(text: str) -> list[tuple[int, str]]:
     """Join backslash continuations; return (first physical line number, text)."""
     out: list[tuple[int, str]] = []
@@ -127,6 +138,7 @@ def parse_license_file(text: str, *, org: str, source: str) -> list[Entitlement]
             except ValueError:
                 raise InputError(f"license count {count_text!r} is not a number or 'uncounted'",
                                  source=source, line=n) from None
+            _check_count(count, "license count", source, n)
         expiry = _flex_date(expiry_text, "expiry", source, n)
         start = _flex_date(keywords["START"], "START", source, n) if keywords.get("START") else None
         issued = _flex_date(keywords["ISSUED"], "ISSUED", source, n) if keywords.get("ISSUED") else None
@@ -135,6 +147,7 @@ def parse_license_file(text: str, *, org: str, source: str) -> list[Entitlement]
             overdraft = int(overdraft_text)
         except ValueError:
             raise InputError(f"OVERDRAFT {overdraft_text!r} is not a number", source=source, line=n) from None
+        _check_count(overdraft, "OVERDRAFT", source, n)
         supersede = keywords.get("SUPERSEDE")
         found.append(Entitlement(
             org, source, n, feature, vendor, version, count, uncounted, start, expiry, issued,
@@ -172,8 +185,7 @@ def parse_contract_csv(text: str, *, org: str, source: str) -> list[Entitlement]
         except ValueError:
             raise InputError(f"{row.get('count')!r} is not a whole number", source=source, line=n,
                              field="count") from None
-        if count < 0:
-            raise InputError("must not be negative", source=source, line=n, field="count")
+        _check_count(count, "count", source, n, field="count")
         start = date("start", required=True)
         expiry = date("expiry", required=False) or PERMANENT
         found.append(Entitlement(org, source, n, feature, (row.get("vendor") or "").strip(), "", count, False,
@@ -194,11 +206,18 @@ def load_file(path: Path, org: str) -> list[Entitlement]:
 
 
 def store(client: Client, db: str, entitlements: list[Entitlement]) -> None:
-    """Replace what was imported from the same source (a re-import is idempotent)."""
+    """Replace what was imported from the same source (a re-import is idempotent). The new rows go in
+    first, stamped with this import's time; only then are the older rows of those sources deleted,
+    so an import that fails (the file was checked whole before, the insert may still fail) leaves
+    the previous entitlements as they were."""
+    if not entitlements:
+        return
     sources = sorted({(e.org, e.source) for e in entitlements})
-    client.command(f"DELETE FROM {db}.entitlements WHERE (org, source) IN {{s:Array(Tuple(String, String))}}",
-                   parameters={"s": sources})
-    client.insert(f"{db}.entitlements", [e.row() for e in entitlements], column_names=COLUMNS)
+    stamp = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    client.insert(f"{db}.entitlements", [[*e.row(), stamp] for e in entitlements],
+                  column_names=[*COLUMNS, "imported_at"])
+    client.command(f"DELETE FROM {db}.entitlements WHERE (org, source) IN {{s:Array(Tuple(String, String))}} "
+                   f"AND imported_at < {{stamp:DateTime64(3)}}", parameters={"s": sources, "stamp": stamp})
 
 
 def listing(client: Client, db: str, org: str | None = None) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from lictel.broker import EmbeddedBroker, ensure_topics
 from lictel.config import Settings
 from lictel.errors import BrokerError, LictelError
 from lictel.partitioning import partition_name
+from lictel.procs import die_with_parent
 from producers.base import EventProducer, ProduceStats
 
 
@@ -111,7 +112,7 @@ class Stack:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen([sys.executable, "-m", "lictel.cli", *args],
                                 env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, preexec_fn=die_with_parent())
         log.close()
         self.procs[name] = proc
         return proc

@@ -48,3 +48,67 @@ def test_one_bad_record_costs_only_itself(lictel: Lictel, tmp_path: Path) -> Non
         assert lictel("export", "usage", "--level", level, "--format", "csv").stdout == to_csv(
             minute_row(r) for r in want if r.level == level)
     assert "before 1990" in err and "after the wall clock" in err
+
+
+def test_names_that_look_like_markup_or_terminal_escapes_are_shown_as_written(lictel: Lictel,
+                                                                             tmp_path: Path) -> None:
+    feature = "[link=https://example.invalid]F[/link]"
+    lines = [{**x, "feature": feature, "user": "[/]" if x["user"] == "u1" else x["user"]} for x in _good(20, 2)]
+    lines.append({**lines[0], "event_id": "lic01:g:esc", "seq": 999, "host": "pc\u001b[31m"})  # an ANSI escape
+    path = tmp_path / "markup.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    run = lictel("run", "--jsonl", str(path))
+    out = run.stdout + run.stderr
+    assert feature in out and "1 bad input line(s) dead-lettered" in " ".join(out.split())
+    assert "\u001b[31m" not in out and "U+001B" in out  # the escape is named, never sent to the terminal
+    table = lictel("report", "denials", "--by", "user").stdout + lictel("report", "peak").stdout
+    assert feature in table
+    users = lictel("report", "usage", "--feature", feature, "--format", "csv").stdout
+    assert users.splitlines()[1].startswith(f"acme,(estate),{feature},")
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found |= {int(x) for x in text}
+    return found
+
+
+def test_children_die_with_a_killed_parent_and_the_next_run_works(lictel: Lictel, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**lictel.env, "LICTEL_KAFKA_BOOTSTRAP": ""}  # the embedded broker too: it must die as well
+    up = subprocess.Popen([sys.executable, "-m", "lictel.cli", "up"], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    assert up.stdout is not None
+    deadline = time.monotonic() + 60
+    kids: set[int] = set()
+    while time.monotonic() < deadline and len(kids) < 3:  # broker, sink, one worker
+        time.sleep(0.5)
+        kids = _children(up.pid)
+    assert len(kids) >= 3, f"lictel up did not start its children: {kids}"
+    os.kill(up.pid, signal.SIGKILL)
+    up.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{k}").exists() and
+                                              "zombie" not in _state(k) for k in kids):
+        time.sleep(0.5)
+    alive = [k for k in kids if Path(f"/proc/{k}").exists() and "zombie" not in _state(k)]
+    assert not alive, f"children outlived their killed parent: {alive}"
+    # The warehouse is free again: the next run on the same data dir works.
+    path = tmp_path / "after.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in _good(5, 3)))
+    lictel("run", "--jsonl", str(path))
+
+
+def _state(pid: int) -> str:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return "zombie"
+    return next((line for line in status.splitlines() if line.startswith("State:")), "").lower()

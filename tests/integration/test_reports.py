@@ -242,12 +242,37 @@ def test_cli_formats_and_compliance(data_dir: Path, tmp_path: Path) -> None:
                      check=False)
     assert refused.returncode == 2 and "LICTEL_PSEUDONYM_KEY" in refused.stderr
     lictel.env["LICTEL_PSEUDONYM_KEY"] = "s3cret"
-    lictel("report", "compliance", "--from", "2026-03-02", "--to", "2026-03-04", "--pseudonymize", "-o", str(page))
+    kept = lictel("report", "compliance", "--from", "2026-03-02", "--to", "2026-03-04", "--pseudonymize", "-o",
+                  str(page), check=False)
+    assert kept.returncode != 0 and "exists: give --force" in kept.stderr and page.read_text() == html
+    lictel("report", "compliance", "--from", "2026-03-02", "--to", "2026-03-04", "--pseudonymize", "-o", str(page),
+           "--force")
     masked = page.read_text()
     assert ">bob<" not in masked and ">ann<" not in masked and ">p-" in masked
     again = lictel("report", "compliance", "--from", "2026-03-02", "--to", "2026-03-04", "--pseudonymize",
                    "--format", "json").stdout
     assert json.loads(again)["rows"][0]["feature"] == "F_CCU"
+    # Every field that can hold a name is pseudonymised from one normalisation: reasons keep only
+    # their error code, and one person has one pseudonym in every table.
+    from lictel.analysis import Pseudonyms
+
+    doc = json.loads(again)
+    reasons = [r["top_reasons"] for p in doc["parts"] if p["title"].startswith("Denials") for r in p["rows"]]
+    assert reasons and set(reasons) == {"(reason withheld)"}
+    ann = Pseudonyms("s3cret").user("CORP\\Ann")
+    holders = [r for p in doc["parts"] for r in p["rows"] if ann in json.dumps(r)]
+    assert len(holders) >= 2 and "ann" not in json.dumps(doc).replace("Plann", "")
+    # Output files: a symlink is never written through (with --force the link itself is replaced), a
+    # missing directory is one line, not a traceback.
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    assert "exists: give --force" in lictel("export", "usage", "-o", str(link), check=False).stderr
+    lictel("export", "usage", "-o", str(link), "--force")
+    assert target.read_text() == "keep me" and not link.is_symlink() and link.read_text().startswith("org,")
+    nowhere = lictel("export", "usage", "-o", str(tmp_path / "no" / "such" / "x.csv"), check=False)
+    assert nowhere.returncode != 0 and "does not exist" in nowhere.stderr and "Traceback" not in nowhere.stderr
     # Without --from/--to: the whole stored range, named in the title; the figures are the same.
     whole = json.loads(lictel("report", "compliance", "--format", "json").stdout)
     assert whole["report"] == ("Compliance report 2026-01-05T09:00:00Z to 2026-03-03T14:01:00Z (data from "
