@@ -37,7 +37,7 @@ from lictel import dupgroup
 from lictel.errors import ConfigError, InputError
 from lictel.export import rollup_query
 from lictel.identity import SQL_DEVICE, SQL_USER, normalize_device, normalize_user
-from lictel.reports import CHARGED_PEAK_AND_FIRST, RULES_USED, peak_and_first
+from lictel.reports import CHARGED_PEAK_AND_FIRST, peak_and_first, ruled
 from lictel.timeutil import DAY_US, MINUTE_US, US, date_us, from_us, iso_in, iso_s, us_date, zone
 from lictel.ud import UD, license_model, ud_report
 
@@ -242,10 +242,9 @@ def rules_used(client: Client, db: str, scope: Scope, level: str = "estate") -> 
     """The DUP_GROUP rule(s) each (org, server, feature) of ``level`` was charged under in ``scope``
     (several joined by '+' when the rule changed inside it)."""
     where, params = scope.where()
-    result = client.query(
-        f"SELECT org, server, feature, {RULES_USED} FROM {db}.usage_minute FINAL WHERE level = {{level:String}} "
-        f"AND source = 'license' AND {where} GROUP BY org, server, feature", parameters={**params, "level": level})
-    return {(o, s, f): r for o, s, f, r in result.result_rows}
+    found = ruled(client, db, f"level = {{level:String}} AND source = 'license' AND {where}",
+                  {**params, "level": level}, ("org", "server", "feature"))
+    return {(o, s, f): str(r[0]) for (o, s, f), r in found.items()}
 
 
 def _with_idle(levels: list[tuple[int, int]], total: int) -> list[tuple[int, int]]:
@@ -761,10 +760,9 @@ def chargeback(client: Client, db: str, scope: Scope, groups: dict[str, str]) ->
         return Report("Chargeback", _CB_COLS, [])
     start, end = rng
     where, params = Scope(scope.org, scope.feature).where()
-    pool_rules = {(o, s, f): r for o, s, f, r in client.query(
-        f"SELECT org, server, feature, argMax(dup_group, minute) FROM {db}.usage_minute FINAL "
-        f"WHERE level = 'pool' AND source = 'license' AND {where} GROUP BY org, server, feature",
-        parameters=params).result_rows}
+    pool_rules = {(k[0], k[1], k[2]): str(r[1]) for k, r in ruled(
+        client, db, f"level = 'pool' AND source = 'license' AND {where}", params, ("org", "server", "feature"),
+        extra="argMax(dup_group, minute)").items()}
     result = client.query(
         f"SELECT org, server, vendor, feature, action, user, host, ifNull(handle, ''), count, "
         f"toUnixTimestamp64Micro(ts) FROM {db}.raw_events FINAL WHERE ((action IN ('OUT', 'IN') AND {where}) "
@@ -780,15 +778,16 @@ def chargeback(client: Client, db: str, scope: Scope, groups: dict[str, str]) ->
 
     replay = _ChargeReplay(pool_rules, group_of, start)
     instant = None
+    apply, note_peaks, dirty = replay.apply, replay.note_peaks, replay.dirty
     for row in result.result_rows:
         t = row[9]
         if t != instant:
-            if instant is not None:
-                replay.note_peaks(instant)  # events at one instant are simultaneous
+            if instant is not None and dirty:
+                note_peaks(instant)  # events at one instant are simultaneous
             instant = t
-            if t >= start:
+            if t >= start and not replay.started:
                 replay.begin()
-        replay.apply(row)
+        apply(row)
     if instant is not None:
         replay.note_peaks(instant)
     replay.begin()
@@ -819,6 +818,9 @@ def _num(x: float) -> float | int:
     return int(r) if r == int(r) else r
 
 
+_HOUR_US = 3600 * US
+
+
 class _ChargeReplay:
     """Licenses charged per chargeback group over time (:func:`chargeback`).
 
@@ -832,16 +834,20 @@ class _ChargeReplay:
         self.group_of = group_of
         self.start = start
         self.open: dict[tuple[Any, ...], list[int]] = {}
+        self.alone: dict[tuple[Any, ...], int] = {}  # rule NONE: what each identity holds
         self.members: dict[tuple[Any, ...], set[tuple[Any, ...]]] = {}
         self.contrib: dict[tuple[Any, ...], dict[str, float]] = {}
         self.rate: dict[tuple[str, str, str], float] = defaultdict(float)
         self.since: dict[tuple[str, str, str], int] = {}
         self.hours: dict[tuple[str, str, str], float] = defaultdict(float)
         self.level: dict[tuple[str, str], float] = defaultdict(float)
+        # (org, feature) -> chargeback group -> licenses attributed now
+        self.now: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self.best: dict[tuple[str, str], tuple[float, int, dict[str, float]]] = {}
         self.dirty: set[tuple[str, str]] = set()
         self._fields: dict[tuple[str, str, str], str] = {}
-        self._started = False
+        self._all_alone = not any(dupgroup.fields(r) for r in rules.values())
+        self.started = False
 
     def _key(self, ident: tuple[Any, ...]) -> tuple[Any, ...]:
         o, server, vendor, f, user, host, _ = ident
@@ -857,6 +863,8 @@ class _ChargeReplay:
     def apply(self, row: Sequence[Any]) -> None:
         o, server, vendor, f, action, user, host, handle, count, t = row
         if action == "RESTART":
+            for i in [i for i in self.alone if i[0] == o and i[1] == server and i[2] == vendor]:
+                self._apply_alone(i, "IN", self.alone[i], t)
             gone = [i for i in self.open if i[0] == o and i[1] == server and i[2] == vendor]
             keys = {self._key(i) for i in gone}
             for i in gone:
@@ -866,6 +874,32 @@ class _ChargeReplay:
                 self._recharge(k, t)
             return
         ident = (o, server, vendor, f, user, host, handle)
+        by: str | None = ""
+        if not self._all_alone:
+            by = self._fields.get((o, server, f))
+            if by is None:
+                by = self._fields[(o, server, f)] = dupgroup.fields(self.rules.get((o, server, f), dupgroup.NONE))
+        if by == "":  # rule NONE, inline: this runs once per checkout and check-in
+            alone = self.alone
+            had = alone.get(ident, 0)
+            new = had + count if action == "OUT" else (had - count if had > count else 0)
+            if new == had:
+                return
+            if new:
+                alone[ident] = new
+            else:
+                del alone[ident]
+            k3 = (o, f, self.group_of(user))
+            last = self.since.get(k3, self.start)
+            if t > last:
+                self.hours[k3] += self.rate[k3] * (t - (last if last > self.start else self.start)) / _HOUR_US
+            self.since[k3] = t if t > self.start else self.start
+            self.rate[k3] += new - had
+            key = (o, f)
+            self.level[key] += new - had
+            self.now[key][k3[2]] += new - had
+            self.dirty.add(key)
+            return
         opened = self.open.get(ident)
         if action == "OUT":
             if opened is None:
@@ -888,13 +922,29 @@ class _ChargeReplay:
             return  # an orphan check-in changes nothing
         self._recharge(self._key(ident), t)
 
+    def _apply_alone(self, ident: tuple[Any, ...], action: str, count: int, t: int) -> None:
+        """Rule NONE (the common case, kept as fast as the replay of checkouts): every checkout is
+        charged, so an identity is charged what it holds."""
+        had = self.alone.get(ident, 0)
+        new = had + count if action == "OUT" else max(had - count, 0)
+        if new == had:
+            return
+        if new:
+            self.alone[ident] = new
+        else:
+            del self.alone[ident]
+        o, f = ident[0], ident[3]
+        k3 = (o, f, self.group_of(ident[4]))
+        self._settle(k3, t)
+        self.rate[k3] += new - had
+        self.level[(o, f)] += new - had
+        self.dirty.add((o, f))
+
     def _recharge(self, key: tuple[Any, ...], t: int) -> None:
         members = self.members.get(key, set())
         new: dict[str, float] = {}
         if members:
-            # NONE: the key is the identity itself (7 fields), charged every open checkout; else the
-            # group's largest open checkout.
-            value = float(sum(self.open[key])) if len(key) == 7 else float(max(max(self.open[i]) for i in members))
+            value = float(max(max(self.open[i]) for i in members))  # the group's largest open checkout
             users = {i[4] for i in members}
             for u in users:
                 g = self.group_of(u)
@@ -910,6 +960,7 @@ class _ChargeReplay:
                 self._settle(k3, t)
                 self.rate[k3] += diff
                 self.level[(o, f)] += diff
+                self.now[(o, f)][g] += diff
         if new:
             self.contrib[key] = new
         else:
@@ -924,23 +975,22 @@ class _ChargeReplay:
 
     def begin(self) -> None:
         """At the first instant of the range: what is held then counts as a candidate peak."""
-        if not self._started:
-            self._started = True
+        if not self.started:
+            self.started = True
             self.dirty.update(k for k, v in self.level.items() if v > 1e-9)
             self.note_peaks(self.start, force=True)
 
     def note_peaks(self, instant: int, force: bool = False) -> None:
-        if not self._started and not force:
+        if not self.started and not force:
             self.dirty.clear()
             return
+        best, level = self.best, self.level
         for key in self.dirty:
-            lv = round(self.level[key], 9)
-            if lv > self.best.get(key, (0.0, 0, {}))[0] + 1e-9:
-                shares: dict[str, float] = defaultdict(float)
-                for (o, f, g), r in self.rate.items():
-                    if (o, f) == key and r > 1e-9:
-                        shares[g] += r
-                self.best[key] = (lv, max(instant, self.start), dict(shares))
+            lv = level[key]
+            top = best.get(key)
+            if lv > (top[0] if top else 0.0) + 1e-9:
+                shares = {g: r for g, r in self.now[key].items() if r > 1e-9}
+                self.best[key] = (lv, max(instant, self.start), shares)
         self.dirty.clear()
 
     def settle_all(self, end: int) -> None:
@@ -1083,12 +1133,12 @@ def compliance(client: Client, db: str, scope: Scope, models: dict[str, str],
     where, params = scope.where()
     peaks = client.query(
         f"SELECT org, feature, {CHARGED_PEAK_AND_FIRST}, "
-        f"sum(charged_license_us), {RULES_USED} FROM {db}.usage_minute FINAL WHERE level = 'estate' "
+        f"sum(charged_license_us) FROM {db}.usage_minute FINAL WHERE level = 'estate' "
         f"AND source = 'license' AND {where} GROUP BY org, feature ORDER BY org, feature",
         parameters=params).result_rows
     keys = sorted({(o, f) for o, f, *_ in peaks} | {(r.org, r.feature) for r in ud_rows})
-    peak_of = {(o, f): (*peak_and_first(e), int(lic)) for o, f, e, lic, _ in peaks}
-    rule_of = {(o, f): rule for o, f, _, _, rule in peaks}
+    peak_of = {(o, f): (*peak_and_first(e), int(lic)) for o, f, e, lic in peaks}
+    rule_of = {(o, f): r for (o, _, f), r in rules_used(client, db, scope).items()}
     den_of = {(r[0], r[1]): (r[2], r[3]) for r in den.rows}
     ud_of = {(r.org, r.feature): r for r in ud_rows}
     rows = []

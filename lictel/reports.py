@@ -18,6 +18,28 @@ CHARGED_PEAK_AND_FIRST = PEAK_AND_FIRST.replace("(peak)", "(charged_peak)")
 RULES_USED = "arrayStringConcat(arraySort(groupUniqArray(dup_group)), '+')"
 
 
+def ruled(client: Client, db: str, where: str, params: dict[str, object],
+          keys: tuple[str, ...] = ("source", "level", "org", "feature", "server"),
+          extra: str = "") -> dict[tuple[str, ...], tuple[str, ...]]:
+    """For each key (``keys`` of ``usage_minute``) that has minutes charged under a DUP_GROUP rule
+    other than NONE inside ``where``: its rule(s) (:data:`RULES_USED`) and the ``extra`` aggregates.
+    A key not returned was charged as NONE throughout, so its charged figures are its checkout
+    figures. Finding the ruled keys reads only the rule column's dictionary, so reports pay for the
+    second measure only where a rule is known."""
+    cols = ", ".join(keys)
+    found = client.query(f"SELECT DISTINCT {cols} FROM {db}.usage_minute WHERE dup_group != 'NONE' AND {where}",
+                         parameters=params).result_rows
+    if not found:
+        return {}
+    tuple_type = f"Array(Tuple({', '.join(['String'] * len(keys))}))"
+    result = client.query(
+        f"SELECT {cols}, {RULES_USED}{', ' + extra if extra else ''} FROM {db}.usage_minute FINAL "
+        f"WHERE ({cols}) IN {{ruled:{tuple_type}}} AND {where} GROUP BY {cols}",
+        parameters={**params, "ruled": [tuple(str(v) for v in r) for r in found]})
+    n = len(keys)
+    return {tuple(str(v) for v in r[:n]): tuple(r[n:]) for r in result.result_rows}
+
+
 def peak_and_first(encoded: int) -> tuple[int, int]:
     """Decode :data:`PEAK_AND_FIRST`: (peak, first minute reaching it, in µs)."""
     return int(encoded) >> 32, (4294967295 - (int(encoded) & 0xFFFFFFFF)) * US
@@ -64,15 +86,17 @@ def peak_summary(client: Client, db: str, org: str | None = None) -> PeakSummary
     seconds = max(end - start, 60)
     result = client.query(
         f"SELECT level, org, feature, server, {PEAK_AND_FIRST}, "
-        f"sum(license_us), sum(denials), source, max(charged_peak), {RULES_USED} FROM {db}.usage_minute FINAL {where} "
+        f"sum(license_us), sum(denials), source FROM {db}.usage_minute FINAL {where} "
         f"GROUP BY source, level, org, feature, server "
         f"ORDER BY org, feature, source, level = 'pool', server", parameters=params)
+    charged = ruled(client, db, where.removeprefix("WHERE ") or "1", params, extra="max(charged_peak)")
     rows = []
-    for level, o, feature, server, encoded, lic_us, denials, source, charged, rules in result.result_rows:
+    for level, o, feature, server, encoded, lic_us, denials, source in result.result_rows:
         peak, peak_at = peak_and_first(encoded)
+        rules, top = charged.get((source, level, o, feature, server), ("NONE", peak))
         rows.append(PeakRow(o, feature, "(estate)" if level == "estate" else server, peak,
                             iso_s(peak_at), int(lic_us) / US / seconds,
-                            int(lic_us) / US / 3600, int(denials), source, int(charged), rules))
+                            int(lic_us) / US / 3600, int(denials), source, int(top), str(rules)))
     return PeakSummary(f"{iso_s(start * US)} to {iso_s(end * US)}", rows)
 
 
