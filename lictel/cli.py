@@ -41,6 +41,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from lictel import limits
 from lictel.config import Settings, settings_help
 from lictel.errors import LictelError
 
@@ -764,7 +765,7 @@ def _cell(value: Any) -> Text | str:
         return f"{value:,}"
     if isinstance(value, float):
         return f"{value:,.2f}" if abs(value) >= 0.01 or value == 0 else f"{value:.2g}"
-    return Text(visible(str(value)))
+    return Text(visible(limits.storable(str(value)) or ""))
 
 
 _CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)] if c not in (0x0A,)}
@@ -778,7 +779,7 @@ def visible(text: str) -> str:
 
 def esc(value: object) -> str:
     """Data inside a rich message: control characters made visible, markup escaped."""
-    return rich_escape(visible(str(value)))
+    return rich_escape(visible(limits.storable(str(value)) or ""))
 
 
 def _csv_text(lines: list[list[Any]]) -> str:

@@ -38,6 +38,18 @@ _CONTROL = {*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)}
 _CONTROL_TABLE = dict.fromkeys(_CONTROL)
 
 
+def storable(text: str | None) -> str | None:
+    """``text`` as valid UTF-8: a lone surrogate becomes its ``\\udXXX`` escape (for dead letters
+    and messages, which must carry even what an event may not)."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def text_problem(value: str, limit: int = MAX_TEXT, free_text: bool = False) -> str | None:
     """Why a text value cannot be stored as it is, or ``None``."""
     if len(value) > limit:

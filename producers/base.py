@@ -167,10 +167,11 @@ class EventProducer:
         """Route an unusable input record to the dead-letter topic, counted."""
         self.stats.dead_letters += 1
         if len(self.stats.errors) < 20:
-            self.stats.errors.append(err.describe())
+            self.stats.errors.append(limits.storable(err.describe()) or "")
         assert self._producer is not None
-        record = {"ts": int(time.time() * US), "stage": stage, "source": err.source, "line": err.line,
-                  "field": err.field, "reason": err.reason, "raw": err.raw[:4096]}
+        record = {"ts": int(time.time() * US), "stage": stage, "source": limits.storable(err.source),
+                  "line": err.line, "field": limits.storable(err.field), "reason": limits.storable(err.reason),
+                  "raw": limits.storable(err.raw[:4096])}
         fut = await self._producer.send(self.dead_topic, self.serde.encode_dead(record))
         self._pending.append(fut)
 

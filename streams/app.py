@@ -129,8 +129,9 @@ def make_app(settings: Settings, bootstrap: str, instance_id: str | None = None)
                 batch = [ev for ev in batch if ev.event_id not in bad_ids]
                 for ev, (field_, reason) in refused:
                     counters["dead"] += 1
-                    record = {"ts": now, "stage": "stream", "source": ev.source, "line": None, "field": field_,
-                              "reason": f"event {ev.event_id!r}: {reason}", "raw": repr(ev)[:4096]}
+                    record = {"ts": now, "stage": "stream", "source": limits.storable(ev.source), "line": None,
+                              "field": field_, "reason": limits.storable(f"event {ev.event_id!r}: {reason}"),
+                              "raw": limits.storable(repr(ev)[:4096])}
                     await dead.send(value=serde.encode_dead(record))
                 log.warning("%s[%d]@%d: %d event(s) dead-lettered, e.g. %s", stream, p, offset, len(refused),
                             refused[0][1][1])
