@@ -33,11 +33,10 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import io
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,13 +106,17 @@ class SessionExportReader:
         """Events of one export file in time order, and the records that could not be used."""
         self.stats.files += 1
         errors: list[InputError] = []
+        data = path.read_bytes()
         try:
-            text = path.read_bytes().decode("utf-8-sig")
+            text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            err = InputError(f"not UTF-8 ({exc.reason} at byte {exc.start}); save the export as UTF-8",
-                             source=str(path))
-            self.stats.skipped["not UTF-8"] += 1
-            return [], [err]
+            if data.lstrip()[:1] in (b"{", b"["):
+                err = InputError(f"not UTF-8 ({exc.reason} at byte {exc.start}); save the export as UTF-8",
+                                 source=str(path))
+                self.stats.skipped["not UTF-8"] += 1
+                return [], [err]
+            # A CSV: only the lines that are not UTF-8 are lost (each a dead letter), the rest is read.
+            text = _decode_lines(data, str(path), errors)
         read = self._read_odata if text.lstrip()[:1] in ("{", "[") else self._read_csv
         sessions = read(path, text, errors)
         events = self._events(path, sessions, errors)
@@ -199,7 +202,7 @@ class SessionExportReader:
 
     def _read_csv(self, path: Path, text: str, errors: list[InputError]) -> dict[str, _Session]:
         name = str(path)
-        reader = csv.DictReader(io.StringIO(text))
+        reader = _CsvRecords(text, name, errors)
         cols = {c.strip().lower(): c for c in reader.fieldnames or []}
         if "session_key" not in cols or not ({"ts", "event"} <= cols.keys() or "start" in cols):
             errors.append(InputError(
@@ -333,6 +336,61 @@ class SessionExportReader:
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.UTC if naive_utc else self.tz)
         return to_us(value)
+
+
+def _decode_lines(data: bytes, source: str, errors: list[InputError]) -> str:
+    """A CSV export's text, line by line: a line that is not UTF-8 becomes empty (skipped) and a dead
+    letter; the line numbers of the rest stay as in the file."""
+    out = []
+    for n, raw in enumerate(data.split(b"\n"), 1):
+        try:
+            out.append(raw.decode("utf-8-sig" if n == 1 else "utf-8"))
+        except UnicodeDecodeError as exc:
+            errors.append(InputError(f"not UTF-8 ({exc.reason} at byte {exc.start} of the line); the line is "
+                                     "skipped", source=source, line=n, raw=raw[:4096].decode("utf-8", "replace")))
+            out.append("")
+    return "\n".join(out)
+
+
+class _CsvRecords:
+    """A CSV export's rows as dicts, one physical line per record. A damaged line (an unmatched
+    quote, a wrong number of fields) is a dead letter and reading goes on with the next line: a
+    stray quote must not swallow the records after it."""
+
+    def __init__(self, text: str, source: str, errors: list[InputError]) -> None:
+        self._lines = text.splitlines()
+        self._source = source
+        self._errors = errors
+        self.line_num = 0
+        self.fieldnames: list[str] = []
+        while self.line_num < len(self._lines) and not self.fieldnames:
+            self.line_num += 1
+            header = self._fields(self._lines[self.line_num - 1])
+            self.fieldnames = header or []
+
+    def _fields(self, line: str) -> list[str] | None:
+        if not line.strip():
+            return None
+        try:
+            return next(csv.reader([line], strict=True))
+        except csv.Error as exc:
+            self._errors.append(InputError(f"damaged CSV record ({exc}; an unmatched quote?): skipped",
+                                           source=self._source, line=self.line_num, raw=line[:4096]))
+            return None
+
+    def __iter__(self) -> Iterator[dict[str, str]]:
+        width = len(self.fieldnames)
+        while self.line_num < len(self._lines):
+            self.line_num += 1
+            fields = self._fields(self._lines[self.line_num - 1])
+            if fields is None:
+                continue
+            if len(fields) != width:
+                self._errors.append(InputError(
+                    f"damaged CSV record: {len(fields)} fields where the header has {width}: skipped",
+                    source=self._source, line=self.line_num, raw=self._lines[self.line_num - 1][:4096]))
+                continue
+            yield dict(zip(self.fieldnames, fields, strict=True))
 
 
 class _Bad(Exception):

@@ -97,3 +97,22 @@ def test_not_an_export_is_one_clear_error(tmp_path: Path) -> None:
     assert got == [] and "malformed JSON" in errs[0].reason
     with pytest.raises(ConfigError, match="IANA"):
         SessionExportReader("acme", "s", "F", tz="Mars/Base")
+
+
+@pytest.mark.parametrize("name", ["sessions_events.csv", "sessions_connections.csv"])
+def test_a_damaged_csv_record_costs_only_itself(name: str, tmp_path: Path) -> None:
+    # A stray quote and a byte that is not UTF-8, each on a record of its own, inserted after line 3:
+    # every other record is read as before, the two are dead letters naming their lines.
+    clean, clean_errors, _ = read(name)
+    lines = (DATA / name).read_bytes().split(b"\n")
+    damaged = [*lines[:3], b's9,"CORP\\eve,EVE-PC,2026-03-02T09:05:00+01:00,logon', b"s8,CORP\\fr\xe9d,FRED-PC,x,y",
+               *lines[3:]]
+    path = tmp_path / name
+    path.write_bytes(b"\n".join(damaged))
+    reader = SessionExportReader("acme", "ddc01", "XDT_PLT_CCU", tz="UTC")
+    events, errors = reader.read(path)
+    assert [(e.event_id.split(":", 2)[-1], e.ts, e.action, e.user, e.host) for e in events] == [
+        (e.event_id.split(":", 2)[-1], e.ts, e.action, e.user, e.host) for e in clean]
+    new = sorted((e.line, e.reason.split(" (")[0]) for e in errors if e.line in (4, 5))
+    assert new == [(4, "damaged CSV record"), (5, "not UTF-8")]
+    assert len(errors) == len(clean_errors) + 2
