@@ -98,6 +98,9 @@ _ACTION = {"OUT": OUT, "IN": IN, "DENIED": DENIED, "UNSUPPORTED": UNSUPPORTED, "
 _SOCKET_DETAIL = re.compile(r'\((-?\d+(?:,-?\d+)?):[^()]*\)\s*$')
 _DATE_STARTS = frozenset("TFS")  # TIMESTAMP, FLEXnet/FlexNet/FLEXlm Licensing, Server's System Date
 _USAGE_STARTS = frozenset("OIDUQ")
+# A usage keyword followed by ':' or by something no message word has (a replacement character, a
+# control character): a usage line whose text is damaged.
+_DAMAGED_USAGE = re.compile(r"^(?:OUT|IN|DENIED|UNSUPPORTED|QUEUED|DEQUEUED)(?::|[^\w\s(])")
 _RESTART_STARTS = frozenset("SE")  # Server started, EXITING
 _MIDNIGHT_STEP = 65 * 60  # a step back larger than this (seconds) means the next day
 LMGRD = "lmgrd"
@@ -650,6 +653,11 @@ class FlexnetParser:
             m = _USAGE.match(body)
             if m is not None:
                 return self._usage(lineno, ts, daemon, m.group(1), m.group(2), m.group(3), raw)
+            if _DAMAGED_USAGE.match(body):
+                # A checkout or check-in whose text is damaged: counting it as informational would lose
+                # a check-in silently (and leave a phantom checkout).
+                return self._skip(lineno, "damaged usage line (OUT/IN/DENIED... not followed by ': \"FEATURE\"')",
+                                  raw, dead=True)
         if "ereading" in body:
             if _REREADING.match(body):
                 self._rereading[daemon] = ts

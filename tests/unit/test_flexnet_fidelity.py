@@ -264,3 +264,40 @@ def test_a_stretch_of_a_real_log_pasted_again_counts_once(path: Path) -> None:
             got = content(damaged)
             assert not want - got, "a real event was lost"
             assert got == want or sum((got - want).values()) < REPEAT_MIN_LINES
+
+
+def test_damaged_usage_lines_cost_only_themselves() -> None:
+    # Usage lines whose keyword is damaged ("IN\ufffd\ufffd:", "OUT: F" without quotes) and user names
+    # with a NUL: the figures equal those of the same log without these lines, never an informational
+    # skip that loses a check-in and leaves a phantom checkout.
+    from lictel import limits
+
+    base = _rendered(13)
+    rng = random.Random(13)
+    usage = [i for i, line in enumerate(base) if ") OUT: " in line or ") IN: " in line]
+    chosen = sorted(rng.sample(usage, 40))
+    damaged = list(base)
+    for k, i in enumerate(chosen):
+        line = base[i]
+        if k % 3 == 0:
+            damaged[i] = line.replace(" IN: ", " IN\ufffd\ufffd: ").replace(" OUT: ", " OUT\x00: ")
+        elif k % 3 == 1:
+            damaged[i] = line.replace(': "', ": ", 1).replace('" ', " ", 1)
+        else:
+            head, _, who = line.rpartition(" ")
+            damaged[i] = f"{head} {who[:2]}\x00{who[2:]}"
+    now = parse_ts("2026-11-25T00:00:00Z")
+
+    def rows(lines: list[str]) -> list[object]:
+        p = FlexnetParser(org="acme", server="lic01", tz="UTC")
+        events = [i for i in p.parse(lines, "x.log") if isinstance(i, Event)]
+        kept = [e for e in events if limits.problem(e, now) is None]  # what the producer sends
+        return [r[:14] for r in compute_rows(kept)]
+
+    p = FlexnetParser(org="acme", server="lic01", tz="UTC")
+    items = list(p.parse(damaged, "x.log"))
+    dead = {i.line - 1 for i in items if isinstance(i, Skipped) and i.dead}
+    events = [i for i in items if isinstance(i, Event)]
+    refused = {e.seq // 16 - 1 for e in events if limits.problem(e, now) is not None}
+    assert dead | refused == set(chosen)
+    assert rows(damaged) == rows([line for i, line in enumerate(base) if i not in set(chosen)])
