@@ -1231,6 +1231,9 @@ def config_cmd() -> None:
 def main() -> None:
     from clickhouse_connect.driver.exceptions import DatabaseError
 
+    from lictel.procs import watch_lifeline
+
+    watch_lifeline()  # a worker or sink started by `lictel run`/`up` stops when that process dies
     try:
         app()
     except LictelError as exc:

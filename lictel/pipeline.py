@@ -27,7 +27,7 @@ from lictel.broker import EmbeddedBroker, ensure_topics
 from lictel.config import Settings
 from lictel.errors import BrokerError, LictelError
 from lictel.partitioning import partition_name
-from lictel.procs import die_with_parent
+from lictel.procs import lifeline
 from producers.base import EventProducer, ProduceStats
 
 
@@ -110,9 +110,10 @@ class Stack:
 
     def spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        env, fds = lifeline()
         proc = subprocess.Popen([sys.executable, "-m", "lictel.cli", *args],
-                                env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, preexec_fn=die_with_parent())
+                                env=settings_env(self.settings, **env), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, pass_fds=fds)
         log.close()
         self.procs[name] = proc
         return proc

@@ -135,6 +135,7 @@ class ParseStats:
     repeated_lines: int = 0
     repeats: list[str] = field(default_factory=list)  # "lines A-B repeat lines C-D", one a copy
     out_of_order: int = 0  # segments whose date goes back
+    damaged_times: int = 0  # lines whose time went back without a midnight (dead letters)
 
 
 class _Run:
@@ -317,7 +318,13 @@ class FlexnetParser:
         self.daemons: set[str] = set()
         self.stats = ParseStats()
         self._pending: list[_Pending] = []
+        # A line whose time jumped more than _MIDNIGHT_STEP back (a midnight?) or forward (a quiet
+        # stretch?), or is one damaged time: it waits for the next timed line to tell (_resolve_held);
+        # ``_as_read`` then reads it as it stands.
+        self._held: _Pending | None = None
+        self._as_read = False
         self._source = ""
+        self._name = ""
         self._day_offsets: dict[dt.date, tuple[int, int, bool]] = {}
         self._repeats = _Repeats()
         self._rereading: dict[str, int] = {}  # daemon (or lmgrd for all) -> when its reread began
@@ -331,6 +338,7 @@ class FlexnetParser:
         ``first_line`` numbers the first of ``lines`` when a file is read in pieces (follow mode).
         """
         self._source = f"{self.server}:{name}"
+        self._name = name
         rep = self._repeats
         rep.file(name)
         stats = self.stats
@@ -353,12 +361,19 @@ class FlexnetParser:
                             daemon = _vendor_of(daemon)
                         secs = h * 3600 + mi * 60 + se
                         body = body.rstrip()
+                        if self._held is not None:
+                            yield from self._resolve_held(secs, name)
                         if body[:1] in _DATE_STARTS and self._sets_date(lineno, secs, body):
                             out = self._date_line(lineno, secs, daemon, body, text)
                         elif self.date is None:
                             self._pending.append(_Pending(lineno, secs, daemon, body, text))
                             break
                         else:
+                            prev = self.prev_secs
+                            if (prev is not None and not self._as_read
+                                    and (prev - secs > _MIDNIGHT_STEP or secs - prev > _MIDNIGHT_STEP)):
+                                self._held = _Pending(lineno, secs, daemon, body, text)
+                                break  # a midnight, a quiet stretch, or a damaged time: the next line tells
                             self._advance(secs)
                             out = self._line(lineno, secs, daemon, body, text, self.date, self.fold)  # type: ignore[assignment]
                 kind = type(out)
@@ -485,9 +500,40 @@ class FlexnetParser:
         else:
             yield out
 
+    def _resolve_held(self, secs: int, name: str) -> Iterator[Event | Skipped]:
+        """The line after a time that jumped by more than an hour tells what it was. Time only moves
+        forward (through midnight, or over a quiet stretch). If this line is a step from the line
+        before the held one (within an hour, going forward through midnight if need be) while the
+        held time is a jump from both, the held time alone is damaged (one changed clock digit: 8:15
+        -> 6:15 between 8:15 lines): a dead letter, and the dating goes on as before it. Anything else
+        keeps the held line as it stands (a midnight, a quiet stretch): where the log is too sparse to
+        tell, a real midnight is never lost."""
+        held, self._held = self._held, None
+        assert held is not None and self.prev_secs is not None
+        prev = self.prev_secs
+        if not _jump(prev, secs) and _jump(prev, held.secs) and _jump(held.secs, secs):
+            self.stats.damaged_times += 1
+            yield self._skip(held.lineno, "damaged time of day (more than an hour from the lines before and "
+                             "after it, which are close: one damaged time, not a midnight)", held.raw, dead=True)
+            return
+        yield from self._read_held(held, name)
+
+    def _read_held(self, held: _Pending, name: str) -> Iterator[Event | Skipped]:
+        """Read a held line as it stands, through the parse loop (repeated-block memory included)."""
+        self._as_read = True
+        self.stats.lines -= 1  # counted when it was first read
+        try:
+            yield from self.parse([held.raw], name, held.lineno)
+        finally:
+            self._as_read = False
+
     def settle(self) -> Iterator[Event | Skipped]:
         """Nothing more to read for now (a follower at the end of the file): decide a candidate
-        block now, so a line is never held back while the log is quiet (it would turn late)."""
+        block now, so a line is never held back while the log is quiet (it would turn late). A time
+        that went back is read as a midnight: no next line says otherwise."""
+        if self._held is not None:
+            held, self._held = self._held, None
+            yield from self._read_held(held, self._name)
         yield from self._end_repeat()
 
     def remember(self, lines: Iterable[str], name: str) -> None:
@@ -507,7 +553,7 @@ class FlexnetParser:
     @property
     def waiting(self) -> bool:
         """Lines are held back: until a date is known, or while they may repeat an earlier block."""
-        return bool(self._pending) or self._repeats.run is not None
+        return bool(self._pending) or self._repeats.run is not None or self._held is not None
 
     def to_state(self) -> dict[str, object]:
         """What a follower must keep to resume mid-file (dates, midnight tracking, daemons)."""
@@ -530,9 +576,9 @@ class FlexnetParser:
             self.tz_origin = str(state.get("tz_origin") or tz)
 
     def finish(self) -> Iterator[Event | Skipped]:
-        """End of input: a candidate repeated block is decided; lines still waiting for a date are
-        reported, never guessed."""
-        yield from self._end_repeat()
+        """End of input: a held time is read as a midnight, a candidate repeated block is decided;
+        lines still waiting for a date are reported, never guessed."""
+        yield from self.settle()
         for p in self._pending:
             yield self._skip(p.lineno, "no date known (no TIMESTAMP or start line in the log; give --date)", p.raw,
                              dead=True)
@@ -898,3 +944,10 @@ async def _emit(producer: EventProducer, item: Event | Skipped, path: Path) -> N
         await producer.send(item)
     elif item.dead:
         await producer.dead_letter(InputError(item.reason, source=str(path), line=item.line, raw=item.raw))
+
+
+def _jump(a: int, b: int) -> int:
+    """1 when going from time of day ``a`` to ``b`` (forward, through midnight if need be) is a jump
+    of more than an hour, 0 when it is a step (a small step back counts as jitter)."""
+    forward = (b - a) % 86400
+    return 1 if _MIDNIGHT_STEP < forward < 86400 - _MIDNIGHT_STEP else 0

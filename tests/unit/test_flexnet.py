@@ -179,5 +179,5 @@ def test_datestamp_lines_carry_their_own_date_and_offset() -> None:
     # Mixed with compact lines (a server restarted without -datestamp), the date carries over.
     q = FlexnetParser(org="acme", server="lic01", tz="UTC")
     lines = ["2026-03-02T23:50:00Z (CITRIX) OUT: \"F\" u@h", "0:10:00 (CITRIX) IN: \"F\" u@h"]
-    mixed = [i for i in q.parse(lines, "x.log") if isinstance(i, Event)]
+    mixed = [i for i in [*q.parse(lines, "x.log"), *q.finish()] if isinstance(i, Event)]
     assert [e.ts for e in mixed] == [parse_ts("2026-03-02T23:50:00Z"), parse_ts("2026-03-03T00:10:00Z")]

@@ -301,3 +301,52 @@ def test_damaged_usage_lines_cost_only_themselves() -> None:
     refused = {e.seq // 16 - 1 for e in events if limits.problem(e, now) is not None}
     assert dead | refused == set(chosen)
     assert rows(damaged) == rows([line for i, line in enumerate(base) if i not in set(chosen)])
+
+
+def _secs(line: str) -> int | None:
+    head = line.split(" (", 1)[0].strip()
+    try:
+        h, m, s = (int(x) for x in head.split(":"))
+    except ValueError:
+        return None
+    return h * 3600 + m * 60 + s
+
+
+def test_one_changed_clock_digit_is_a_dead_letter_not_a_day_later() -> None:
+    # 5 % of the usage lines get another hour (at least two away); each between two lines close in
+    # time. Each damaged line is dead-lettered, and the rest is dated as in the clean log: the figures
+    # equal those of the log without the damaged lines (before: hundreds of lines a day later).
+    base = _rendered(21)
+    rng = random.Random(21)
+    usable = [i for i in range(1, len(base) - 1)
+              if (") OUT: " in base[i] or ") IN: " in base[i])
+              and None not in (_secs(base[i - 1]), _secs(base[i]), _secs(base[i + 1]))
+              and abs(_secs(base[i + 1]) - _secs(base[i - 1])) < 1800]  # type: ignore[operator]
+    chosen: list[int] = []
+    for i in rng.sample(usable, len(usable) // 20):
+        if all(abs(i - j) > 2 for j in chosen):
+            chosen.append(i)
+    damaged = list(base)
+    for i in chosen:
+        secs = _secs(base[i])
+        assert secs is not None
+        hour = (secs // 3600 + rng.choice([-1, 1]) * rng.randrange(2, 10)) % 24
+        head, rest = base[i].split(" (", 1)
+        damaged[i] = f"{hour:2d}:{head.strip()[-5:]} ({rest}"
+    p = FlexnetParser(org="acme", server="lic01", tz="UTC")
+    items = [*p.parse(damaged, "x.log"), *p.finish()]
+    dead = sorted(i.line - 1 for i in items if isinstance(i, Skipped) and i.dead)
+    assert dead == sorted(chosen) and p.stats.damaged_times == len(chosen) > 50
+    clean = FlexnetParser(org="acme", server="lic01", tz="UTC")
+    want = [e for e in [*clean.parse([x for i, x in enumerate(base) if i not in set(chosen)], "x.log"),
+                        *clean.finish()] if isinstance(e, Event)]
+    got = [e for e in items if isinstance(e, Event)]
+    assert compute_rows(got) == compute_rows(want)
+    # The case, on its own: 8:15:20 -> 6:15:20 between 8:15 lines.
+    lines = [" 8:00:00 (lmgrd) TIMESTAMP 3/2/2026", ' 8:15:19 (V) OUT: "F" a@h1', ' 6:15:20 (V) OUT: "F" b@h2',
+             ' 8:15:25 (V) IN: "F" a@h1', ' 9:00:00 (V) OUT: "F" c@h3']
+    q = FlexnetParser(org="acme", server="lic01", tz="UTC")
+    events = [e for e in [*q.parse(lines, "y.log"), *q.finish()] if isinstance(e, Event)]
+    assert [(e.user, e.ts) for e in events] == [("a", parse_ts("2026-03-02T08:15:19Z")),
+                                                ("a", parse_ts("2026-03-02T08:15:25Z")),
+                                                ("c", parse_ts("2026-03-02T09:00:00Z"))]
