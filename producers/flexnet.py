@@ -342,56 +342,61 @@ class FlexnetParser:
         rep = self._repeats
         rep.file(name)
         stats = self.stats
-        for lineno, raw in enumerate(lines, first_line):
-            stats.lines += 1
-            text = (raw[1:] if raw[:1] == "\ufeff" else raw).rstrip("\r\n")
-            while True:  # a second pass only when a repeated block ended on this line (see _repeat_step)
-                date0, prev0, fold0 = self.date, self.prev_secs, self.fold  # the dating before this line
-                out: Event | Skipped | list[Event | Skipped] | None
-                m = _LINE.match(text)
-                if m is None:
-                    out = self._unmatched(lineno, text)
-                else:
-                    hh, mm, ss, daemon, body = m.groups()
-                    h, mi, se = int(hh), int(mm), int(ss)
-                    if h > 23 or mi > 59 or se > 59:
-                        out = self._skip(lineno, "unparseable (impossible time of day)", text, dead=True)
+        lineno = first_line - 1
+        try:
+            for lineno, raw in enumerate(lines, first_line):
+                text = (raw[1:] if raw[:1] == "\ufeff" else raw).rstrip("\r\n")
+                while True:  # a second pass only when a repeated block ended on this line (see _repeat_step)
+                    date0, prev0, fold0 = self.date, self.prev_secs, self.fold  # the dating before this line
+                    out: Event | Skipped | list[Event | Skipped] | None
+                    m = _LINE.match(text)
+                    if m is None:
+                        out = self._unmatched(lineno, text)
                     else:
-                        if "_" in daemon:
-                            daemon = _vendor_of(daemon)
-                        secs = h * 3600 + mi * 60 + se
-                        body = body.rstrip()
-                        if self._held is not None:
-                            yield from self._resolve_held(secs, name)
-                        if body[:1] in _DATE_STARTS and self._sets_date(lineno, secs, body):
-                            out = self._date_line(lineno, secs, daemon, body, text)
-                        elif self.date is None:
-                            self._pending.append(_Pending(lineno, secs, daemon, body, text))
-                            break
+                        hh, mm, ss, daemon, body = m.groups()
+                        h, mi, se = int(hh), int(mm), int(ss)
+                        if h > 23 or mi > 59 or se > 59:
+                            out = self._skip(lineno, "unparseable (impossible time of day)", text, dead=True)
                         else:
-                            prev = self.prev_secs
-                            if (prev is not None and not self._as_read
-                                    and (prev - secs > _MIDNIGHT_STEP or secs - prev > _MIDNIGHT_STEP)):
-                                self._held = _Pending(lineno, secs, daemon, body, text)
-                                break  # a midnight, a quiet stretch, or a damaged time: the next line tells
-                            self._advance(secs)
-                            out = self._line(lineno, secs, daemon, body, text, self.date, self.fold)  # type: ignore[assignment]
-                kind = type(out)
-                if kind is Event or kind is list:
-                    # A line that makes events or sets the date (the lines that decide what is counted
-                    # when): the same text as an earlier one may start a copy.
-                    key = hash(text)
-                    earlier = rep.add(key, lineno, self.date, self.prev_secs)  # type: ignore[arg-type]
-                    if rep.run is not None or earlier is not None:
-                        items: list[Event | Skipped] = out if kind is list else [out]  # type: ignore[assignment,list-item]
-                        if (yield from self._repeat_step(key, earlier, lineno, text, items, (date0, prev0, fold0))):
-                            continue
-                        break
-                if kind is list:
-                    yield from out  # type: ignore[misc]
-                else:
-                    yield out  # type: ignore[misc]
-                break
+                            if "_" in daemon:
+                                daemon = _vendor_of(daemon)
+                            secs = h * 3600 + mi * 60 + se
+                            body = body.rstrip()
+                            if self._held is not None:
+                                yield from self._resolve_held(secs, name)
+                            if body[:1] in _DATE_STARTS and self._sets_date(lineno, secs, body):
+                                out = self._date_line(lineno, secs, daemon, body, text)
+                            elif self.date is None:
+                                self._pending.append(_Pending(lineno, secs, daemon, body, text))
+                                break
+                            else:
+                                prev = self.prev_secs
+                                if prev is None or 0 <= secs - prev <= _MIDNIGHT_STEP:
+                                    self.prev_secs = secs  # a step forward: the common case, inline
+                                elif not self._as_read and abs(secs - prev) > _MIDNIGHT_STEP:
+                                    self._held = _Pending(lineno, secs, daemon, body, text)
+                                    break  # a midnight, a quiet stretch, or a damaged time: the next line tells
+                                else:
+                                    self._advance(secs)
+                                out = self._line(lineno, secs, daemon, body, text, self.date, self.fold)  # type: ignore[assignment]
+                    kind = type(out)
+                    if kind is Event or kind is list:
+                        # A line that makes events or sets the date (the lines that decide what is counted
+                        # when): the same text as an earlier one may start a copy.
+                        key = hash(text)
+                        earlier = rep.add(key, lineno, self.date, self.prev_secs)  # type: ignore[arg-type]
+                        if rep.run is not None or earlier is not None:
+                            items: list[Event | Skipped] = out if kind is list else [out]  # type: ignore[assignment,list-item]
+                            if (yield from self._repeat_step(key, earlier, lineno, text, items, (date0, prev0, fold0))):
+                                continue
+                            break
+                    if kind is list:
+                        yield from out  # type: ignore[misc]
+                    else:
+                        yield out  # type: ignore[misc]
+                    break
+        finally:
+            stats.lines += lineno - first_line + 1  # counted once, not per line (the hot loop)
 
     def _unmatched(self, lineno: int, text: str) -> Skipped | list[Event | Skipped]:
         """A line without the ``H:MM:SS (daemon)`` prefix: blank, ``-datestamp``, or unparseable."""
