@@ -36,7 +36,7 @@ from lictel import limits
 from lictel.config import Settings
 from lictel.engine import MinuteRow
 from lictel.errors import BrokerError, SchemaError
-from lictel.events import HEARTBEAT, Event
+from lictel.events import HEARTBEAT
 from lictel.partitioning import partition_name
 from lictel.serde import Serde
 from lictel.timeutil import US
@@ -197,7 +197,7 @@ class ClickHouseSink:
             if kind == "events":
                 events = [e for e in self.serde.events.decode(value)["events"] if e["action"] != HEARTBEAT]
                 now = int(time.time() * US)
-                kept = [e for e in events if limits.problem(Event(**e), now, self._max_ahead) is None]
+                kept = [e for e in events if limits.record_problem(e, now, self._max_ahead) is None]
                 if len(kept) < len(events):
                     # Not storable or not believable: the stream worker dead-letters these (one record
                     # each); storing them raw would let a reconcile count them.
