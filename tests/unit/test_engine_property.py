@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Iterator
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,18 +21,22 @@ from lictel.timeutil import MINUTE_US, US, floor_minute
 BASE = 1_772_445_600 * US  # 2026-03-02T10:00:00Z
 
 
-def _replay(events: list[Event], t: int) -> tuple[dict[tuple[str, ...], int], list[tuple[Event, int, bool]]]:
-    """Held per identity after every event with ts <= t, and per event: licenses released, orphan?"""
-    held: dict[tuple[str, ...], int] = defaultdict(int)
-    effects = []
+def _applied(events: list[Event], t: int) -> Iterator[tuple[Event, tuple[str, ...]]]:
+    """Every event with ts <= t in (ts, seq) order, each id once, with its checkout identity."""
     seen: set[str] = set()
     for e in sorted(events, key=lambda e: (e.ts, e.seq)):
         if e.ts > t:
             break
-        if e.event_id in seen:
-            continue
-        seen.add(e.event_id)
-        ident = (e.org, e.server, e.vendor, e.feature, e.user, e.host, e.handle or "")
+        if e.event_id not in seen:
+            seen.add(e.event_id)
+            yield e, (e.org, e.server, e.vendor, e.feature, e.user, e.host, e.handle or "")
+
+
+def _replay(events: list[Event], t: int) -> tuple[dict[tuple[str, ...], int], list[tuple[Event, int, bool]]]:
+    """Held per identity after every event with ts <= t, and per event: licenses released, orphan?"""
+    held: dict[tuple[str, ...], int] = defaultdict(int)
+    effects = []
+    for e, ident in _applied(events, t):
         released, orphan = 0, False
         if e.action == OUT:
             held[ident] += e.count
@@ -53,14 +58,7 @@ def _open(events: list[Event], t: int) -> dict[tuple[str, ...], list[int]]:
     """The open checkouts of every identity after every event with ts <= t, oldest first: an IN of
     n closes the oldest first, a partial IN reduces the oldest (DESIGN.md, licenses charged)."""
     opened: dict[tuple[str, ...], list[int]] = defaultdict(list)
-    seen: set[str] = set()
-    for e in sorted(events, key=lambda e: (e.ts, e.seq)):
-        if e.ts > t:
-            break
-        if e.event_id in seen:
-            continue
-        seen.add(e.event_id)
-        ident = (e.org, e.server, e.vendor, e.feature, e.user, e.host, e.handle or "")
+    for e, ident in _applied(events, t):
         if e.action == OUT:
             opened[ident].append(e.count)
         elif e.action == IN:
