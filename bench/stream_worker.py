@@ -76,8 +76,10 @@ def main() -> None:
     rates: dict[str, float] = {}
     lines: list[str] = []
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(Path(tmp)) as broker:
-        for name, rule in (("no rule", ""), ("*=UH", "*=UH")):
-            prefix = "bench" if not rule else "bench-uh"
+        # Each mode twice, in the order A B B A, best of each: the broker holds more with every run and
+        # runs vary by ~10 %, so one run of each would favour whichever ran first.
+        for k, (name, rule) in enumerate((("no rule", ""), ("*=UH", "*=UH"), ("*=UH", "*=UH"), ("no rule", ""))):
+            prefix = f"bench-{k}"
             settings = Settings(data_dir=Path(tmp) / prefix, kafka_bootstrap=broker.bootstrap, topic_prefix=prefix,
                                 dup_group=rule)
             t = time.monotonic()
@@ -93,7 +95,7 @@ def main() -> None:
                 worker.terminate()
                 worker.wait(30)
             took = done - first
-            rates[name] = events / took
+            rates[name] = max(rates.get(name, 0.0), events / took)
             if not lines:
                 lines.append(f"- {events:,} simulated events ({args.users:,} users, {args.servers} servers, "
                              f"{args.days} days), {settings.partitions} partitions, produced in {produce_s:.1f} s "

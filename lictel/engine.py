@@ -718,6 +718,9 @@ def _charge_out(pool: _Pool, gkey: str, k: int) -> None:
         pool.groups[gkey] = {k: 1}
         pool.charged += k
         return
+    if k == 1:  # the common case: a group holding something is charged at least 1 already
+        group[1] = group.get(1, 0) + 1
+        return
     old = max(group)
     group[k] = group.get(k, 0) + 1
     if k > old:
@@ -729,6 +732,15 @@ def _charge_in(pool: _Pool, ident: str, gkey: str, released: int) -> None:
     partial IN reduces the oldest), and update the licenses charged."""
     parts = pool.parts.get(ident)
     group = pool.groups[gkey]
+    if parts is None and len(group) == 1:
+        # The common case: only checkouts of 1 in the group (charged 1 while any is open).
+        left = group[1] - released
+        if left:
+            group[1] = left
+        else:
+            del pool.groups[gkey]
+            pool.charged -= 1
+        return
     old = max(group)
     if parts is None:
         left = group[1] - released
