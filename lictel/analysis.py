@@ -849,13 +849,17 @@ class _ChargeReplay:
         self._all_alone = not any(dupgroup.fields(r) for r in rules.values())
         self.started = False
 
-    def _key(self, ident: tuple[Any, ...]) -> tuple[Any, ...]:
-        o, server, vendor, f, user, host, _ = ident
+    def _by(self, o: str, server: str, f: str) -> str:
+        """What the pool's rule groups by (dupgroup.fields), looked up once per pool."""
         by = self._fields.get((o, server, f))
         if by is None:
             by = self._fields[(o, server, f)] = dupgroup.fields(self.rules.get((o, server, f), dupgroup.NONE))
-        if by == "":
-            return ident
+        return by
+
+    def _key(self, ident: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The group of a checkout under a grouping rule (rule NONE never gets here)."""
+        o, server, vendor, f, user, host, _ = ident
+        by = self._by(o, server, f)
         if by == dupgroup.SITE:
             return (o, server, vendor, f)
         return (o, server, vendor, f, user if "U" in by else "", host if "H" in by else "")
@@ -874,12 +878,8 @@ class _ChargeReplay:
                 self._recharge(k, t)
             return
         ident = (o, server, vendor, f, user, host, handle)
-        by: str | None = ""
-        if not self._all_alone:
-            by = self._fields.get((o, server, f))
-            if by is None:
-                by = self._fields[(o, server, f)] = dupgroup.fields(self.rules.get((o, server, f), dupgroup.NONE))
-        if by == "":  # rule NONE, inline: this runs once per checkout and check-in
+        # Rule NONE, inline: this runs once per checkout and check-in.
+        if self._all_alone or self._by(o, server, f) == "":
             alone = self.alone
             had = alone.get(ident, 0)
             new = had + count if action == "OUT" else (had - count if had > count else 0)

@@ -768,7 +768,7 @@ def _cell(value: Any) -> Text | str:
     return Text(visible(limits.storable(str(value)) or ""))
 
 
-_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)] if c not in (0x0A,)}
+_CONTROLS = {c: f"\\x{c:02x}" for c in limits.CONTROL if c != 0x0A}
 
 
 def visible(text: str) -> str:

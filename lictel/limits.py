@@ -34,8 +34,9 @@ MAX_TEXT = 1024
 MAX_REASON = 4096
 _TEXT_FIELDS = ("event_id", "org", "server", "vendor", "feature", "user", "host", "handle", "source")
 # C0 and C1 control characters, DEL; tab is tolerated in free text (reason) only.
-_CONTROL = {*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)}
-_CONTROL_TABLE = dict.fromkeys(_CONTROL)
+CONTROL = frozenset({*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)})
+
+_CONTROL_TABLE = dict.fromkeys(CONTROL)
 
 
 def storable(text: str | None) -> str | None:
@@ -59,7 +60,7 @@ def text_problem(value: str, limit: int = MAX_TEXT, free_text: bool = False) -> 
     except UnicodeEncodeError:
         return "not valid Unicode (a lone surrogate such as \\ud800)"
     if value.translate(_CONTROL_TABLE) != value:
-        bad = next(ch for ch in value if ord(ch) in _CONTROL)
+        bad = next(ch for ch in value if ord(ch) in CONTROL)
         if not (free_text and bad == "\t"):
             return f"contains the control character U+{ord(bad):04X}"
     return None
@@ -67,12 +68,17 @@ def text_problem(value: str, limit: int = MAX_TEXT, free_text: bool = False) -> 
 
 def problem(ev: Event, now_us: int, max_ahead_us: int = MAX_AHEAD_US) -> tuple[str, str] | None:
     """``(field, reason)`` when ``ev`` is outside what lictel can hold or believe, else ``None``."""
-    if ev.ts < MIN_TS:
-        return "ts", f"{_when(ev.ts)} is before 1990-01-01: not a plausible license event (a damaged date?)"
-    if ev.ts > now_us + max_ahead_us:
-        return "ts", (f"{_when(ev.ts)} is more than {max_ahead_us / DAY_US:g} day(s) after the wall clock "
+    return time_problem(ev.ts, now_us, max_ahead_us) or value_problem(ev)
+
+
+def time_problem(ts: int, now_us: int, max_ahead_us: int = MAX_AHEAD_US) -> tuple[str, str] | None:
+    """The time window of :func:`problem`."""
+    if ts < MIN_TS:
+        return "ts", f"{_when(ts)} is before 1990-01-01: not a plausible license event (a damaged date?)"
+    if ts > now_us + max_ahead_us:
+        return "ts", (f"{_when(ts)} is more than {max_ahead_us / DAY_US:g} day(s) after the wall clock "
                       f"({iso_s(now_us)}): a damaged date, or a clock far ahead")
-    return value_problem(ev)
+    return None
 
 
 def value_problem(ev: Event) -> tuple[str, str] | None:
@@ -83,11 +89,9 @@ def value_problem(ev: Event) -> tuple[str, str] | None:
 
 def record_problem(e: dict[str, Any], now_us: int, max_ahead_us: int = MAX_AHEAD_US) -> tuple[str, str] | None:
     """:func:`problem` for a decoded Avro record (the sink reads records, not events)."""
-    ts = e["ts"]
-    if ts < MIN_TS or ts > now_us + max_ahead_us:
-        return "ts", f"{_when(ts)} is outside 1990-01-01 .. the wall clock + {max_ahead_us / DAY_US:g} day(s)"
-    return values_problem(e["count"], e["seq"], (e["event_id"], e["org"], e["server"], e["vendor"], e["feature"],
-                                                 e["user"], e["host"], e["handle"] or "", e["source"]), e["reason"])
+    names = (e["event_id"], e["org"], e["server"], e["vendor"], e["feature"], e["user"], e["host"],
+             e["handle"] or "", e["source"])
+    return time_problem(e["ts"], now_us, max_ahead_us) or values_problem(e["count"], e["seq"], names, e["reason"])
 
 
 def values_problem(count: int, seq: int, names: tuple[str, ...], reason: str | None) -> tuple[str, str] | None:

@@ -178,11 +178,16 @@ class Serde:
         return self.dead.decode(data)
 
 
-def _usage_row(r: dict[str, Any]) -> MinuteRow:
-    # Rows written before licenses charged existed were computed under no rule: charged = checkouts.
+def with_charged(r: dict[str, Any]) -> dict[str, Any]:
+    """A decoded UsageRow with its charged figures: rows written before licenses charged existed (-1)
+    were computed under no rule, so charged = checkouts."""
     if r.get("charged_peak", -1) < 0:
         r["charged_peak"], r["charged_low"], r["charged_license_us"] = r["peak"], r["low"], r["license_us"]
-    return MinuteRow(**r)
+    return r
+
+
+def _usage_row(r: dict[str, Any]) -> MinuteRow:
+    return MinuteRow(**with_charged(r))
 
 
 def session_event(d: dict[str, Any]) -> Event:

@@ -38,7 +38,7 @@ from lictel.engine import MinuteRow
 from lictel.errors import BrokerError, SchemaError
 from lictel.events import HEARTBEAT
 from lictel.partitioning import partition_name
-from lictel.serde import Serde
+from lictel.serde import Serde, with_charged
 from lictel.timeutil import US
 from lictel.warehouse import connect, migrate
 
@@ -50,7 +50,6 @@ LATE_COLUMNS = ["event_id", "ts", "org", "server", "feature", "action", "source"
 USAGE_COLUMNS = ["level", "source", "org", "server", "feature", "minute", "peak", "low", "license_us",
                  "checkouts", "checkins", "forced_releases", "denials", "queued", "orphans", "charged_peak",
                  "charged_low", "charged_license_us", "dup_group", "version"]
-_CHARGED = {"charged_peak": "peak", "charged_low": "low", "charged_license_us": "license_us"}
 DEAD_COLUMNS = ["ts", "stage", "source", "line", "field", "reason", "raw", "kafka_topic",
                 "kafka_partition", "kafka_offset"]
 
@@ -218,17 +217,13 @@ class ClickHouseSink:
                 buf.n_late += len(late)
             elif kind == "usage":
                 batch = self.serde.usage.decode(value)
-                rows = batch["rows"]
+                rows = [with_charged(r) for r in batch["rows"]]
                 version = int(time.time() * US)
                 for c, col in buf.usage.items():
                     if c == "minute":
                         col.extend([r["minute"] // US for r in rows])
                     elif c == "version":
                         col.extend([version] * len(rows))
-                    elif c in _CHARGED:
-                        # -1 in rows from before licenses charged: computed under no rule.
-                        base = _CHARGED[c]
-                        col.extend([r[base] if r[c] < 0 else r[c] for r in rows])
                     else:
                         col.extend([r[c] for r in rows])
                 buf.n_usage += len(rows)
