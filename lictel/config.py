@@ -10,13 +10,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lictel import dupgroup
 from lictel.dupgroup import DupRules
 from lictel.engine import SessionRule
 from lictel.timeutil import US, zone
+
+# Consumer-group timing where no setting says otherwise. The embedded (Tansu) broker answers a
+# JoinGroup after half the session timeout, holds every static member's SyncGroup 3 s more, and
+# counts a member's silence from its JoinGroup request: the first heartbeat after the SyncGroup must
+# come within the other half. 10 s and dynamic membership leave 4 s of margin (6 s with static ids
+# evicted a member at nearly every join: a rebalance every 7 s). A static id buys nothing there,
+# as the broker keys members by member id. On Kafka: its default 45 s session, and static ids, so a
+# restarted worker takes its place again without moving a partition.
+TANSU_GROUP: dict[str, object] = {"group_session_timeout_s": 10.0, "group_heartbeat_s": 1.0, "group_static": False}
+KAFKA_GROUP: dict[str, object] = {"group_session_timeout_s": 45.0, "group_heartbeat_s": 3.0, "group_static": True}
 
 
 class Settings(BaseSettings):
@@ -50,6 +60,9 @@ class Settings(BaseSettings):
     tz: str = Field("UTC", description="Time zone (IANA) of the days, hours and times reports and exports speak of; reports take --tz too.")
     max_ahead_s: float = Field(86400.0, gt=0, description="Events stamped more than this after the wall clock are dead letters (a damaged date, or a clock far ahead).")
     max_source_gap_days: float = Field(366.0, gt=0, description="An event this many days or more from the previous event of its source is a dead letter (a damaged year).")
+    group_session_timeout_s: float | None = Field(None, ge=6, le=1800, description="Consumer-group session timeout of stream workers and sink: a member silent this long is dropped and its partitions move; unset = 10 on the embedded broker, 45 on Kafka (docs/operations.md, 'Consumer groups').")
+    group_heartbeat_s: float | None = Field(None, gt=0, description="Consumer-group heartbeat interval, under a third of the session timeout; unset = 1 on the embedded broker, 3 on Kafka.")
+    group_static: bool | None = Field(None, description="Static membership: --worker-id/--sink-id become the group instance id, so a restart within the session timeout moves no partition; unset = on with Kafka, off on the embedded broker.")
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this port (0 = any free port); unset = off.")
 
     @field_validator("kafka_bootstrap", "clickhouse_url", "schema_registry_url", mode="before")
@@ -68,6 +81,22 @@ class Settings(BaseSettings):
     def _tz_known(cls, value: str) -> str:
         zone(value)
         return value
+
+    @model_validator(mode="after")
+    def _heartbeat_fits(self) -> Settings:
+        if self.group_heartbeat_s is not None and self.group_session_timeout_s is not None \
+                and self.group_heartbeat_s * 3 > self.group_session_timeout_s:
+            raise ValueError(f"group_heartbeat_s ({self.group_heartbeat_s}) must be under a third of "
+                             f"group_session_timeout_s ({self.group_session_timeout_s})")
+        return self
+
+    def with_group_defaults(self) -> Settings:
+        """These settings with the consumer-group timing filled in for where they run: the embedded
+        broker if ``kafka_bootstrap`` is unset, else Kafka (a Tansu broker of your own: set the
+        ``TANSU_GROUP`` values). Call before the bootstrap is resolved."""
+        defaults = TANSU_GROUP if self.kafka_bootstrap is None else KAFKA_GROUP
+        update = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        return self.model_copy(update=update) if update else self
 
     @property
     def dup_rules(self) -> DupRules:
@@ -101,3 +130,12 @@ def settings_help() -> list[tuple[str, str, str]]:
         default = "" if info.default is None else str(info.default)
         rows.append((f"LICTEL_{name.upper()}", default, info.description or ""))
     return rows
+
+
+def group_options(settings: Settings) -> dict[str, int]:
+    """aiokafka consumer-group timing (milliseconds) of ``settings``, defaults filled in for where
+    they run (see :meth:`Settings.with_group_defaults`)."""
+    s = settings.with_group_defaults()
+    assert s.group_session_timeout_s is not None and s.group_heartbeat_s is not None
+    return {"session_timeout_ms": int(s.group_session_timeout_s * 1000),
+            "heartbeat_interval_ms": int(s.group_heartbeat_s * 1000)}

@@ -89,7 +89,8 @@ class Stack:
         self.logs = settings.data_dir / "logs"
 
     def start(self) -> Stack:
-        self.settings = with_license_rules(self.settings)
+        # Group timing is decided while we still know whether the broker is embedded.
+        self.settings = with_license_rules(self.settings).with_group_defaults()
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
         if not self.bootstrap:

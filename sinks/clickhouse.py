@@ -33,7 +33,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from clickhouse_connect.driver.client import Client
 
 from lictel import limits
-from lictel.config import Settings
+from lictel.config import Settings, group_options
 from lictel.engine import MinuteRow
 from lictel.errors import BrokerError, SchemaError
 from lictel.events import HEARTBEAT
@@ -161,8 +161,7 @@ class ClickHouseSink:
             bootstrap_servers=self.bootstrap,
             group_id=f"{self.settings.topic_prefix}-sink", enable_auto_commit=False,
             auto_offset_reset="earliest", max_partition_fetch_bytes=16 << 20,
-            fetch_max_bytes=64 << 20, session_timeout_ms=6_000,
-            heartbeat_interval_ms=1_000, group_instance_id=self.group_instance_id)
+            fetch_max_bytes=64 << 20, **group_options(self.settings), group_instance_id=self.group_instance_id)
         self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
         try:
             await self._consumer.start()

@@ -29,7 +29,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from lictel import limits, metrics
-from lictel.config import Settings
+from lictel.config import Settings, group_options
 from lictel.engine import Engine
 from lictel.errors import SchemaError
 from lictel.partitioning import partition_name
@@ -54,6 +54,7 @@ class _PartitionState:
 def make_app(settings: Settings, bootstrap: str, instance_id: str | None = None) -> faust.App:
     """Build the stream app for ``settings`` against the Kafka at ``bootstrap``."""
     (settings.data_dir / "streams").mkdir(parents=True, exist_ok=True)
+    timing = group_options(settings)
     app = faust.App(
         f"{settings.topic_prefix}-streams",
         broker=f"kafka://{bootstrap}",
@@ -66,10 +67,10 @@ def make_app(settings: Settings, bootstrap: str, instance_id: str | None = None)
         producer_max_request_size=16 << 20,
         producer_acks=-1,
         broker_commit_interval=1.0,
-        # Tansu completes a group join after about half the session timeout: keep it short.
-        broker_session_timeout=6.0,
-        broker_heartbeat_interval=1.0,
-        # With a stable id a restarted worker takes its old place in the group at once.
+        # Group timing for where we run (Settings.with_group_defaults, docs/operations.md).
+        broker_session_timeout=timing["session_timeout_ms"] / 1000,
+        broker_heartbeat_interval=timing["heartbeat_interval_ms"] / 1000,
+        # With static membership a restarted worker takes its old place in the group at once.
         consumer_group_instance_id=instance_id,
         table_standby_replicas=0,
         stream_buffer_maxsize=64,

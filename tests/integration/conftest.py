@@ -7,6 +7,7 @@ what a user sees: the broker, Faust workers, the sink and chDB.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -47,17 +48,31 @@ class Lictel:
         return proc
 
 
+# What aiokafka logs when a group rebalances under a member or the broker has dropped it.
+CHURN = re.compile(r"rebalanc|UnknownMemberId|member_id was not recognized|will rejoin", re.IGNORECASE)
+
+
+def group_churn(logs: Path) -> list[str]:
+    """Lines of the stream and sink logs under ``logs`` that say the consumer group moved after
+    its first join: none may appear while no process is killed or added."""
+    return [f"{log.name}: {line.strip()}" for log in sorted(logs.glob("*.log")) if log.name != "broker.log"
+            for line in log.read_text(errors="replace").splitlines() if CHURN.search(line)]
+
+
 @pytest.fixture
-def lictel(broker: EmbeddedBroker, tmp_path: Path) -> Lictel:
+def lictel(broker: EmbeddedBroker, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lictel]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LICTEL_")}
     env.update({
         "LICTEL_DATA_DIR": str(tmp_path / "data"),
-        "LICTEL_KAFKA_BOOTSTRAP": broker.bootstrap,
+        **broker.client_env(),
         "LICTEL_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}",
         "LICTEL_PARTITIONS": "4",
         "COLUMNS": "200",
     })
-    return Lictel(tmp_path / "data", env)
+    yield Lictel(tmp_path / "data", env)
+    if request.node.get_closest_marker("group_changes") is None:
+        churn = group_churn(tmp_path / "data" / "logs")
+        assert not churn, "the consumer group rebalanced with no member added or lost:\n" + "\n".join(churn[:10])
 
 
 @pytest.fixture

@@ -75,6 +75,7 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+@pytest.mark.group_changes  # the killed run's members linger in the broker's group until they time out
 def test_children_die_with_a_killed_parent_and_the_next_run_works(lictel: Lictel, tmp_path: Path) -> None:
     import os
     import signal

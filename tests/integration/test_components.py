@@ -72,7 +72,8 @@ def test_undecodable_messages_are_dead_lettered_and_work_goes_on(lictel: Lictel)
         from lictel.broker import ensure_topics
         from lictel.config import Settings
 
-        settings = Settings(kafka_bootstrap=lictel.env["LICTEL_KAFKA_BOOTSTRAP"], topic_prefix=prefix, partitions=4)
+        settings = Settings(kafka_bootstrap=lictel.env["LICTEL_KAFKA_BOOTSTRAP"], topic_prefix=prefix, partitions=4,
+                            group_static=False)
         await ensure_topics(lictel.env["LICTEL_KAFKA_BOOTSTRAP"], settings)
         producer = AIOKafkaProducer(bootstrap_servers=lictel.env["LICTEL_KAFKA_BOOTSTRAP"])
         await producer.start()

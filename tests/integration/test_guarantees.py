@@ -27,6 +27,7 @@ from lictel.timeutil import US
 from lictel.warehouse import connect
 from producers.base import EventProducer
 from producers.simulate import SimSpec, simulate
+from tests.integration.conftest import group_churn
 
 pytestmark = pytest.mark.integration
 EVENTS = list(simulate(SimSpec(users=200, servers=2, days=1, seed=21)))
@@ -51,7 +52,8 @@ def run_pipeline(tmp: Path, events: list[Event], *, workers: int = 1, broker: Em
                  after_produce: Callable[[Stack], Awaitable[None]] | None = None, **overrides: object) -> Settings:
     """Stream ``events`` through a real stack; ``chaos(stack, i)`` runs before event i is sent,
     ``after_produce(stack)`` once every event is delivered to Kafka."""
-    settings = Settings(data_dir=tmp / "data", kafka_bootstrap=broker.bootstrap if broker else None,
+    reach = broker.client_settings() if broker else {}
+    settings = Settings(data_dir=tmp / "data", **reach,  # type: ignore[arg-type]
                         topic_prefix=f"g{uuid.uuid4().hex[:8]}", partitions=4, snapshot_s=0.5, batch_events=100,
                         linger_ms=50, **overrides)
     stack = Stack(settings, workers=workers).start()
@@ -78,6 +80,9 @@ def run_pipeline(tmp: Path, events: list[Event], *, workers: int = 1, broker: Em
         asyncio.run(produce())
     finally:
         stack.stop()
+    if chaos is None and after_produce is None:  # no member killed or added: the group never moves
+        churn = group_churn(settings.data_dir / "logs")
+        assert not churn, "the consumer group rebalanced with no member added or lost:\n" + "\n".join(churn[:10])
     return settings
 
 

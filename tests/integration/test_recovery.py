@@ -25,7 +25,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_worker_sigkill_and_restart_gives_identical_rows(broker: EmbeddedBroker, tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "data", kafka_bootstrap=broker.bootstrap,
+    settings = Settings(data_dir=tmp_path / "data", **broker.client_settings(),  # type: ignore[arg-type]
+
                         topic_prefix=f"k{uuid.uuid4().hex[:8]}", partitions=4, snapshot_s=0.5, batch_events=200)
     events = list(simulate(SimSpec(users=300, servers=2, days=2, seed=11)))
     half = len(events) // 2
