@@ -1123,9 +1123,13 @@ def reconcile(
     if t2 <= t1:
         raise LictelError("--to must be after --from")
     res = run_reconcile(client, settings.clickhouse_database, t1, t2, org, settings.session_rule,
-                        settings.dup_rules)
+                        settings.dup_rules, settings.partitions)
+    upto = ""
+    if res.final_end < res.end:
+        upto = (f" (the stream has made minutes final up to {iso_s(res.final_end)}; later ones are left "
+                f"for it to write)" if res.final_end > res.start else " (no minute of the range is final yet)")
     out.print(f"recomputed {iso_s(res.start)} to {iso_s(res.end)} from {res.events:,} raw events: "
-              f"{res.rows_before:,} rows before, {res.rows_after:,} after, {res.rows_changed:,} changed")
+              f"{res.rows_before:,} rows before, {res.rows_after:,} after, {res.rows_changed:,} changed{upto}")
 
 
 @ent_app.command("import")

@@ -33,7 +33,8 @@ from producers.base import EventProducer, ProduceStats
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment that gives a child process exactly these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LICTEL_")}
+    # LICTEL_LOGLEVEL is not a setting but the workers' log level: it reaches them too.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LICTEL_") or k == "LICTEL_LOGLEVEL"}
     for name, value in settings.model_dump().items():
         if value is not None:
             env[f"LICTEL_{name.upper()}"] = str(value)

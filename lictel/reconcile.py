@@ -6,11 +6,20 @@ range depends on every checkout still held then, so the replay reads each affect
 events from its beginning up to the end of the range; only minutes inside the range are written.
 Rows of the range that the recompute no longer produces are deleted, so a minute that should have
 no row loses it.
+
+Two rules keep a recompute from fighting the stream:
+
+- *Versions come from the data, never a clock.* Rows the stream computes are stored with
+  ``STREAM_VERSION``; each reconcile writes one more than the highest version stored. A row a
+  restarted worker emits again therefore never replaces a reconciled minute, whatever the clocks.
+- *Only what the stream has made final.* Each (org, feature) is recomputed up to how far its input
+  partition is final (``pipeline_progress``), never further: minutes no source has reached yet are
+  the stream's to write, and a checkout still held is not carried into them.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +27,10 @@ from clickhouse_connect.driver.client import Client
 
 from lictel.dupgroup import DupRules
 from lictel.engine import SessionRule, compute_rows
-from lictel.events import Event
+from lictel.events import LICENSE_SOURCE, SOURCES, Event
+from lictel.partitioning import partition_for
 from lictel.timeutil import MINUTE_US, US, floor_minute
-from sinks.clickhouse import write_minute_rows
+from sinks.clickhouse import STREAM_VERSION, write_minute_rows
 
 
 @dataclass(frozen=True)
@@ -31,16 +41,43 @@ class ReconcileResult:
     rows_before: int
     rows_after: int
     rows_changed: int
+    final_end: int = 0  # the latest end of a key's range, where the stream's final minutes end
 
 
 def _where(org: str | None) -> tuple[str, dict[str, Any]]:
     return ("AND org = {org:String}", {"org": org}) if org else ("", {})
 
 
+def next_version(client: Client, db: str) -> int:
+    """The version of a new recompute: above every stored row's (at least ``STREAM_VERSION + 1``)."""
+    top = client.query(f"SELECT max(version) FROM {db}.usage_minute").result_rows[0][0]
+    return max(int(top or 0), STREAM_VERSION) + 1
+
+
+def final_limits(client: Client, db: str, partitions: int) -> Callable[[str, str, str], int]:
+    """``limit(source, org, feature)``: every minute before it is final in the stream (the final
+    mark of that key's input partition; without one, the lowest mark of its input stream; none: 0)."""
+    rows = client.query(f"SELECT stream, partition, toUnixTimestamp64Micro(max(final_upto)) "
+                        f"FROM {db}.pipeline_progress FINAL GROUP BY stream, partition").result_rows
+    marks = {(str(stream), int(p)): int(f) for stream, p, f in rows}
+    lowest: dict[str, int] = {}
+    for (stream, _), f in marks.items():
+        lowest[stream] = min(f, lowest.get(stream, f))
+
+    def limit(source: str, org: str, feature: str) -> int:
+        stream = "events" if source == LICENSE_SOURCE else "sessions"
+        mark = marks.get((stream, partition_for(org, feature, partitions)))
+        return floor_minute(mark if mark is not None else lowest.get(stream, 0))
+
+    return limit
+
+
 def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | None = None,
-              sessions: SessionRule | None = None, rules: DupRules | None = None) -> ReconcileResult:
-    """Recompute and overwrite every pool and estate minute of both series in ``[start_us, end_us)``,
-    licenses charged under ``rules`` (the rules of now, for the whole range)."""
+              sessions: SessionRule | None = None, rules: DupRules | None = None,
+              partitions: int = 8) -> ReconcileResult:
+    """Recompute and overwrite every pool and estate minute of both series in ``[start_us, end_us)``
+    that the stream has made final (input split in ``partitions``), licenses charged under ``rules``
+    (the rules of now, for the whole range)."""
     start = floor_minute(start_us)
     end = floor_minute(end_us + MINUTE_US - 1)
     org_sql, params = _where(org)
@@ -66,24 +103,35 @@ def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | No
         f"AND ts < fromUnixTimestamp64Micro({{end:Int64}}) ORDER BY ts, seq",
         parameters={"servers": [tuple(s) for s in servers], "end": end})
     events = [Event(*row) for row in result.result_rows]
-    wanted = {tuple(f) for f in features}
+    limit = final_limits(client, db, partitions)
+    # Each key's range ends where the stream's final minutes end: (source, org, feature) -> end.
+    ends = {(source, o, f): min(end, limit(source, o, f)) for o, f in features for source in SOURCES}
     rows = [r for r in compute_rows(events, until_us=end, sessions=sessions, rules=rules)
-            if start <= r.minute < end and (r.org, r.feature) in wanted]
-    key_filter = "(org, feature) IN {keys:Array(Tuple(String, String))}"
-    range_params = {"start": start // US, "end": end // US, "keys": [tuple(f) for f in features]}
-    range_sql = (f"minute >= toDateTime({{start:Int64}}) AND minute < toDateTime({{end:Int64}}) AND {key_filter}")
-    before = client.query(f"SELECT source, level, org, server, feature, toUnixTimestamp(minute), peak, low, "
-                          f"license_us, "
-                          f"checkouts, checkins, forced_releases, denials, queued, orphans, "
-                          f"charged_peak, charged_low, charged_license_us, dup_group "
-                          f"FROM {db}.usage_minute FINAL WHERE {range_sql}", parameters=range_params).result_rows
-    old = {(*tuple(r[:5]), int(r[5]) * US): (*(int(x) for x in r[6:18]), r[18]) for r in before}
+            if start <= r.minute < ends.get((r.source, r.org, r.feature), start)]
+    # One delete per distinct end (usually one): stored rows of the range up to each key's end.
+    by_end: dict[int, list[tuple[str, str, str]]] = {}
+    for key, key_end in ends.items():
+        if key_end > start:
+            by_end.setdefault(key_end, []).append(key)
+    ranges = [("minute >= toDateTime({start:Int64}) AND minute < toDateTime({end:Int64}) "
+               "AND (source, org, feature) IN {keys:Array(Tuple(String, String, String))}",
+               {"start": start // US, "end": key_end // US, "keys": keys}) for key_end, keys in by_end.items()]
+    old: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for range_sql, range_params in ranges:
+        before = client.query(f"SELECT source, level, org, server, feature, toUnixTimestamp(minute), peak, low, "
+                              f"license_us, checkouts, checkins, forced_releases, denials, queued, orphans, "
+                              f"charged_peak, charged_low, charged_license_us, dup_group "
+                              f"FROM {db}.usage_minute FINAL WHERE {range_sql}", parameters=range_params).result_rows
+        old |= {(*tuple(r[:5]), int(r[5]) * US): (*(int(x) for x in r[6:18]), r[18]) for r in before}
     new = {(r.source, r.level, r.org, r.server, r.feature, r.minute): tuple(r[5:18]) for r in rows}
     changed = sum(1 for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    client.command(f"DELETE FROM {db}.usage_minute WHERE {range_sql}", parameters=range_params)
+    version = next_version(client, db)
+    for range_sql, range_params in ranges:
+        client.command(f"DELETE FROM {db}.usage_minute WHERE {range_sql}", parameters=range_params)
     if rows:
-        write_minute_rows(client, db, rows, version=int(time.time() * US))
-    return ReconcileResult(start, end, len(events), len(old), len(new), changed)
+        write_minute_rows(client, db, rows, version=version)
+    final_end = max([start, *by_end])
+    return ReconcileResult(start, end, len(events), len(old), len(new), changed, final_end)
 
 
 def late_range(client: Client, db: str) -> tuple[int, int] | None:

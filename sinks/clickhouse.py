@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from clickhouse_connect.driver.client import Client
 
 from lictel import limits
@@ -65,6 +66,12 @@ class SinkStats:
     refused: int = 0  # raw events outside lictel.limits (the stream worker dead-letters them)
     first_message_at: float | None = None  # time.monotonic() of the first message taken
     final_upto: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+# The version of every minute row the stream computes. A recompute (lictel reconcile) writes a higher
+# one, taken from the data (lictel.reconcile.next_version), so a row the stream emits again after a
+# restart never replaces a reconciled minute; between equal versions the last insert wins.
+STREAM_VERSION = 1
 
 
 def write_minute_rows(client: Client, db: str, rows: list[MinuteRow], version: int) -> None:
@@ -111,7 +118,12 @@ class _Announce(ConsumerRebalanceListener):  # type: ignore[misc]
         self.sink = sink
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        pass
+        # Store and commit what was read from them while they are still ours: the next owner starts
+        # from that commit. (A store that fails here is retried by whoever reads them next.)
+        try:
+            await self.sink.flush(wait=True)
+        except Exception as exc:
+            log.warning("could not store the buffer before a rebalance (the next owner re-reads it): %s", exc)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         try:
@@ -217,7 +229,7 @@ class ClickHouseSink:
             elif kind == "usage":
                 batch = self.serde.usage.decode(value)
                 rows = [with_charged(r) for r in batch["rows"]]
-                version = int(time.time() * US)
+                version = STREAM_VERSION
                 for c, col in buf.usage.items():
                     if c == "minute":
                         col.extend([r["minute"] // US for r in rows])
@@ -277,7 +289,7 @@ class ClickHouseSink:
         self.stats.late_events += buf.n_late
         self.stats.final_upto.update(buf.final)
         assert self._consumer is not None and self._producer is not None
-        await self._consumer.commit({tp: last + 1 for tp, (_, last) in buf.offsets.items()})
+        await self._commit({tp: last + 1 for tp, (_, last) in buf.offsets.items()})
         progress = {
             "final_upto": {partition_name(s, p): f for (s, p), f in buf.final.items()},
             "offsets": {f"{tp.topic}|{tp.partition}": last + 1 for tp, (_, last) in buf.offsets.items()},
@@ -285,6 +297,22 @@ class ClickHouseSink:
                        "late_events": buf.n_late},
         }
         await self._producer.send_and_wait(self.settings.topic("progress"), json.dumps(progress).encode())
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit the offsets of partitions this sink still owns. Rows read from a partition that
+        has moved are stored (inserts are idempotent); its new owner re-reads from the last commit."""
+        assert self._consumer is not None
+        owned = self._consumer.assignment()
+        mine = {tp: off for tp, off in offsets.items() if tp in owned}
+        if len(mine) < len(offsets):
+            log.info("not committing %d partition(s) no longer assigned: %s", len(offsets) - len(mine),
+                     sorted(f"{tp.topic}[{tp.partition}]" for tp in offsets if tp not in owned))
+        if not mine:
+            return
+        try:
+            await self._consumer.commit(mine)
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning("commit refused after a rebalance (the new owner re-reads from the last commit): %s", exc)
 
     async def announce(self, assigned: set[TopicPartition]) -> None:
         """On taking partitions: publish what is already stored for them (committed offsets, and how

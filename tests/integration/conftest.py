@@ -6,6 +6,7 @@ what a user sees: the broker, Faust workers, the sink and chDB.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -86,3 +87,69 @@ def warehouse(tmp_path: Path) -> Iterator[tuple[Settings, Any]]:
         yield settings, client
     finally:
         client.close()
+
+
+def reemit_and_store(lictel: Lictel) -> int:
+    """Produce every message of the usage topic once more, as a restarted worker emits its rows
+    again, and run the sink until it has stored them. Returns the messages re-emitted."""
+    prefix, bootstrap = lictel.env["LICTEL_TOPIC_PREFIX"], lictel.env["LICTEL_KAFKA_BOOTSTRAP"]
+    resent = asyncio.run(_emit_usage_again(bootstrap, prefix))
+    log = open(lictel.data_dir / "sink-again.log", "wb")  # noqa: SIM115 - handed to the child
+    sink = subprocess.Popen([sys.executable, "-m", "lictel.cli", "sink", "--sink-id", "0"], env=lictel.env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        asyncio.run(_until_committed(bootstrap, prefix, timeout=120))
+    finally:
+        sink.terminate()
+        sink.wait(30)
+    return resent
+
+
+async def _emit_usage_again(bootstrap: str, prefix: str) -> int:
+    """Produce every message of the usage topic once more, as a restarted worker would."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    consumer = AIOKafkaConsumer(f"{prefix}.usage", bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    await producer.start()
+    try:
+        msgs = []
+        while batch := await consumer.getmany(timeout_ms=2000):
+            msgs += [m for part in batch.values() for m in part]
+        for m in msgs:
+            await producer.send_and_wait(m.topic, m.value, partition=m.partition)
+        return len(msgs)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def _until_committed(bootstrap: str, prefix: str, timeout: float) -> None:
+    """Wait until the sink group has committed the end of every usage partition."""
+    import time
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=f"{prefix}-sink", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(f"{prefix}.usage", p) for p in (consumer.partitions_for_topic(f"{prefix}.usage")
+                                                               or await _partitions(consumer, f"{prefix}.usage"))]
+        ends = await consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            committed = [await consumer.committed(tp) or 0 for tp in tps]
+            if all(c >= ends[tp] for c, tp in zip(committed, tps, strict=True)):
+                return
+            await asyncio.sleep(0.5)
+        raise AssertionError("the sink did not store the re-emitted rows in time")
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: Any, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()  # type: ignore[attr-defined]
+    return consumer.partitions_for_topic(topic)  # type: ignore[attr-defined,no-any-return]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from lictel.broker import EmbeddedBroker
-from lictel.config import Settings
+from lictel.config import Settings, group_options
 from lictel.engine import compute_rows
 from lictel.events import Event
 from lictel.export import minute_row, usage_rows
@@ -184,6 +184,50 @@ def test_one_of_two_workers_killed_mid_stream(broker: EmbeddedBroker, tmp_path: 
     settings = run_pipeline(tmp_path, EVENTS, workers=2, broker=broker,
                             chaos=_kill_and_restart("stream-1", len(EVENTS) // 2, delay=1.5))
     assert_exact(settings, EVENTS)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_during_a_rebalance(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """A third worker joins (the group rebalances: every worker checkpoints and drops what it gives
+    up) and, while the group is still settling, one of the first two is killed and started again."""
+    added = threading.Event()
+
+    def chaos(stack: Stack, i: int) -> None:
+        if i == len(EVENTS) // 3:
+            stack.start_worker(2)
+            added.set()
+            _kill_and_restart("stream-0", 0, delay=2.0)(stack, 0)  # the join takes ~5 s: mid-rebalance
+
+    settings = run_pipeline(tmp_path, EVENTS, workers=2, broker=broker, chaos=chaos)
+    assert added.is_set()
+    assert_exact(settings, EVENTS)
+
+
+def test_sink_partitions_revoked_mid_batch(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """Another member joins the sink's group while the sink holds a half-filled buffer: the sink
+    stores and commits what it read before giving partitions up, commits nothing it no longer
+    owns, takes them back when the member leaves, and keeps running."""
+    from aiokafka import AIOKafkaConsumer
+
+    async def intrude(stack: Stack) -> None:
+        s = stack.settings
+        other = AIOKafkaConsumer(*(s.topic(t) for t in ("events", "sessions", "usage", "deadletter", "late")),
+                                 bootstrap_servers=stack.bootstrap, group_id=f"{s.topic_prefix}-sink",
+                                 enable_auto_commit=False, **group_options(s))
+        await other.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not other.assignment() and time.monotonic() < deadline:
+                await other.getmany(timeout_ms=200, max_records=1)  # joins; holds (never commits) a share
+        finally:
+            await other.stop()  # leaves: the sink gets everything back
+        assert stack.procs["sink"].poll() is None, "the sink died in the rebalance"
+
+    settings = run_pipeline(tmp_path, EVENTS, broker=broker, after_produce=intrude, sink_flush_s=10.0,
+                            sink_batch_rows=10**6)
+    assert_exact(settings, EVENTS)
+    log = (settings.data_dir / "logs" / "sink.log").read_text()
+    assert "Traceback" not in log and "CommitFailedError" not in log, log[-3000:]
 
 
 @pytest.mark.slow

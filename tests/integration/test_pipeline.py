@@ -110,3 +110,25 @@ def test_reconcile_makes_late_data_count_as_if_on_time(lictel: Lictel) -> None:
         assert lictel("export", "usage", "--level", level, "--format", "csv").stdout == on_time[level], level
     again = lictel("reconcile", "--from", "2026-03-02T09:00:00Z", "--to", "2026-03-02T11:00:00Z")
     assert " 0 changed" in again.stdout  # recomputing final data again changes nothing
+    # Past the end of the data: nothing is carried into minutes the stream has not made final.
+    rows_before = lictel("export", "usage", "--level", "pool", "--format", "csv").stdout
+    far = lictel("reconcile", "--from", "2026-03-02T09:00:00Z", "--to", "2026-03-09T00:00:00Z")
+    assert " 0 changed" in far.stdout and "final up to 2026-03-02T10:02:00Z" in " ".join(far.stdout.split())
+    assert lictel("export", "usage", "--level", "pool", "--format", "csv").stdout == rows_before
+
+
+def test_reconcile_never_carries_a_held_license_past_what_is_final(lictel: Lictel, tmp_path: Path) -> None:
+    """Licenses still held at the end of the data: a reconcile to a later bound writes no minute the
+    stream has not reached (they would read as usage no source has seen)."""
+    lines = [{"event_id": f"lic01:h:{i}", "ts": ts, "org": "acme", "server": "lic01", "vendor": "CITRIX",
+              "feature": "XDT_PLT_CCU", "action": "OUT", "user": f"u{i}", "host": f"h{i}", "handle": None,
+              "count": 1, "reason": None, "source": "lic01:h", "seq": i}
+             for i, ts in enumerate(["2026-03-02T10:00:05Z", "2026-03-02T10:20:00Z"])]
+    path = tmp_path / "held.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    lictel("run", "--jsonl", str(path))
+    stored = lictel("export", "usage", "--level", "pool", "--format", "csv").stdout
+    assert stored.count("\n") == 1 + 21  # 10:00 .. 10:20, the last event's minute
+    rec = lictel("reconcile", "--from", "2026-03-02T00:00:00Z", "--to", "2026-03-03T00:00:00Z")
+    assert "42 rows before, 42 after, 0 changed" in rec.stdout, rec.stdout  # pool and estate
+    assert lictel("export", "usage", "--level", "pool", "--format", "csv").stdout == stored

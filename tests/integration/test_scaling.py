@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import re
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -43,8 +44,10 @@ def test_one_two_and_four_workers_twice_each(lictel: Lictel, tmp_path: Path) -> 
     expected = compute_rows(events)
     want = {level: to_csv(minute_row(r) for r in expected if r.level == level) for level in ("pool", "estate")}
     took: dict[int, list[float]] = {1: [], 2: [], 4: []}
-    for workers in (1, 2, 4, 4, 2, 1):
+    for k, workers in enumerate((1, 2, 4, 4, 2, 1)):
+        # A fresh data dir, topics and group each time, as a new `lictel run` on its own broker has.
         shutil.rmtree(lictel.data_dir, ignore_errors=True)
+        lictel.env["LICTEL_TOPIC_PREFIX"] = f"scale{k}{uuid.uuid4().hex[:8]}"
         run = lictel("run", "--jsonl", str(path), "--workers", str(workers), timeout=600)
         took[workers].append(_stored_seconds(run.stderr))
         churn = group_churn(lictel.data_dir / "logs")

@@ -1,0 +1,286 @@
+"""The partition lifecycle of a stream worker, apart from Faust and Kafka.
+
+A worker owns some partitions of the ``events`` and ``sessions`` topics. For each it keeps one
+:class:`~lictel.engine.Engine`, the offset of the last message applied to it, and the messages
+applied since the last checkpoint. :class:`PartitionWorker` is the whole of that logic; the Faust
+app (``streams/app.py``) and the in-process test harness (``tests/unit/test_partitions.py``) each
+give it a :class:`WorkerIO`.
+
+The order of a checkpoint, on the normal path and on revocation alike:
+
+1. the rows, late events and dead letters of the messages applied so far are flushed to Kafka;
+2. the engine state, with the offset of the last message it holds, is saved to the state table
+   (a changelog-backed Faust table), and that write is flushed too;
+3. only then are the input offsets committed.
+
+So a committed offset is never past the saved state. After a crash the worker reloads the state,
+skips the redelivered messages at or below its offset, and has nothing to skip over. Should the
+committed offset still be ahead of the state (state lost, or written by an older version), the
+worker reads the missing offsets from Kafka itself. If it cannot, it retries and then stops with
+an error naming the partition and offsets; it never moves past input it has not applied.
+
+Checkpoints come with a message once ``snapshot_s`` has passed since the last, and on revocation
+(without the commit: committing from inside a rebalance can wait on the rebalance itself; the next
+owner starts at the last commit and skips what the checkpoint holds).
+
+Lifecycle: a partition's state is loaded from the table with its first message after an
+assignment (Faust has recovered the table by then). On revocation it is checkpointed and
+dropped, so a partition that comes back later is loaded from the newest checkpoint, wherever
+that was written, and never from a stale copy in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from lictel import limits
+from lictel.config import Settings
+from lictel.engine import Engine
+from lictel.errors import LictelError, SchemaError
+from lictel.partitioning import partition_name
+from lictel.serde import Serde
+from lictel.timeutil import US
+
+log = logging.getLogger("lictel.streams")
+
+Key = tuple[str, int]  # (input stream, partition)
+
+
+class CatchUpError(LictelError):
+    """Input the worker must apply could not be read: the worker stops rather than skip it."""
+
+
+class WorkerIO(Protocol):
+    """What a :class:`PartitionWorker` needs from its runtime."""
+
+    def load(self, name: str) -> bytes | None:
+        """The saved state of partition ``name`` (``partition_name(stream, p)``), if any."""
+
+    def save(self, name: str, partition: int, value: bytes) -> None:
+        """Save the state of ``name``; durable once :meth:`flush` returns."""
+
+    async def send(self, topic: str, value: bytes, partition: int | None) -> None:
+        """Produce ``value`` to ``topic`` (usage, late, deadletter); durable once :meth:`flush` returns."""
+
+    async def flush(self) -> None:
+        """Wait until everything sent or saved so far is acknowledged by Kafka."""
+
+    async def commit(self, tokens: list[Any]) -> None:
+        """The messages behind ``tokens`` (and every message applied before them) are in saved
+        state: commit their offsets."""
+
+    def read(self, stream: str, partition: int, start: int, upto: int) -> AsyncIterator[tuple[int, bytes]]:
+        """(offset, value) of the input messages ``start`` .. ``upto - 1``, in order. May end early
+        (nothing more to read yet); the caller asks again."""
+
+
+@dataclass(slots=True)
+class Partition:
+    """One input partition's engine, the last offset applied to it, what was last reported final,
+    and the messages applied since the last checkpoint (``unacked``)."""
+
+    engine: Engine
+    offset: int
+    final: int | None
+    saved_at: float
+    unacked: list[Any] = field(default_factory=list)
+
+
+COUNTERS = ("messages", "events", "rows", "late", "dead", "skipped", "caught_up", "snapshots", "duplicates",
+            "estate_late_rows", "revoked", "loaded")
+
+
+class PartitionWorker:
+    """Applies input messages to per-partition engines and owns the checkpoint order."""
+
+    def __init__(self, settings: Settings, io: WorkerIO, *, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic, catch_up_tries: int = 5,
+                 catch_up_wait_s: float = 1.0) -> None:
+        self.settings = settings
+        self.io = io
+        self.serde = Serde.of(settings)
+        self.parts: dict[Key, Partition] = {}
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.clock = clock
+        self.monotonic = monotonic
+        self.catch_up_tries = catch_up_tries
+        self.catch_up_wait_s = catch_up_wait_s
+        self._rules = settings.dup_rules
+        self._max_ahead = int(settings.max_ahead_s * US)
+        self._decoders = {"events": self.serde.decode_events, "sessions": self.serde.decode_sessions}
+        # One message, one checkpoint or one revocation at a time: a checkpoint never sees an engine
+        # halfway through a message.
+        self.lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _load(self, key: Key) -> Partition:
+        stream, p = key
+        s = self.settings
+        raw = self.io.load(partition_name(stream, p))
+        self.counters["loaded"] += 1
+        if raw is None:
+            return Partition(Engine(s.lateness_us, s.idle_timeout_us, s.session_rule, self._rules), -1, None,
+                             self.monotonic())
+        snap: dict[str, Any] = json.loads(raw)
+        eng = Engine.from_state(snap["engine"], s.lateness_us, s.idle_timeout_us, s.session_rule, self._rules)
+        return Partition(eng, int(snap["offset"]), snap.get("final"), self.monotonic())
+
+    async def assigned(self, keys: Iterable[Key]) -> None:
+        """Partitions taken: any engine still in memory for them is stale (they were elsewhere);
+        each is loaded from its newest checkpoint with its next message."""
+        async with self.lock:
+            for key in keys:
+                self.parts.pop(key, None)
+
+    async def revoke(self, keys: Iterable[Key]) -> None:
+        """Partitions given up: checkpoint each, then drop it."""
+        async with self.lock:
+            gone = [k for k in keys if k in self.parts]
+            if gone:
+                # No commit from inside a rebalance (the commit can wait on it): the next owner
+                # starts at the last commit and skips what this checkpoint holds.
+                await self._checkpoint(gone, commit=False)
+                for key in gone:
+                    del self.parts[key]
+                self.counters["revoked"] += len(gone)
+
+    async def checkpoint_due(self, force: bool = False) -> None:
+        """Checkpoint once the oldest unsaved message is ``snapshot_s`` old (at once with
+        ``force``), for a caller that saves idle partitions on a timer. The Faust app does not:
+        a Faust timer that checkpointed made input stop arriving after a restart (tests/
+        integration/test_recovery.py, cause not found); it checkpoints with messages and on
+        revocation, and an idle partition's last messages are replayed after a crash."""
+        async with self.lock:
+            if self._due() or (force and self._unsaved()):
+                await self._checkpoint(self._unsaved())
+
+    def _unsaved(self) -> list[Key]:
+        return [k for k, st in self.parts.items() if st.unacked]
+
+    def _due(self) -> bool:
+        now = self.monotonic()
+        return any(st.unacked and now - st.saved_at >= self.settings.snapshot_s for st in self.parts.values())
+
+    async def _checkpoint(self, keys: list[Key], commit: bool = True) -> None:
+        """Checkpoint ``keys``. Offsets are committed for the whole consumer at once, so every
+        partition with unsaved messages is saved with them."""
+        keys = sorted({*keys, *self._unsaved()})
+        await self.io.flush()  # 1. rows out before the state that no longer holds them
+        for key in keys:
+            st = self.parts[key]
+            stream, p = key
+            self.io.save(partition_name(stream, p), p, json.dumps(
+                {"offset": st.offset, "final": st.final, "engine": st.engine.to_state()},
+                separators=(",", ":")).encode())
+            self.counters["snapshots"] += 1
+        await self.io.flush()  # 2. the state is in its changelog
+        now = self.monotonic()
+        tokens: list[Any] = []
+        for key in keys:
+            st = self.parts[key]
+            tokens += st.unacked
+            st.unacked = []
+            st.saved_at = now
+        if tokens and commit:
+            await self.io.commit(tokens)  # 3. now the input offsets may be committed
+
+    # ------------------------------------------------------------------ messages
+
+    async def message(self, stream: str, p: int, offset: int, value: bytes, token: Any) -> None:
+        """Apply one input message (``token`` is committed once its effect is in saved state)."""
+        async with self.lock:
+            key = (stream, p)
+            st = self.parts.get(key)
+            if st is None:
+                st = self.parts[key] = self._load(key)
+            if offset <= st.offset:
+                self.counters["skipped"] += 1  # redelivered: already in the state we recovered
+                st.unacked.append(token)  # committed with the next checkpoint
+                return
+            if offset > st.offset + 1:
+                await self._catch_up(stream, st, p, offset)
+            await self._apply(stream, st, p, offset, value)
+            st.unacked.append(token)
+            if self._due():
+                await self._checkpoint([key])
+
+    async def _catch_up(self, stream: str, st: Partition, p: int, upto: int) -> None:
+        """Apply messages ``st.offset + 1 .. upto - 1``, which were committed past our saved state.
+        Retries a read that returns nothing; fails loudly rather than skip."""
+        tries = 0
+        while st.offset + 1 < upto:
+            start = st.offset + 1
+            got = False
+            async for offset, value in self.io.read(stream, p, start, upto):
+                if offset != st.offset + 1:
+                    raise CatchUpError(
+                        f"{self.settings.topic(stream)}[{p}]: offsets {st.offset + 1}..{offset - 1} are no longer "
+                        f"in Kafka (retention or compaction?) but were never applied to saved state; the worker "
+                        f"stops rather than skip them. Recompute the affected minutes from raw events with "
+                        f"`lictel reconcile --from ... --to ...`, then reset the group's offsets.")
+                await self._apply(stream, st, p, offset, value)
+                self.counters["caught_up"] += 1
+                got = True
+                if st.offset + 1 >= upto:
+                    break
+            if got:
+                tries = 0
+                continue
+            tries += 1
+            if tries >= self.catch_up_tries:
+                raise CatchUpError(
+                    f"{self.settings.topic(stream)}[{p}]: offsets {start}..{upto - 1} were committed past the "
+                    f"saved state but could not be read after {tries} tries; the worker stops rather than skip "
+                    f"them. Check that the broker is reachable, then start the worker again.")
+            log.warning("%s[%d]: offsets %d..%d not readable yet (try %d of %d); retrying", stream, p, start,
+                        upto - 1, tries, self.catch_up_tries)
+            await asyncio.sleep(self.catch_up_wait_s * tries)
+
+    async def _apply(self, stream: str, st: Partition, p: int, offset: int, value: bytes) -> None:
+        c = self.counters
+        s = self.settings
+        c["messages"] += 1
+        now = int(self.clock() * US)
+        try:
+            batch = self._decoders[stream](value)
+        except SchemaError as exc:
+            c["dead"] += 1
+            record = {"ts": now, "stage": "stream", "source": f"{s.topic(stream)}[{p}]",
+                      "line": offset, "field": None, "reason": str(exc), "raw": value[:4096].hex()}
+            await self.io.send(s.topic("deadletter"), self.serde.encode_dead(record), None)
+            log.warning("dead-lettered %s[%d]@%d: %s", stream, p, offset, exc)
+            st.offset = offset
+            return
+        # Producers refuse what lictel cannot hold; events written by others are checked here.
+        refused = [(ev, bad) for ev in batch if (bad := limits.problem(ev, now, self._max_ahead)) is not None]
+        if refused:
+            bad_ids = {ev.event_id for ev, _ in refused}
+            batch = [ev for ev in batch if ev.event_id not in bad_ids]
+            for ev, (field_, reason) in refused:
+                c["dead"] += 1
+                record = {"ts": now, "stage": "stream", "source": limits.storable(ev.source), "line": None,
+                          "field": field_, "reason": limits.storable(f"event {ev.event_id!r}: {reason}"),
+                          "raw": limits.storable(repr(ev)[:4096])}
+                await self.io.send(s.topic("deadletter"), self.serde.encode_dead(record), None)
+            log.warning("%s[%d]@%d: %d event(s) dead-lettered, e.g. %s", stream, p, offset, len(refused),
+                        refused[0][1][1])
+        c["events"] += len(batch)
+        out = st.engine.process(batch, now)
+        c["duplicates"] += out.duplicates
+        c["estate_late_rows"] += out.estate_late_rows
+        new_final = st.engine.final_upto(now)
+        if out.late:  # before the rows: once a final mark is stored, its late events are too
+            c["late"] += len(out.late)
+            await self.io.send(s.topic("late"), self.serde.encode_events(out.late), p)
+        if out.rows or new_final != st.final:
+            await self.io.send(s.topic("usage"), self.serde.encode_usage(p, new_final, out.rows, stream), p)
+            c["rows"] += len(out.rows)
+            st.final = new_final
+        st.offset = offset
