@@ -6,7 +6,9 @@ is timed from their first output batch until every partition is final past the l
 from the usage topic). Runs go in the order 1 2 2 1 and the best of each is kept, so the ratio
 comes from one benchmark run. On a 2-core machine two workers can reach at most 2x.
 Also counts, from the worker logs, any consumer-group rebalance after the first join.
-Run: .venv/bin/python bench/stream_scaling.py [--users N --servers N --days N]
+The input is several simulated organisations: the topics are keyed by (org, feature), and one
+simulated organisation has only 3 features.
+Run: .venv/bin/python bench/stream_scaling.py [--users N --servers N --days N --orgs N]
 """
 
 from __future__ import annotations
@@ -21,14 +23,28 @@ import time
 from pathlib import Path
 
 from _report import record
-from stream_worker import produce, watch
+from stream_worker import watch
 
-from lictel.broker import EmbeddedBroker
+from lictel.broker import EmbeddedBroker, ensure_topics
 from lictel.config import Settings
 from lictel.pipeline import settings_env
-from producers.simulate import SimSpec
+from producers.base import EventProducer
+from producers.simulate import SimSpec, simulate
 
 CHURN = re.compile(r"rebalanc|UnknownMemberId|will rejoin", re.IGNORECASE)
+
+
+async def produce(settings: Settings, bootstrap: str, specs: list[SimSpec]) -> tuple[int, int]:
+    """Several simulated organisations, so that the (org, feature) keys spread over the partitions."""
+    await ensure_topics(bootstrap, settings)
+    producer = await EventProducer(settings, bootstrap, source="bench").start()
+    for spec in specs:
+        for e in simulate(spec):
+            await producer.send(e)
+    await producer.close(final=True)
+    mark = producer.closing_mark()
+    assert mark is not None
+    return producer.stats.events, mark - settings.lateness_us
 
 
 def main() -> None:
@@ -36,8 +52,12 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=27000)
     ap.add_argument("--servers", type=int, default=5)
     ap.add_argument("--days", type=int, default=7)
+    ap.add_argument("--orgs", type=int, default=8)
     args = ap.parse_args()
-    spec = SimSpec(users=args.users, servers=args.servers, days=args.days)
+    # A simulated organisation has 3 features; the input is keyed by (org, feature), so one
+    # organisation fills at most 3 partitions and could not use a second worker.
+    specs = [SimSpec(org=f"org{i}", users=args.users // args.orgs, servers=args.servers, days=args.days, seed=i)
+             for i in range(args.orgs)]
     best: dict[int, float] = {}
     runs: list[str] = []
     churn = 0
@@ -47,7 +67,7 @@ def main() -> None:
             prefix = f"scale-{k}"
             settings = Settings(data_dir=Path(tmp) / prefix, **broker.client_settings(),  # type: ignore[arg-type]
                                 topic_prefix=prefix)
-            events, target = asyncio.run(produce(settings, broker.bootstrap, spec))
+            events, target = asyncio.run(produce(settings, broker.bootstrap, specs))
             logs = [Path(tmp) / f"{prefix}-{i}.log" for i in range(n)]
             procs = []
             for i, path in enumerate(logs):
@@ -72,8 +92,9 @@ def main() -> None:
             print(runs[-1], flush=True)
     ratio = best[2] / best[1]
     record("scaling", "Stream workers on a pre-loaded topic: two vs one", "bench/stream_scaling.py", [
-        f"- {events:,} simulated events ({args.users:,} users, {args.servers} servers, {args.days} days), "
-        f"8 partitions, produced before the workers start; runs in the order 1 2 2 1: " + "; ".join(runs),
+        f"- {events:,} simulated events ({args.orgs} organisations, {args.users:,} users, {args.servers} servers "
+        f"each, {args.days} days: {3 * args.orgs} (org, feature) keys), 8 partitions, produced before the "
+        f"workers start; runs in the order 1 2 2 1: " + "; ".join(runs),
         f"- best of each: one worker **{best[1]:,.0f} events/s**, two workers **{best[2]:,.0f} events/s**: "
         f"**{ratio:.2f}x** (target: at least 1.6x)",
         f"- consumer-group rebalances after the first join, all runs: {churn}",
