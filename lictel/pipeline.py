@@ -225,12 +225,31 @@ async def wait_stored(settings: Settings, bootstrap: str, targets: dict[str, int
 
 
 async def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    """The offset after the last record of each partition of ``topic``.
+
+    Not the broker's answer alone: the embedded broker (Tansu 0.6) answers a ListOffsets with the
+    last *batch's* first offset + 1 (10 records in one batch: 1). So the last batch is read from
+    there and its last record counts; on Kafka that read finds the last record itself."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         ends = await consumer.end_offsets(tps)
-        return {tp.partition: off for tp, off in ends.items()}
+        out = {tp.partition: off for tp, off in ends.items()}
+        tail = [tp for tp in tps if ends[tp] > 0]
+        if tail:
+            consumer.assign(tail)
+            for tp in tail:
+                consumer.seek(tp, ends[tp] - 1)
+            deadline = time.monotonic() + 10.0
+            while time.monotonic() < deadline:
+                got = await consumer.getmany(*tail, timeout_ms=300)
+                if not any(got.values()):
+                    break  # read to the end of every partition
+                for tp, msgs in got.items():
+                    if msgs:
+                        out[tp.partition] = max(out[tp.partition], msgs[-1].offset + 1)
+        return out
     finally:
         await consumer.stop()
 

@@ -99,7 +99,7 @@ def reemit_and_store(lictel: Lictel) -> int:
                             stdout=log, stderr=subprocess.STDOUT)
     log.close()
     try:
-        asyncio.run(_until_committed(bootstrap, prefix, timeout=120))
+        asyncio.run(_until_committed(bootstrap, prefix, int(lictel.env["LICTEL_PARTITIONS"]), timeout=120))
     finally:
         sink.terminate()
         sink.wait(30)
@@ -127,29 +127,24 @@ async def _emit_usage_again(bootstrap: str, prefix: str) -> int:
         await producer.stop()
 
 
-async def _until_committed(bootstrap: str, prefix: str, timeout: float) -> None:
+async def _until_committed(bootstrap: str, prefix: str, partitions: int, timeout: float) -> None:
     """Wait until the sink group has committed the end of every usage partition."""
     import time
 
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from lictel.pipeline import end_offsets
+
+    ends = await end_offsets(bootstrap, f"{prefix}.usage", partitions)  # every record, not the broker's guess
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=f"{prefix}-sink", enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = [TopicPartition(f"{prefix}.usage", p) for p in (consumer.partitions_for_topic(f"{prefix}.usage")
-                                                               or await _partitions(consumer, f"{prefix}.usage"))]
-        ends = await consumer.end_offsets(tps)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            committed = [await consumer.committed(tp) or 0 for tp in tps]
-            if all(c >= ends[tp] for c, tp in zip(committed, tps, strict=True)):
+            committed = {p: await consumer.committed(TopicPartition(f"{prefix}.usage", p)) or 0 for p in ends}
+            if all(committed[p] >= end for p, end in ends.items()):
                 return
             await asyncio.sleep(0.5)
         raise AssertionError("the sink did not store the re-emitted rows in time")
     finally:
         await consumer.stop()
-
-
-async def _partitions(consumer: Any, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()  # type: ignore[attr-defined]
-    return consumer.partitions_for_topic(topic)  # type: ignore[attr-defined,no-any-return]

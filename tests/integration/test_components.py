@@ -11,12 +11,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import chdb
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from lictel.broker import EmbeddedBroker
 from tests.integration.conftest import Lictel
 
 DATA = Path(__file__).parent.parent / "data"
@@ -101,3 +103,24 @@ def test_running_twice_on_one_data_dir_changes_nothing(lictel: Lictel) -> None:
     raw = chdb.query("SELECT count() FROM lictel.raw_events FINAL", "CSV", path=str(lictel.data_dir / "warehouse"))
     assert str(raw).strip() == "8"
     assert os.path.exists(lictel.data_dir / "warehouse")
+
+
+def test_end_offsets_count_every_record_of_a_batch(broker: EmbeddedBroker) -> None:
+    """The embedded broker answers ListOffsets with the last batch's first offset + 1; waiting for
+    the sink to store "everything up to the end" must not stop at the first record of a batch."""
+    from lictel.pipeline import end_offsets
+
+    topic = f"eo{uuid.uuid4().hex[:8]}"
+
+    async def go() -> dict[int, int]:
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=200)
+        await producer.start()
+        try:
+            sent = [await producer.send(topic, b"x", partition=0) for _ in range(10)]
+            await producer.flush()
+            assert [(await f).offset for f in sent] == list(range(10))
+        finally:
+            await producer.stop()
+        return await end_offsets(broker.bootstrap, topic, 1)
+
+    assert asyncio.run(go()) == {0: 10}
