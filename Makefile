@@ -41,6 +41,8 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/engine_throughput.py
 	$(BIN)/python bench/stream_worker.py
+	$(BIN)/python bench/stream_scaling.py
+	$(BIN)/python bench/run_workers.py
 	$(BIN)/python bench/sink_rows.py
 	$(BIN)/python bench/run_end_to_end.py
 	$(BIN)/python bench/flexnet_parse.py
