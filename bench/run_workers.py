@@ -19,10 +19,9 @@ from pathlib import Path
 from _report import record
 
 from lictel.events import event_to_line
+from lictel.pipeline import group_churn
 from lictel.timeutil import US
 from producers.simulate import SimSpec, simulate
-
-CHURN = re.compile(r"rebalanc|UnknownMemberId|will rejoin", re.IGNORECASE)
 
 
 def main() -> None:
@@ -44,8 +43,7 @@ def main() -> None:
             m = re.search(r"all stored in ([0-9.]+) s", run.stderr)
             assert m, run.stderr[-2000:]
             took[workers].append(float(m.group(1)))
-            churn += sum(1 for log in (data / "logs").glob("*.log") if log.name != "broker.log"
-                         for line in log.read_text(errors="replace").splitlines() if CHURN.search(line))
+            churn += len(group_churn(data / "logs"))
             print(workers, took[workers][-1], flush=True)
     base = min(took[1])
     record("run-workers", "`lictel run` with 1, 2 and 4 stream workers", "bench/run_workers.py", [

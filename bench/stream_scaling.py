@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import subprocess
 import sys
 import tempfile
@@ -23,28 +22,12 @@ import time
 from pathlib import Path
 
 from _report import record
-from stream_worker import watch
+from stream_worker import produce, watch
 
-from lictel.broker import EmbeddedBroker, ensure_topics
+from lictel.broker import EmbeddedBroker
 from lictel.config import Settings
-from lictel.pipeline import settings_env
-from producers.base import EventProducer
-from producers.simulate import SimSpec, simulate
-
-CHURN = re.compile(r"rebalanc|UnknownMemberId|will rejoin", re.IGNORECASE)
-
-
-async def produce(settings: Settings, bootstrap: str, specs: list[SimSpec]) -> tuple[int, int]:
-    """Several simulated organisations, so that the (org, feature) keys spread over the partitions."""
-    await ensure_topics(bootstrap, settings)
-    producer = await EventProducer(settings, bootstrap, source="bench").start()
-    for spec in specs:
-        for e in simulate(spec):
-            await producer.send(e)
-    await producer.close(final=True)
-    mark = producer.closing_mark()
-    assert mark is not None
-    return producer.stats.events, mark - settings.lateness_us
+from lictel.pipeline import group_churn, settings_env
+from producers.simulate import SimSpec
 
 
 def main() -> None:
@@ -67,11 +50,12 @@ def main() -> None:
             prefix = f"scale-{k}"
             settings = Settings(data_dir=Path(tmp) / prefix, **broker.client_settings(),  # type: ignore[arg-type]
                                 topic_prefix=prefix)
-            events, target = asyncio.run(produce(settings, broker.bootstrap, specs))
-            logs = [Path(tmp) / f"{prefix}-{i}.log" for i in range(n)]
+            events, target = asyncio.run(produce(settings, broker.bootstrap, *specs))
+            logs = Path(tmp) / f"{prefix}-logs"
+            logs.mkdir()
             procs = []
-            for i, path in enumerate(logs):
-                with open(path, "wb") as log:
+            for i in range(n):
+                with open(logs / f"stream-{i}.log", "wb") as log:
                     procs.append(subprocess.Popen([sys.executable, "-m", "lictel.cli", "stream", "--worker-id", str(i)],
                                                   env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT))
             started = time.monotonic()
@@ -83,9 +67,7 @@ def main() -> None:
                 for p in procs:
                     p.wait(30)
             took = done - first
-            moved = sum(1 for path in logs for line in path.read_text(errors="replace").splitlines()
-                        if CHURN.search(line))
-            churn += moved
+            churn += len(group_churn(logs))
             rate = events / took
             best[n] = max(best.get(n, 0.0), rate)
             runs.append(f"{n} worker(s) {rate:,.0f} events/s ({took:.1f} s; {first - started:.1f} s start + join)")

@@ -29,10 +29,11 @@ from producers.base import EventProducer
 from producers.simulate import SimSpec, simulate
 
 
-async def produce(settings: Settings, bootstrap: str, spec: SimSpec) -> tuple[int, int]:
+async def produce(settings: Settings, bootstrap: str, *specs: SimSpec) -> tuple[int, int]:
+    """Produce the simulated estates ``specs``; return the events sent and the final mark to wait for."""
     await ensure_topics(bootstrap, settings)
     producer = await EventProducer(settings, bootstrap, source="bench").start()
-    for e in simulate(spec):
+    for e in (e for spec in specs for e in simulate(spec)):
         await producer.send(e)
     await producer.close(final=True)
     mark = producer.closing_mark()

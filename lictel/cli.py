@@ -507,9 +507,7 @@ def stream(
     name = f"worker-{worker_id}" if worker_id is not None else f"worker-{socket.gethostname()}"
     per_worker = settings.model_copy(update={"data_dir": settings.data_dir / name, "kafka_bootstrap": bootstrap})
     sys.argv = [sys.argv[0]]  # Faust's worker reads argv
-    static = worker_id is not None and settings.group_static
-    instance = f"{settings.topic_prefix}-stream-{worker_id}" if static else None
-    run_worker(per_worker, bootstrap, loglevel, instance)
+    run_worker(per_worker, bootstrap, loglevel, settings.group_instance("stream", worker_id))
 
 
 @app.command()
@@ -530,8 +528,7 @@ def sink(
     async def go() -> None:
         from lictel import metrics
 
-        instance = f"{settings.topic_prefix}-sink-{sink_id}" if sink_id is not None and settings.group_static else None
-        s = ClickHouseSink(settings, bootstrap, group_instance_id=instance)
+        s = ClickHouseSink(settings, bootstrap, group_instance_id=settings.group_instance("sink", sink_id))
         metrics.serve("sink", s.counters, settings.metrics_port, settings.data_dir,
                       gauges=frozenset({"final_upto_seconds"}))
         loop = asyncio.get_running_loop()

@@ -98,6 +98,11 @@ class Settings(BaseSettings):
         update = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         return self.model_copy(update=update) if update else self
 
+    def group_instance(self, role: str, number: int | None) -> str | None:
+        """The static group instance id of process ``number`` of ``role`` (``stream``, ``sink``):
+        None without a number or without static membership."""
+        return f"{self.topic_prefix}-{role}-{number}" if number is not None and self.group_static else None
+
     @property
     def dup_rules(self) -> DupRules:
         return DupRules.from_text(self.dup_group, self.dup_group_licenses)

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,6 +30,16 @@ from lictel.errors import BrokerError, LictelError
 from lictel.partitioning import partition_name
 from lictel.procs import lifeline
 from producers.base import EventProducer, ProduceStats
+
+# What aiokafka logs when a group rebalances under a member or the broker has dropped it.
+GROUP_CHURN = re.compile(r"rebalanc|UnknownMemberId|member_id was not recognized|will rejoin", re.IGNORECASE)
+
+
+def group_churn(logs: Path) -> list[str]:
+    """Lines of the stream and sink logs under ``logs`` that say a consumer group moved after its
+    first join (none may appear while no process is killed or added)."""
+    return [f"{log.name}: {line.strip()}" for log in sorted(logs.glob("*.log")) if log.name != "broker.log"
+            for line in log.read_text(errors="replace").splitlines() if GROUP_CHURN.search(line)]
 
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:

@@ -42,7 +42,6 @@ class _FaustIO:
         self.bootstrap = bootstrap
         self.state = state
         self.topics = topics
-        self.streams: dict[str, faust.StreamT[bytes]] = {}
         self._reader: AIOKafkaConsumer | None = None
 
     def load(self, name: str) -> bytes | None:
@@ -50,7 +49,7 @@ class _FaustIO:
         return None if raw is None else bytes(raw)
 
     def save(self, name: str, partition: int, value: bytes) -> None:
-        # As Table.__setitem__ does, but from outside an event (a timer, a revocation) too.
+        # As Table.__setitem__ does, but from outside an event too (a revocation).
         self.state.data[name] = value
         self.state.send_changelog(partition, name, value)
 

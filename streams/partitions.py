@@ -159,7 +159,7 @@ class PartitionWorker:
         revocation, and an idle partition's last messages are replayed after a crash."""
         async with self.lock:
             if self._due() or (force and self._unsaved()):
-                await self._checkpoint(self._unsaved())
+                await self._checkpoint([])  # takes every partition with unsaved messages
 
     def _unsaved(self) -> list[Key]:
         return [k for k, st in self.parts.items() if st.unacked]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import subprocess
 import sys
 import uuid
@@ -21,6 +20,7 @@ import pytest
 
 from lictel.broker import EmbeddedBroker
 from lictel.config import Settings
+from lictel.pipeline import group_churn
 from lictel.warehouse import connect, migrate
 
 
@@ -47,17 +47,6 @@ class Lictel:
             raise AssertionError(f"lictel {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
                                  f"stderr:\n{proc.stderr}{logs}")
         return proc
-
-
-# What aiokafka logs when a group rebalances under a member or the broker has dropped it.
-CHURN = re.compile(r"rebalanc|UnknownMemberId|member_id was not recognized|will rejoin", re.IGNORECASE)
-
-
-def group_churn(logs: Path) -> list[str]:
-    """Lines of the stream and sink logs under ``logs`` that say the consumer group moved after
-    its first join: none may appear while no process is killed or added."""
-    return [f"{log.name}: {line.strip()}" for log in sorted(logs.glob("*.log")) if log.name != "broker.log"
-            for line in log.read_text(errors="replace").splitlines() if CHURN.search(line)]
 
 
 @pytest.fixture

@@ -22,12 +22,11 @@ from lictel.config import Settings, group_options
 from lictel.engine import compute_rows
 from lictel.events import Event
 from lictel.export import minute_row, usage_rows
-from lictel.pipeline import Stack, wait_input_stored
+from lictel.pipeline import Stack, group_churn, wait_input_stored
 from lictel.timeutil import US
 from lictel.warehouse import connect
 from producers.base import EventProducer
 from producers.simulate import SimSpec, simulate
-from tests.integration.conftest import group_churn
 
 pytestmark = pytest.mark.integration
 EVENTS = list(simulate(SimSpec(users=200, servers=2, days=1, seed=21)))

@@ -18,9 +18,10 @@ import pytest
 from lictel.engine import compute_rows
 from lictel.events import event_to_line
 from lictel.export import minute_row, to_csv
+from lictel.pipeline import group_churn
 from lictel.timeutil import US
 from producers.simulate import SimSpec, simulate
-from tests.integration.conftest import Lictel, group_churn
+from tests.integration.conftest import Lictel
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
