@@ -20,6 +20,12 @@ Invariants
   one session, under :class:`SessionRule`. Each session is a small state machine, so a session
   event seen twice (overlapping exports) changes nothing. Their rows carry ``source = "sessions"``
   and their estate sums only session pools.
+- No event moves a server's clock by more than ``max_gap_us`` (default 366 days, as the producers'
+  source check): an event that far from the newest time of its server (or, for a server not seen
+  yet, from the median time of its events in the same call) is *refused* (returned in
+  ``Output.refused``, applied to nothing), so one damaged date written by a producer other than
+  lictel's cannot make the engine carry held licenses across years of minutes. Heartbeats that far
+  off are dropped and counted.
 - The whole state round-trips through :meth:`Engine.to_state` / :meth:`Engine.from_state` (plain
   JSON types) so that a stream worker can keep it in a changelog-backed table.
 """
@@ -51,8 +57,9 @@ from lictel.events import (
     Event,
 )
 from lictel.identity import normalize_device, normalize_user
+from lictel.limits import MAX_GAP_US
 from lictel.seqset import SeqSet
-from lictel.timeutil import MINUTE_US, floor_minute
+from lictel.timeutil import DAY_US, MINUTE_US, floor_minute, iso_s
 
 POOL = "pool"
 ESTATE = "estate"
@@ -196,6 +203,8 @@ class Output:
     late: list[Event] = field(default_factory=list)
     duplicates: int = 0
     estate_late_rows: int = 0
+    refused: list[tuple[Event, str]] = field(default_factory=list)  # (event, why): far from its server's clock
+    refused_heartbeats: int = 0
 
 
 class Engine:
@@ -207,7 +216,9 @@ class Engine:
     """
 
     def __init__(self, lateness_us: int = 60_000_000, idle_timeout_us: int = 300_000_000,
-                 sessions: SessionRule | None = None, rules: DupRules | None = None) -> None:
+                 sessions: SessionRule | None = None, rules: DupRules | None = None,
+                 max_gap_us: int = MAX_GAP_US) -> None:
+        self.max_gap_us = max_gap_us
         self.sessions = sessions or SessionRule()
         self.rules = rules or DupRules()
         self.lateness_us = lateness_us
@@ -226,12 +237,23 @@ class Engine:
         out = Output()
         touched: set[str] = set()
         servers = self._servers
+        events = events if isinstance(events, list) else list(events)
+        gap = self.max_gap_us
         for ev in events:
             source = SESSIONS_SOURCE if ev.vendor == SESSION_VENDOR else LICENSE_SOURCE
             skey = ev.org + _SEP + ev.server if source is LICENSE_SOURCE else _skey(ev.org, ev.server, source)
             srv = servers.get(skey)
             if srv is None:
                 srv = servers[skey] = _Server(ev.org, ev.server, source)
+            ref = srv.max_ts if srv.max_ts is not None else srv.last_hb
+            if ref is None:
+                ref = _median_ts(events, ev.org, ev.server, ev.vendor == SESSION_VENDOR)
+            if ev.ts - ref > gap or ref - ev.ts > gap:
+                if ev.action == HEARTBEAT:
+                    out.refused_heartbeats += 1
+                else:
+                    out.refused.append((ev, _far(ev, ref, gap)))
+                continue
             srv.last_seen_wall = max(srv.last_seen_wall, now_wall_us)
             touched.add(skey)
             action = ev.action
@@ -475,12 +497,12 @@ class Engine:
     @classmethod
     def from_state(cls, state: dict[str, Any], lateness_us: int = 60_000_000,
                    idle_timeout_us: int = 300_000_000, sessions: SessionRule | None = None,
-                   rules: DupRules | None = None) -> Engine:
+                   rules: DupRules | None = None, max_gap_us: int = MAX_GAP_US) -> Engine:
         """Rebuild an engine from :meth:`to_state` output. Every pool charges under ``rules`` from
         here on (a changed rule applies from now on). Snapshots from before session series existed
         load as license series; from before licenses charged, with charged = checkouts (they were
         computed under no rule)."""
-        eng = cls(lateness_us, idle_timeout_us, sessions, rules)
+        eng = cls(lateness_us, idle_timeout_us, sessions, rules, max_gap_us)
         eng.late_events = state.get("late", 0)
         eng.duplicate_events = state.get("dup", 0)
         eng._applied = {src: SeqSet(iv) for src, iv in state.get("applied", {}).items()}
@@ -519,6 +541,21 @@ def _saved_row(row: list[Any], steps: list[list[int]]) -> tuple[MinuteRow, Steps
         row = [*row[:14], row[5], row[6], row[7], dupgroup.NONE, row[14]]
         return MinuteRow(*row), [(a, b, b) for a, b in steps]
     return MinuteRow(*row), [(a, b, c) for a, b, c in steps]
+
+
+def _median_ts(events: list[Event], org: str, server: str, sessions: bool) -> int:
+    """The median time of ``events`` of one server (HEARTBEATs too: a server may be known by them
+    alone); the reference for a server whose clock the engine does not know yet."""
+    times = sorted(e.ts for e in events
+                   if e.server == server and e.org == org and (e.vendor == SESSION_VENDOR) == sessions)
+    return times[len(times) // 2]
+
+
+def _far(ev: Event, ref: int, gap: int) -> str:
+    days = abs(ev.ts - ref) / DAY_US
+    return (f"{iso_s(ev.ts)} is {days:,.0f} days from the newest time of server {ev.server!r} ({iso_s(ref)}), more "
+            f"than {gap / DAY_US:g} days: a damaged date (if many events of this server say so, the damaged one was "
+            f"the first the stream saw of it: docs/guarantees.md, \"Bad input\")")
 
 
 class _Counters:

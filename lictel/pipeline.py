@@ -301,13 +301,20 @@ async def wait_input_stored(stack: Stack, closing_marks: dict[str, int | None], 
                             on_progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
     """After producers closed with ``closing_marks`` (input stream -> closing mark): wait until
     everything they sent is final and stored."""
-    settings = stack.settings
+    return await wait_closed_inputs(stack.settings, stack.bootstrap, closing_marks, check=stack.check,
+                                    timeout=timeout, on_progress=on_progress)
+
+
+async def wait_closed_inputs(settings: Settings, bootstrap: str, closing_marks: dict[str, int | None], *,
+                             check: Callable[[], None] = lambda: None, timeout: float = 900.0,
+                             on_progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+    """:func:`wait_input_stored` for a stack this process did not start (``lictel up`` elsewhere)."""
     ends: dict[str, int] = {}
     targets: dict[str, int | None] = {}
     for stream, mark in closing_marks.items():
         topic = settings.topic(stream)
-        for p, off in (await end_offsets(stack.bootstrap, topic, settings.partitions)).items():
+        for p, off in (await end_offsets(bootstrap, topic, settings.partitions)).items():
             ends[f"{topic}|{p}"] = off
         targets[stream] = None if mark is None else mark - settings.lateness_us
-    return await wait_stored(settings, stack.bootstrap, targets, ends, check=stack.check, timeout=timeout,
+    return await wait_stored(settings, bootstrap, targets, ends, check=check, timeout=timeout,
                              on_progress=on_progress)

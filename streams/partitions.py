@@ -45,7 +45,7 @@ from lictel.engine import Engine
 from lictel.errors import LictelError, SchemaError
 from lictel.partitioning import partition_name
 from lictel.serde import Serde
-from lictel.timeutil import US
+from lictel.timeutil import DAY_US, US
 
 log = logging.getLogger("lictel.streams")
 
@@ -93,7 +93,7 @@ class Partition:
 
 
 COUNTERS = ("messages", "events", "rows", "late", "dead", "skipped", "caught_up", "snapshots", "duplicates",
-            "estate_late_rows", "revoked", "loaded")
+            "estate_late_rows", "revoked", "loaded", "refused_heartbeats")
 
 
 class PartitionWorker:
@@ -113,6 +113,7 @@ class PartitionWorker:
         self.catch_up_wait_s = catch_up_wait_s
         self._rules = settings.dup_rules
         self._max_ahead = int(settings.max_ahead_s * US)
+        self._max_gap = int(settings.max_source_gap_days * DAY_US)
         self._decoders = {"events": self.serde.decode_events, "sessions": self.serde.decode_sessions}
         # One message, one checkpoint or one revocation at a time: a checkpoint never sees an engine
         # halfway through a message.
@@ -126,10 +127,11 @@ class PartitionWorker:
         raw = self.io.load(partition_name(stream, p))
         self.counters["loaded"] += 1
         if raw is None:
-            return Partition(Engine(s.lateness_us, s.idle_timeout_us, s.session_rule, self._rules), -1, None,
-                             self.monotonic())
+            return Partition(Engine(s.lateness_us, s.idle_timeout_us, s.session_rule, self._rules, self._max_gap),
+                             -1, None, self.monotonic())
         snap: dict[str, Any] = json.loads(raw)
-        eng = Engine.from_state(snap["engine"], s.lateness_us, s.idle_timeout_us, s.session_rule, self._rules)
+        eng = Engine.from_state(snap["engine"], s.lateness_us, s.idle_timeout_us, s.session_rule, self._rules,
+                                self._max_gap)
         return Partition(eng, int(snap["offset"]), snap.get("final"), self.monotonic())
 
     async def assigned(self, keys: Iterable[Key]) -> None:
@@ -243,6 +245,17 @@ class PartitionWorker:
                         upto - 1, tries, self.catch_up_tries)
             await asyncio.sleep(self.catch_up_wait_s * tries)
 
+    async def _refuse(self, stream: str, p: int, offset: int, refused: list[tuple[Any, str, str]], now: int) -> None:
+        """Dead-letter events that lictel cannot hold or believe, each with its field and reason."""
+        s = self.settings
+        for ev, field_, reason in refused:
+            self.counters["dead"] += 1
+            record = {"ts": now, "stage": "stream", "source": limits.storable(ev.source), "line": None,
+                      "field": field_, "reason": limits.storable(f"event {ev.event_id!r}: {reason}"),
+                      "raw": limits.storable(repr(ev)[:4096])}
+            await self.io.send(s.topic("deadletter"), self.serde.encode_dead(record), None)
+        log.warning("%s[%d]@%d: %d event(s) dead-lettered, e.g. %s", stream, p, offset, len(refused), refused[0][2])
+
     async def _apply(self, stream: str, st: Partition, p: int, offset: int, value: bytes) -> None:
         c = self.counters
         s = self.settings
@@ -263,16 +276,13 @@ class PartitionWorker:
         if refused:
             bad_ids = {ev.event_id for ev, _ in refused}
             batch = [ev for ev in batch if ev.event_id not in bad_ids]
-            for ev, (field_, reason) in refused:
-                c["dead"] += 1
-                record = {"ts": now, "stage": "stream", "source": limits.storable(ev.source), "line": None,
-                          "field": field_, "reason": limits.storable(f"event {ev.event_id!r}: {reason}"),
-                          "raw": limits.storable(repr(ev)[:4096])}
-                await self.io.send(s.topic("deadletter"), self.serde.encode_dead(record), None)
-            log.warning("%s[%d]@%d: %d event(s) dead-lettered, e.g. %s", stream, p, offset, len(refused),
-                        refused[0][1][1])
+            await self._refuse(stream, p, offset, [(ev, f, why) for ev, (f, why) in refused], now)
         c["events"] += len(batch)
         out = st.engine.process(batch, now)
+        if out.refused:  # far from its server's clock (the engine's own guard)
+            c["events"] -= len(out.refused)
+            await self._refuse(stream, p, offset, [(ev, "ts", why) for ev, why in out.refused], now)
+        c["refused_heartbeats"] += out.refused_heartbeats
         c["duplicates"] += out.duplicates
         c["estate_late_rows"] += out.estate_late_rows
         new_final = st.engine.final_upto(now)

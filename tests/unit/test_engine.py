@@ -334,3 +334,39 @@ def test_a_snapshot_from_before_licenses_charged_loads_with_charged_equal_to_che
         del pool[10]
     loaded = Engine.from_state(state, lateness_us=0)
     assert loaded.to_state() == eng.to_state()
+
+
+def _at(e: Event, iso: str) -> Event:
+    return e._replace(ts=parse_ts(iso))
+
+
+def test_an_event_years_from_its_server_clock_is_refused_and_changes_nothing() -> None:
+    clean = [ev("10:00:10", "OUT"), ev("10:03:20", "IN"), ev("10:05:00", "OUT", "u2"), ev("10:07:00", "IN", "u2")]
+    # A damaged year that the static window lets through (after 1990, before the wall clock):
+    # an OUT held from 2004 would otherwise be carried through 22 years of minutes.
+    damaged = _at(ev("10:01:00", "OUT", "u3"), "2004-03-02T10:01:00Z")
+    eng = Engine()
+    out = eng.process(clean[:2])
+    late = eng.process([damaged, *clean[2:]])
+    assert [e for e, _ in late.refused] == [damaged]
+    assert "days from the newest time of server 'lic01'" in late.refused[0][1]
+    rows = sort_rows([*out.rows, *late.rows, *eng.flush(m("10:08")).rows])
+    assert rows == compute_rows(clean, until_us=m("10:08"))
+
+
+def test_a_new_server_is_judged_by_the_median_of_its_first_events() -> None:
+    clean = [ev(f"10:0{i}:00", "OUT" if i % 2 == 0 else "IN") for i in range(6)]
+    damaged = _at(ev("10:00:30", "OUT", "u9"), "1995-06-01T08:00:00Z")
+    out = Engine().process([damaged, *clean])  # the damaged one comes first
+    assert [e for e, _ in out.refused] == [damaged]
+    assert compute_rows([damaged, *clean]) == compute_rows(clean)
+
+
+def test_a_heartbeat_years_ahead_is_dropped_and_counted_not_a_watermark() -> None:
+    eng = Engine()
+    eng.process([ev("10:00:10", "OUT")])
+    out = eng.process([heartbeat("acme", "lic01", parse_ts("2029-03-02T10:00:00Z"), "hb", 1)])
+    assert out.refused_heartbeats == 1 and out.rows == [] and not out.refused
+    # An ordinary heartbeat still advances the watermark.
+    out = eng.process([heartbeat("acme", "lic01", m("10:03"), "hb", 2)])
+    assert [r.minute for r in out.rows if r.level == POOL] == [m("10:00"), m("10:01")]

@@ -293,3 +293,24 @@ def test_an_undecodable_message_is_dead_lettered_and_checkpointed_like_any_other
     dead = [v for t, _, v in h.output if t == SETTINGS.topic("deadletter")]
     assert len(dead) == 1 and SERDE.decode_dead(dead[0])["line"] == 2
     assert h.acked[0] == set(range(5))
+
+
+def test_an_event_years_from_its_server_clock_is_a_dead_letter_with_its_reason() -> None:
+    events, want = _estate()
+    damaged = events[30]._replace(event_id="damaged", seq=10**8, ts=events[30].ts - 3 * 365 * 86400 * US)
+    msgs = _messages(events)
+    msgs.insert(5, SERDE.encode_events([damaged]))
+    h = Harness(log={0: msgs})
+    w = _worker(h)
+
+    async def go() -> None:
+        await _feed(w, h, 0, 0, len(msgs))
+        await w.checkpoint_due(force=True)
+
+    run(go())
+    dead = [SERDE.decode_dead(v) for t, _, v in h.output if t == SETTINGS.topic("deadletter")]
+    assert len(dead) == 1 and dead[0]["field"] == "ts" and "'damaged'" in dead[0]["reason"]
+    assert "days from the newest time of server" in dead[0]["reason"]
+    heartbeats = len({e.server for e in events})  # the closing ones
+    assert w.counters["dead"] == 1 and w.counters["events"] == len(events) + heartbeats
+    assert h.rows() == want
