@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     sink_batch_rows: int = Field(10_000, ge=1, description="The sink inserts once this many rows are buffered...")
     sink_flush_s: float = Field(1.0, gt=0, description="...or once the oldest buffered row is this old.")
     raw_ttl_days: int = Field(0, ge=0, description="Keep raw events this many days in ClickHouse; 0 keeps them forever.")
+    state_evict_s: float = Field(3600.0, gt=0, description="Stream workers drop a pool that holds nothing from their state after this much quiet event time (its next event makes it anew, with the same rows).")
     snapshot_s: float = Field(5.0, gt=0, description="Stream workers checkpoint each partition's engine this often; recovery replays the events since.")
     stream_store: str = Field("memory://", description="Faust table store: memory:// or rocksdb:// (state survives restarts either way via changelogs).")
     sessions_unit: Literal["device", "user"] = Field("device", description="Session exports imply one license per distinct client device with a session (device) or per user (user).")

@@ -66,6 +66,10 @@ ESTATE = "estate"
 #: The ``dup_group`` of an estate minute whose servers charged the feature under different rules.
 MIXED = "MIXED"
 _SEP = "\x1f"
+#: A pool that holds nothing is dropped from the state after this much quiet event time.
+EVICT_AFTER_US = 3600 * 1_000_000
+# Entity kinds of take_changes(): each name is the kind's letter + its key.
+_SERVER, _POOL, _ESTATE, _SOURCE = "s", "p", "e", "q"
 
 
 class MinuteRow(NamedTuple):
@@ -149,6 +153,7 @@ class _Pool:
     group_of: GroupKey | None = None
     groups: dict[str, dict[int, int]] = field(default_factory=dict)
     charged: int = 0
+    last_ts: int = 0  # the newest event time applied or pending (eviction waits for quiet)
 
     def set_rule(self, rule: str) -> None:
         """Charge under ``rule`` from now on (rebuilds the groups from the open checkouts)."""
@@ -217,7 +222,7 @@ class Engine:
 
     def __init__(self, lateness_us: int = 60_000_000, idle_timeout_us: int = 300_000_000,
                  sessions: SessionRule | None = None, rules: DupRules | None = None,
-                 max_gap_us: int = MAX_GAP_US) -> None:
+                 max_gap_us: int = MAX_GAP_US, evict_after_us: int = EVICT_AFTER_US) -> None:
         self.max_gap_us = max_gap_us
         self.sessions = sessions or SessionRule()
         self.rules = rules or DupRules()
@@ -227,17 +232,27 @@ class Engine:
         self._pools: dict[str, _Pool] = {}
         self._estates: dict[str, _Estate] = {}
         self._applied: dict[str, SeqSet] = {}  # source -> seqs applied to final state
+        # What changed since take_changes(): entity names (kind + key, see _name), and pools evicted.
+        self._dirty: set[str] = set()
+        self._evicted: set[str] = set()
+        self.evict_after_us = evict_after_us
         self.late_events = 0
         self.duplicate_events = 0
 
     # ------------------------------------------------------------------ intake
 
-    def process(self, events: Iterable[Event], now_wall_us: int = 0) -> Output:
-        """Take events in any order; return the rows of every minute that became final."""
+    def process(self, events: Iterable[Event], now_wall_us: int = 0, prev: dict[str, int] | None = None) -> Output:
+        """Take events in any order; return the rows of every minute that became final.
+
+        ``prev``: the batch's map of source -> the seq its producer last sent to this partition
+        (schemas/LicenseEventBatch.avsc): the seqs between belong to other partitions, and count as
+        seen, so the applied set of a source spread over partitions stays one interval."""
         out = Output()
         touched: set[str] = set()
         servers = self._servers
         events = events if isinstance(events, list) else list(events)
+        if prev:
+            self._fill(events, prev)
         gap = self.max_gap_us
         for ev in events:
             source = SESSIONS_SOURCE if ev.vendor == SESSION_VENDOR else LICENSE_SOURCE
@@ -264,6 +279,7 @@ class Engine:
             if srv.max_ts is None or ev.ts > srv.max_ts:
                 srv.max_ts = ev.ts
             if action in RECORDED_ONLY:
+                self._mark(ev)  # changes nothing: seen at once, so it leaves no hole in the applied set
                 continue  # recorded downstream: checkouts survive a reread; an unsupported feature has no pool
             late = srv.boundary is not None and ev.ts < srv.boundary
             if late and self._seen(ev):
@@ -277,6 +293,7 @@ class Engine:
                     self._late(out, ev)
                     for feature in srv.pools:
                         self._apply_restart(self._pools[skey + _SEP + feature], ev)
+                        self._dirty.add(_POOL + skey + _SEP + feature)
                     continue
                 srv.restarts.append(ev)
                 srv.restart_ids.add(ev.event_id)
@@ -295,10 +312,15 @@ class Engine:
                 est = self._estates.get(ekey)
                 if est is None:
                     est = self._estates[ekey] = _Estate(ev.org, ev.feature, source=srv.source)
-                est.servers.add(ev.server)
+                if ev.server not in est.servers:
+                    est.servers.add(ev.server)
+                    self._dirty.add(_ESTATE + ekey)
             if ev.event_id in pool.pending_ids:
                 out.duplicates += 1
                 continue
+            self._dirty.add(_POOL + pkey)
+            if ev.ts > pool.last_ts:
+                pool.last_ts = ev.ts
             if late:
                 self._late(out, ev)
                 self._apply(pool, ev, _Counters(), self.sessions)
@@ -310,6 +332,7 @@ class Engine:
             pool.pending_ids.add(ev.event_id)
         self.duplicate_events += out.duplicates
         for skey in touched:
+            self._dirty.add(_SERVER + skey)
             srv = servers[skey]
             marks = [t for t in (srv.max_ts, srv.last_hb) if t is not None]
             if not marks:
@@ -324,8 +347,9 @@ class Engine:
     def flush(self, until_us: int, now_wall_us: int = 0) -> Output:
         """Finalize every server up to ``until_us`` (a minute boundary): the end of a batch input."""
         out = Output()
-        for srv in self._servers.values():
+        for skey, srv in self._servers.items():
             if srv.boundary is None or until_us > srv.boundary:
+                self._dirty.add(_SERVER + skey)
                 self._finalize_server(srv, floor_minute(until_us), out)
         self._finalize_estates(now_wall_us, out, ignore_idle=True)
         return out
@@ -346,6 +370,24 @@ class Engine:
         self.late_events += 1
         self._mark(ev)
 
+    def _fill(self, events: list[Event], prev: dict[str, int]) -> None:
+        """Count as seen the seqs between a source's events here that its producer sent elsewhere."""
+        last = dict(prev)
+        for ev in events:
+            p = last.get(ev.source)
+            if p is None:
+                continue
+            if ev.action == HEARTBEAT or ev.seq <= p:  # heartbeats are never marked; out of order: stop
+                del last[ev.source]
+                continue
+            if ev.seq > p + 1:
+                applied = self._applied.get(ev.source)
+                if applied is None:
+                    applied = self._applied[ev.source] = SeqSet()
+                applied.add_range(p + 1, ev.seq - 1)
+                self._dirty.add(_SOURCE + ev.source)
+            last[ev.source] = ev.seq
+
     def _seen(self, ev: Event) -> bool:
         applied = self._applied.get(ev.source)
         return applied is not None and ev.seq in applied
@@ -355,6 +397,7 @@ class Engine:
         if applied is None:
             applied = self._applied[ev.source] = SeqSet()
         applied.add(ev.seq)
+        self._dirty.add(_SOURCE + ev.source)
 
     @staticmethod
     def _apply_restart(pool: _Pool, ev: Event) -> int:
@@ -435,14 +478,29 @@ class Engine:
             for e in due:
                 self._mark(e)
             evs = sorted([*due, *(r for r in restarts if r.ts >= pool.final_upto)], key=_order)
-            est = self._estates[_ekey(srv.org, feature, srv.source)]
+            pname = _POOL + skey + _SEP + feature
+            if evs:
+                self._dirty.add(pname)
+            ekey = _ekey(srv.org, feature, srv.source)
+            est = self._estates[ekey]
             for row, steps in _pool_minutes(pool, evs, boundary, self.sessions):
                 out.rows.append(row)
                 if est.final_upto is not None and row.minute < est.final_upto:
                     out.estate_late_rows += 1
                 else:
                     est.buf.setdefault(row.minute, []).append((row, steps))
+                    self._dirty.add(_ESTATE + ekey)
+            # A pool's final_upto is saved only with its other state: once final it equals the
+            # server's boundary, and from_state takes the larger of the two.
             pool.final_upto = boundary
+            if (pool.c == 0 and not pool.pending and not pool.sessions and not pool.parts
+                    and pool.last_ts + self.evict_after_us <= boundary):
+                # Holds nothing, waits for nothing, quiet for a while: a pool made anew by its next
+                # event gives the same rows, so it need not be kept (nor saved).
+                del self._pools[skey + _SEP + feature]
+                srv.pools.discard(feature)
+                self._dirty.discard(pname)
+                self._evicted.add(pname)
         if restarts:
             for r in restarts:
                 self._mark(r)
@@ -466,43 +524,74 @@ class Engine:
             for minute in sorted(m for m in est.buf if m < boundary):
                 out.rows.append(_estate_row(est, minute, est.buf.pop(minute)))
             est.final_upto = boundary
+            self._dirty.add(_ESTATE + _ekey(est.org, est.feature, est.source))
 
     # ------------------------------------------------------------------ persistence
 
+    def take_changes(self) -> tuple[dict[str, Any], set[str]]:
+        """The entities (servers, pools, estates, applied-seq sets; plain JSON each, named) that
+        changed since the last call, and the names of pools evicted since; then forget both. With
+        :meth:`meta` and :meth:`from_entities` a caller saves only what changed."""
+        changed = {name: value for name in self._dirty if (value := self._entity(name)) is not None}
+        evicted = self._evicted - changed.keys()
+        self._dirty, self._evicted = set(), set()
+        return changed, evicted
+
+    def meta(self) -> dict[str, Any]:
+        """What is not in any entity: the counters."""
+        return {"late": self.late_events, "dup": self.duplicate_events}
+
+    def entities(self) -> dict[str, Any]:
+        """Every entity, named as :meth:`take_changes` names them."""
+        names = [*(_SERVER + k for k in self._servers), *(_POOL + k for k in self._pools),
+                 *(_ESTATE + k for k in self._estates), *(_SOURCE + k for k in self._applied)]
+        return {name: self._entity(name) for name in names}
+
+    def _entity(self, name: str) -> Any:
+        kind, key = name[0], name[1:]
+        if kind == _SERVER:
+            srv = self._servers.get(key)
+            return None if srv is None else _server_state(srv)
+        if kind == _POOL:
+            pool = self._pools.get(key)
+            return None if pool is None else _pool_state(pool)
+        if kind == _ESTATE:
+            est = self._estates.get(key)
+            return None if est is None else _estate_state(est)
+        seqs = self._applied.get(key)
+        return None if seqs is None else [key, seqs.intervals()]
+
     def to_state(self) -> dict[str, Any]:
         """Plain-JSON snapshot of the whole engine."""
-        return {
-            "v": 1,
-            "late": self.late_events,
-            "dup": self.duplicate_events,
-            "applied": {src: seqs.intervals() for src, seqs in self._applied.items()},
-            "servers": [
-                [s.org, s.server, s.max_ts, s.last_hb, s.boundary, s.last_seen_wall,
-                 [list(r) for r in s.restarts], s.source]
-                for s in self._servers.values()
-            ],
-            "pools": [
-                [p.org, p.server, p.feature, p.final_upto, p.held, p.c,
-                 [list(e) for e in p.pending], p.source, p.sessions, p.units, p.parts]
-                for p in self._pools.values()
-            ],
-            "estates": [
-                [e.org, e.feature, e.final_upto,
-                 [[m, [[list(r), [list(s) for s in st]] for r, st in items]]
-                  for m, items in e.buf.items()], e.source]
-                for e in self._estates.values()
-            ],
-        }
+        return self._assemble(self.meta(), self.entities().items())
+
+    @staticmethod
+    def _assemble(meta: dict[str, Any], entities: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+        state: dict[str, Any] = {"v": 1, "late": meta.get("late", 0), "dup": meta.get("dup", 0), "applied": {},
+                                 "servers": [], "pools": [], "estates": []}
+        lists = {_SERVER: state["servers"], _POOL: state["pools"], _ESTATE: state["estates"]}
+        for name, value in entities:
+            if name[0] == _SOURCE:
+                state["applied"][value[0]] = value[1]
+            else:
+                lists[name[0]].append(value)
+        return state
+
+    @classmethod
+    def from_entities(cls, meta: dict[str, Any], entities: Iterable[tuple[str, Any]], **kw: Any) -> Engine:
+        """Rebuild an engine from :meth:`meta` and its entities (as :meth:`from_state` does)."""
+        return cls.from_state(cls._assemble(meta, entities), **kw)
 
     @classmethod
     def from_state(cls, state: dict[str, Any], lateness_us: int = 60_000_000,
                    idle_timeout_us: int = 300_000_000, sessions: SessionRule | None = None,
-                   rules: DupRules | None = None, max_gap_us: int = MAX_GAP_US) -> Engine:
+                   rules: DupRules | None = None, max_gap_us: int = MAX_GAP_US,
+                   evict_after_us: int = EVICT_AFTER_US) -> Engine:
         """Rebuild an engine from :meth:`to_state` output. Every pool charges under ``rules`` from
         here on (a changed rule applies from now on). Snapshots from before session series existed
         load as license series; from before licenses charged, with charged = checkouts (they were
         computed under no rule)."""
-        eng = cls(lateness_us, idle_timeout_us, sessions, rules, max_gap_us)
+        eng = cls(lateness_us, idle_timeout_us, sessions, rules, max_gap_us, evict_after_us)
         eng.late_events = state.get("late", 0)
         eng.duplicate_events = state.get("dup", 0)
         eng._applied = {src: SeqSet(iv) for src, iv in state.get("applied", {}).items()}
@@ -513,17 +602,25 @@ class Engine:
             srv.restart_ids = {r.event_id for r in srv.restarts}
             eng._servers[_skey(org, server, source)] = srv
         for org, server, feature, final_upto, held, c, pending, *rest in state["pools"]:
-            source, sessions_, units, parts = (*rest, {}) if len(rest) == 3 else rest or (LICENSE_SOURCE, {}, {}, {})
+            # Added over time: source (session series), sessions and units, parts (licenses
+            # charged), last_ts (eviction).
+            source = rest[0] if rest else LICENSE_SOURCE
+            sessions_, units = (rest[1], rest[2]) if len(rest) >= 3 else ({}, {})
+            parts = rest[3] if len(rest) >= 4 else {}
+            last_ts = rest[4] if len(rest) >= 5 else max([e[1] for e in pending], default=final_upto)
+            skey = _skey(org, server, source)
+            srv = eng._servers[skey]
+            if srv.boundary is not None:
+                final_upto = max(final_upto, srv.boundary)  # saved with the pool's last change only
             pool = _Pool(org, server, feature, final_upto, dict(held), c,
                          [Event(*e) for e in pending], source=source,
                          sessions={k: list(v) for k, v in sessions_.items()}, units=dict(units),
-                         parts={k: list(v) for k, v in parts.items()})
+                         parts={k: list(v) for k, v in parts.items()}, last_ts=last_ts)
             pool.pending_ids = {e.event_id for e in pool.pending}
             if source == LICENSE_SOURCE:
                 pool.set_rule(eng.rules.rule(org, feature))
-            skey = _skey(org, server, source)
             eng._pools[skey + _SEP + feature] = pool
-            eng._servers[skey].pools.add(feature)
+            srv.pools.add(feature)
             ekey = _ekey(org, feature, source)
             if ekey not in eng._estates:
                 eng._estates[ekey] = _Estate(org, feature, source=source)
@@ -533,7 +630,25 @@ class Engine:
             est = eng._estates.setdefault(_ekey(org, feature, source), _Estate(org, feature, source=source))
             est.final_upto = final_upto
             est.buf = {m: [_saved_row(r, st) for r, st in items] for m, items in buf}
+            if len(rest) >= 2:  # servers saved with the estate: its pools may have been evicted
+                est.servers.update(rest[1])
         return eng
+
+
+def _server_state(s: _Server) -> list[Any]:
+    return [s.org, s.server, s.max_ts, s.last_hb, s.boundary, s.last_seen_wall, [list(r) for r in s.restarts],
+            s.source]
+
+
+def _pool_state(p: _Pool) -> list[Any]:
+    return [p.org, p.server, p.feature, p.final_upto, p.held, p.c, [list(e) for e in p.pending], p.source,
+            p.sessions, p.units, p.parts, p.last_ts]
+
+
+def _estate_state(e: _Estate) -> list[Any]:
+    return [e.org, e.feature, e.final_upto,
+            [[m, [[list(r), [list(s) for s in st]] for r, st in items]] for m, items in e.buf.items()], e.source,
+            sorted(e.servers)]
 
 
 def _saved_row(row: list[Any], steps: list[list[int]]) -> tuple[MinuteRow, Steps]:

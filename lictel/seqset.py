@@ -44,6 +44,23 @@ class SeqSet:
             lo.insert(i + 1, x)
             hi.insert(i + 1, x)
 
+    def add_range(self, a: int, b: int) -> None:
+        """Add every integer of ``[a, b]`` (nothing when ``b < a``)."""
+        if b < a:
+            return
+        lo, hi = self._lo, self._hi
+        if hi and hi[-1] + 1 >= a and lo[-1] <= a:  # the common case: extends the last interval
+            hi[-1] = max(hi[-1], b)
+            return
+        # Intervals that touch or overlap [a, b] merge with it.
+        i = bisect.bisect_left(hi, a - 1)
+        j = bisect.bisect_right(lo, b + 1)
+        if i < j:
+            a = min(a, lo[i])
+            b = max(b, hi[j - 1])
+        lo[i:j] = [a]
+        hi[i:j] = [b]
+
     def intervals(self) -> list[list[int]]:
         return [[a, b] for a, b in zip(self._lo, self._hi, strict=True)]
 

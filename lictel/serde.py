@@ -146,21 +146,31 @@ class Serde:
         return cls(settings.schema_registry_url,
                    {t: settings.topic(t) for t in ("events", "sessions", "usage", "deadletter")})
 
-    def encode_events(self, events: Iterable[Event]) -> bytes:
-        return self.events.encode({"events": [e._asdict() for e in events]})
+    def encode_events(self, events: Iterable[Event], prev: dict[str, int] | None = None) -> bytes:
+        """A ``LicenseEventBatch``; ``prev``: the batch's ``prev`` map (schemas/LicenseEventBatch.avsc)."""
+        return self.events.encode({"events": [e._asdict() for e in events], "prev": prev or {}})
 
     def decode_events(self, data: bytes) -> list[Event]:
         return [Event(**e) for e in self.events.decode(data)["events"]]
 
-    def encode_sessions(self, events: Iterable[Event]) -> bytes:
+    def decode_events_prev(self, data: bytes) -> tuple[list[Event], dict[str, int]]:
+        """The events of a batch and its ``prev`` map (empty when written by an older producer)."""
+        record = self.events.decode(data)
+        return [Event(**e) for e in record["events"]], record.get("prev") or {}
+
+    def encode_sessions(self, events: Iterable[Event], prev: dict[str, int] | None = None) -> bytes:
         """Session events (vendor ``SESSIONS`` inside lictel) as a ``SessionEventBatch``."""
         return self.sessions.encode({"events": [
             {"event_id": e.event_id, "ts": e.ts, "org": e.org, "site": e.server, "feature": e.feature,
              "action": e.action, "session_key": e.handle or "", "user": e.user, "device": e.host,
-             "source": e.source, "seq": e.seq} for e in events]})
+             "source": e.source, "seq": e.seq} for e in events], "prev": prev or {}})
 
     def decode_sessions(self, data: bytes) -> list[Event]:
         return [session_event(d) for d in self.sessions.decode(data)["events"]]
+
+    def decode_sessions_prev(self, data: bytes) -> tuple[list[Event], dict[str, int]]:
+        record = self.sessions.decode(data)
+        return [session_event(d) for d in record["events"]], record.get("prev") or {}
 
     def encode_usage(self, partition: int, final_upto: int | None, rows: Sequence[MinuteRow],
                      stream: str = "events") -> bytes:

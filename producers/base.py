@@ -7,6 +7,10 @@ Invariants
   buffer is flushed when full or ``linger_ms`` after its first event.
 - Every send's delivery report is awaited; a failed delivery stops the producer with an error
   (aiokafka has already retried it), so nothing is lost silently.
+- Each batch says, per source, the seq of the source's last event sent to its partition before
+  it (``prev``), while the source is read in rising seq order and nothing of it was dead-lettered
+  since: the stream worker then knows that the seqs in between went to other partitions, and its
+  set of applied seqs stays one interval per source (docs/operations.md, "State").
 - Heartbeats: per server, at most every ``heartbeat_s`` of wall clock, stamped with the newest event
   time read from that server; :meth:`close` sends a closing heartbeat that makes every minute up to
   the end of the input final.
@@ -87,6 +91,12 @@ class EventProducer:
         self._producer: AIOKafkaProducer | None = None
         self._max_ahead_us = int(settings.max_ahead_s * US)
         self._clock = limits.SourceClock(int(settings.max_source_gap_days * DAY_US))
+        # For each batch's ``prev``: the highest seq read per source, whether the source was read
+        # in rising order so far, and per partition the last seq of each source sent there (None:
+        # the gap before the next one is unknown, after a dead letter of that source).
+        self._read_max: dict[str, int] = {}
+        self._in_order: dict[str, bool] = {}
+        self._sent_last: list[dict[str, int | None]] = [{} for _ in range(self.partitions)]
 
     async def start(self) -> EventProducer:
         self._producer = AIOKafkaProducer(
@@ -107,8 +117,20 @@ class EventProducer:
             field_, reason = bad
             await self.dead_letter(InputError(f"event {event.event_id!r}: {reason}", source=event.source,
                                               field=field_, raw=_raw(event)))
+            self._gap_unknown(event.source)
             return
         self._clock.accept(event)
+        src = event.source
+        top = self._read_max.get(src)
+        if top is None:
+            self._in_order[src] = True
+            # Seqs below a source's first are nobody's: the gap before it is known too.
+            for last in self._sent_last:
+                last[src] = event.seq - 1
+        elif event.seq <= top:
+            self._in_order[src] = False
+        if top is None or event.seq > top:
+            self._read_max[src] = event.seq
         st = self.stats
         st.events += 1
         st.by_action[event.action] += 1
@@ -175,6 +197,25 @@ class EventProducer:
         fut = await self._producer.send(self.dead_topic, self.serde.encode_dead(record))
         self._pending.append(fut)
 
+    def _gap_unknown(self, source: str) -> None:
+        """A seq of ``source`` was read but goes nowhere: no partition may count it as another's."""
+        for last in self._sent_last:
+            if source in last:
+                last[source] = None
+
+    def _prev(self, p: int, buf: list[Event]) -> dict[str, int]:
+        """The batch's ``prev`` map, and what partition ``p`` was sent of each source after it."""
+        last = self._sent_last[p]
+        prev: dict[str, int] = {}
+        for ev in buf:
+            src = ev.source
+            if src not in prev:
+                known = last.get(src)
+                if known is not None and self._in_order.get(src):
+                    prev[src] = known
+            last[src] = ev.seq
+        return prev
+
     async def _flush_partition(self, p: int) -> None:
         buf = self._buffers[p]
         if not buf:
@@ -182,8 +223,9 @@ class EventProducer:
         self._buffers[p] = []
         self._first_at[p] = None
         assert self._producer is not None
+        prev = self._prev(p, buf)
         try:
-            data = self._encode(buf)
+            data = self._encode(buf, prev)
         except (ValueError, TypeError, OverflowError):
             # One record the encoder cannot take must not cost the batch: find it, dead-letter it.
             good = []
@@ -197,7 +239,9 @@ class EventProducer:
                     good.append(ev)
             if not good:
                 return
-            data = self._encode(good)
+            data = self._encode(good)  # no prev: the refused seqs go nowhere
+            for src in {ev.source for ev in buf}:
+                self._gap_unknown(src)
         fut = await self._producer.send(self.topic, data, partition=p)
         self._pending.append(fut)
         self.stats.messages += 1

@@ -23,6 +23,13 @@ Checkpoints come with a message once ``snapshot_s`` has passed since the last, a
 (without the commit: committing from inside a rebalance can wait on the rebalance itself; the next
 owner starts at the last commit and skips what the checkpoint holds).
 
+State is kept per entity (each server, pool, estate and applied-seq set of the engine), so a
+checkpoint writes what changed since the last one, never the whole partition (``state.py`` has
+the format: a manifest per partition, entities in chunks of at most ``STATE_CHUNK`` bytes under
+names that carry the checkpoint's generation, and the manifest written last, so a checkpoint cut
+short by a crash leaves the previous one whole). Pools that hold nothing and have been quiet are
+evicted from the engine and their entities deleted.
+
 Lifecycle: a partition's state is loaded from the table with its first message after an
 assignment (Faust has recovered the table by then). On revocation it is checkpointed and
 dropped, so a partition that comes back later is loaded from the newest checkpoint, wherever
@@ -32,7 +39,6 @@ that was written, and never from a stale copy in memory.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -46,6 +52,8 @@ from lictel.errors import LictelError, SchemaError
 from lictel.partitioning import partition_name
 from lictel.serde import Serde
 from lictel.timeutil import DAY_US, US
+from streams import state
+from streams.state import Manifest
 
 log = logging.getLogger("lictel.streams")
 
@@ -60,10 +68,11 @@ class WorkerIO(Protocol):
     """What a :class:`PartitionWorker` needs from its runtime."""
 
     def load(self, name: str) -> bytes | None:
-        """The saved state of partition ``name`` (``partition_name(stream, p)``), if any."""
+        """The value saved under ``name`` in the state table, if any."""
 
-    def save(self, name: str, partition: int, value: bytes) -> None:
-        """Save the state of ``name``; durable once :meth:`flush` returns."""
+    def save(self, name: str, partition: int, value: bytes | None) -> None:
+        """Save ``value`` under ``name`` in the state table (``None`` deletes it); durable, in the
+        order of the calls, once :meth:`flush` returns."""
 
     async def send(self, topic: str, value: bytes, partition: int | None) -> None:
         """Produce ``value`` to ``topic`` (usage, late, deadletter); durable once :meth:`flush` returns."""
@@ -83,17 +92,18 @@ class WorkerIO(Protocol):
 @dataclass(slots=True)
 class Partition:
     """One input partition's engine, the last offset applied to it, what was last reported final,
-    and the messages applied since the last checkpoint (``unacked``)."""
+    the messages applied since the last checkpoint (``unacked``) and its saved state's manifest."""
 
     engine: Engine
     offset: int
     final: int | None
     saved_at: float
+    manifest: Manifest
     unacked: list[Any] = field(default_factory=list)
 
 
 COUNTERS = ("messages", "events", "rows", "late", "dead", "skipped", "caught_up", "snapshots", "duplicates",
-            "estate_late_rows", "revoked", "loaded", "refused_heartbeats")
+            "estate_late_rows", "revoked", "loaded", "refused_heartbeats", "state_bytes")
 
 
 class PartitionWorker:
@@ -114,7 +124,7 @@ class PartitionWorker:
         self._rules = settings.dup_rules
         self._max_ahead = int(settings.max_ahead_s * US)
         self._max_gap = int(settings.max_source_gap_days * DAY_US)
-        self._decoders = {"events": self.serde.decode_events, "sessions": self.serde.decode_sessions}
+        self._decoders = {"events": self.serde.decode_events_prev, "sessions": self.serde.decode_sessions_prev}
         # One message, one checkpoint or one revocation at a time: a checkpoint never sees an engine
         # halfway through a message.
         self.lock = asyncio.Lock()
@@ -124,15 +134,16 @@ class PartitionWorker:
     def _load(self, key: Key) -> Partition:
         stream, p = key
         s = self.settings
-        raw = self.io.load(partition_name(stream, p))
+        name = partition_name(stream, p)
         self.counters["loaded"] += 1
-        if raw is None:
-            return Partition(Engine(s.lateness_us, s.idle_timeout_us, s.session_rule, self._rules, self._max_gap),
-                             -1, None, self.monotonic())
-        snap: dict[str, Any] = json.loads(raw)
-        eng = Engine.from_state(snap["engine"], s.lateness_us, s.idle_timeout_us, s.session_rule, self._rules,
-                                self._max_gap)
-        return Partition(eng, int(snap["offset"]), snap.get("final"), self.monotonic())
+        opts: dict[str, Any] = {"lateness_us": s.lateness_us, "idle_timeout_us": s.idle_timeout_us,
+                                "sessions": s.session_rule, "rules": self._rules, "max_gap_us": self._max_gap,
+                                "evict_after_us": int(s.state_evict_s * US)}
+        loaded = state.load(self.io, name, opts)
+        if loaded is None:
+            return Partition(Engine(**opts), -1, None, self.monotonic(), state.Manifest())
+        eng, manifest = loaded
+        return Partition(eng, manifest.offset, manifest.final, self.monotonic(), manifest)
 
     async def assigned(self, keys: Iterable[Key]) -> None:
         """Partitions taken: any engine still in memory for them is stale (they were elsewhere);
@@ -178,10 +189,9 @@ class PartitionWorker:
         for key in keys:
             st = self.parts[key]
             stream, p = key
-            self.io.save(partition_name(stream, p), p, json.dumps(
-                {"offset": st.offset, "final": st.final, "engine": st.engine.to_state()},
-                separators=(",", ":")).encode())
+            written = state.save(self.io, partition_name(stream, p), p, st.engine, st.manifest, st.offset, st.final)
             self.counters["snapshots"] += 1
+            self.counters["state_bytes"] += written
         await self.io.flush()  # 2. the state is in its changelog
         now = self.monotonic()
         tokens: list[Any] = []
@@ -262,7 +272,7 @@ class PartitionWorker:
         c["messages"] += 1
         now = int(self.clock() * US)
         try:
-            batch = self._decoders[stream](value)
+            batch, prev = self._decoders[stream](value)
         except SchemaError as exc:
             c["dead"] += 1
             record = {"ts": now, "stage": "stream", "source": f"{s.topic(stream)}[{p}]",
@@ -278,7 +288,7 @@ class PartitionWorker:
             batch = [ev for ev in batch if ev.event_id not in bad_ids]
             await self._refuse(stream, p, offset, [(ev, f, why) for ev, (f, why) in refused], now)
         c["events"] += len(batch)
-        out = st.engine.process(batch, now)
+        out = st.engine.process(batch, now, prev)
         if out.refused:  # far from its server's clock (the engine's own guard)
             c["events"] -= len(out.refused)
             await self._refuse(stream, p, offset, [(ev, "ts", why) for ev, why in out.refused], now)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -28,3 +31,22 @@ def test_in_order_source_is_one_interval() -> None:
     for v in range(1, 100_001):
         s.add(v)
     assert s.intervals() == [[1, 100_000]]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_add_range_agrees_with_a_plain_set(seed: int) -> None:
+    rnd = random.Random(seed)
+    s, ref = SeqSet(), set()
+    for _ in range(60):
+        if rnd.random() < 0.5:
+            x = rnd.randrange(200)
+            s.add(x)
+            ref.add(x)
+        else:
+            a = rnd.randrange(200)
+            b = a + rnd.randrange(-3, 15)
+            s.add_range(a, b)
+            ref.update(range(a, b + 1))
+        ivs = s.intervals()
+        assert all(ivs[k][1] + 1 < ivs[k + 1][0] for k in range(len(ivs) - 1))  # merged, sorted
+        assert {x for a, b in ivs for x in range(a, b + 1)} == ref
