@@ -10,7 +10,8 @@ Invariants
 - Each batch says, per source, the seq of the source's last event sent to its partition before
   it (``prev``), while the source is read in rising seq order and nothing of it was dead-lettered
   since: the stream worker then knows that the seqs in between went to other partitions, and its
-  set of applied seqs stays one interval per source (docs/operations.md, "State").
+  set of applied seqs stays one interval per source (docs/operations.md, "Partitions, checkpoints
+  and versions").
 - Heartbeats: per server, at most every ``heartbeat_s`` of wall clock, stamped with the newest event
   time read from that server; :meth:`close` sends a closing heartbeat that makes every minute up to
   the end of the input final.

@@ -191,3 +191,16 @@ def test_no_record_approaches_the_kafka_message_limit_at_200000_users() -> None:
     table.durable()
     loaded = state.load(table, "events/0", OPTS)
     assert loaded is not None and canon(loaded[0]) == canon(eng)
+
+
+def test_a_replay_after_its_pools_were_evicted_is_still_a_duplicate() -> None:
+    events = sorted(_estate(users=60, days=2), key=lambda e: (e.ts, e.seq))
+    eng = Engine(evict_after_us=MINUTE_US)
+    rows = eng.process(events, 0).rows
+    end = floor_minute(events[-1].ts) + 2 * MINUTE_US
+    rows += eng.process([heartbeat("acme", s, end + 3600 * US, "hb", i)
+                         for i, s in enumerate(sorted({e.server for e in events}))], 0).rows
+    evicted = eng.take_changes()[1]
+    assert evicted  # pools that ended quiet are gone from the state
+    again = eng.process(events[: len(events) // 2], 0)  # a producer sends the first day again
+    assert again.duplicates == len(events) // 2 and not again.rows and not again.late
