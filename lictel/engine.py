@@ -233,7 +233,10 @@ class Engine:
         self._estates: dict[str, _Estate] = {}
         self._applied: dict[str, SeqSet] = {}  # source -> seqs applied to final state
         # What changed since take_changes(): entity names (kind + key, see _name), and pools evicted.
-        self._dirty: set[str] = set()
+        # Keys per kind (no name is built on the hot path): servers, pools, estates, sources.
+        self._dirty: dict[str, set[str]] = {_SERVER: set(), _POOL: set(), _ESTATE: set(), _SOURCE: set()}
+        self._dirty_pools = self._dirty[_POOL]
+        self._dirty_sources = self._dirty[_SOURCE]
         self._evicted: set[str] = set()
         self.evict_after_us = evict_after_us
         self.late_events = 0
@@ -293,7 +296,7 @@ class Engine:
                     self._late(out, ev)
                     for feature in srv.pools:
                         self._apply_restart(self._pools[skey + _SEP + feature], ev)
-                        self._dirty.add(_POOL + skey + _SEP + feature)
+                        self._dirty_pools.add(skey + _SEP + feature)
                     continue
                 srv.restarts.append(ev)
                 srv.restart_ids.add(ev.event_id)
@@ -314,11 +317,11 @@ class Engine:
                     est = self._estates[ekey] = _Estate(ev.org, ev.feature, source=srv.source)
                 if ev.server not in est.servers:
                     est.servers.add(ev.server)
-                    self._dirty.add(_ESTATE + ekey)
+                    self._dirty[_ESTATE].add(ekey)
             if ev.event_id in pool.pending_ids:
                 out.duplicates += 1
                 continue
-            self._dirty.add(_POOL + pkey)
+            self._dirty_pools.add(pkey)
             if ev.ts > pool.last_ts:
                 pool.last_ts = ev.ts
             if late:
@@ -332,7 +335,7 @@ class Engine:
             pool.pending_ids.add(ev.event_id)
         self.duplicate_events += out.duplicates
         for skey in touched:
-            self._dirty.add(_SERVER + skey)
+            self._dirty[_SERVER].add(skey)
             srv = servers[skey]
             marks = [t for t in (srv.max_ts, srv.last_hb) if t is not None]
             if not marks:
@@ -349,7 +352,7 @@ class Engine:
         out = Output()
         for skey, srv in self._servers.items():
             if srv.boundary is None or until_us > srv.boundary:
-                self._dirty.add(_SERVER + skey)
+                self._dirty[_SERVER].add(skey)
                 self._finalize_server(srv, floor_minute(until_us), out)
         self._finalize_estates(now_wall_us, out, ignore_idle=True)
         return out
@@ -385,7 +388,7 @@ class Engine:
                 if applied is None:
                     applied = self._applied[ev.source] = SeqSet()
                 applied.add_range(p + 1, ev.seq - 1)
-                self._dirty.add(_SOURCE + ev.source)
+                self._dirty_sources.add(ev.source)
             last[ev.source] = ev.seq
 
     def _seen(self, ev: Event) -> bool:
@@ -397,7 +400,7 @@ class Engine:
         if applied is None:
             applied = self._applied[ev.source] = SeqSet()
         applied.add(ev.seq)
-        self._dirty.add(_SOURCE + ev.source)
+        self._dirty_sources.add(ev.source)
 
     @staticmethod
     def _apply_restart(pool: _Pool, ev: Event) -> int:
@@ -478,9 +481,9 @@ class Engine:
             for e in due:
                 self._mark(e)
             evs = sorted([*due, *(r for r in restarts if r.ts >= pool.final_upto)], key=_order)
-            pname = _POOL + skey + _SEP + feature
+            pkey = skey + _SEP + feature
             if evs:
-                self._dirty.add(pname)
+                self._dirty_pools.add(pkey)
             ekey = _ekey(srv.org, feature, srv.source)
             est = self._estates[ekey]
             for row, steps in _pool_minutes(pool, evs, boundary, self.sessions):
@@ -489,7 +492,7 @@ class Engine:
                     out.estate_late_rows += 1
                 else:
                     est.buf.setdefault(row.minute, []).append((row, steps))
-                    self._dirty.add(_ESTATE + ekey)
+                    self._dirty[_ESTATE].add(ekey)
             # A pool's final_upto is saved only with its other state: once final it equals the
             # server's boundary, and from_state takes the larger of the two.
             pool.final_upto = boundary
@@ -497,10 +500,10 @@ class Engine:
                     and pool.last_ts + self.evict_after_us <= boundary):
                 # Holds nothing, waits for nothing, quiet for a while: a pool made anew by its next
                 # event gives the same rows, so it need not be kept (nor saved).
-                del self._pools[skey + _SEP + feature]
+                del self._pools[pkey]
                 srv.pools.discard(feature)
-                self._dirty.discard(pname)
-                self._evicted.add(pname)
+                self._dirty_pools.discard(pkey)
+                self._evicted.add(_POOL + pkey)
         if restarts:
             for r in restarts:
                 self._mark(r)
@@ -524,7 +527,7 @@ class Engine:
             for minute in sorted(m for m in est.buf if m < boundary):
                 out.rows.append(_estate_row(est, minute, est.buf.pop(minute)))
             est.final_upto = boundary
-            self._dirty.add(_ESTATE + _ekey(est.org, est.feature, est.source))
+            self._dirty[_ESTATE].add(_ekey(est.org, est.feature, est.source))
 
     # ------------------------------------------------------------------ persistence
 
@@ -532,9 +535,12 @@ class Engine:
         """The entities (servers, pools, estates, applied-seq sets; plain JSON each, named) that
         changed since the last call, and the names of pools evicted since; then forget both. With
         :meth:`meta` and :meth:`from_entities` a caller saves only what changed."""
-        changed = {name: value for name in self._dirty if (value := self._entity(name)) is not None}
+        changed = {name: value for kind, keys in self._dirty.items() for key in keys
+                   if (value := self._entity(name := kind + key)) is not None}
         evicted = self._evicted - changed.keys()
-        self._dirty, self._evicted = set(), set()
+        for keys in self._dirty.values():
+            keys.clear()
+        self._evicted = set()
         return changed, evicted
 
     def meta(self) -> dict[str, Any]:
