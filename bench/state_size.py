@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from _report import record
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from lictel.broker import EmbeddedBroker, ensure_topics
 from lictel.config import Settings
 from lictel.partitioning import partition_name
+from lictel.pipeline import read_topic
 from producers.base import EventProducer
 from producers.simulate import SimSpec, simulate
 from streams.partitions import PartitionWorker
@@ -72,20 +72,7 @@ async def _messages(settings: Settings, bootstrap: str, spec: SimSpec) -> dict[i
     for ev in simulate(spec):
         await producer.send(ev)
     await producer.close(final=True)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                max_partition_fetch_bytes=16 << 20)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(settings.topic("events"), p) for p in range(settings.partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        log: dict[int, list[bytes]] = {p: [] for p in range(settings.partitions)}
-        while batch := await consumer.getmany(*tps, timeout_ms=3000):
-            for tp, msgs in batch.items():
-                log[tp.partition] += [m.value or b"" for m in msgs]
-        return log
-    finally:
-        await consumer.stop()
+    return await read_topic(bootstrap, settings.topic("events"), settings.partitions)
 
 
 async def _apply(settings: Settings, log: dict[int, list[bytes]], every: int) -> dict[str, Any]:

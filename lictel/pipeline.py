@@ -265,6 +265,25 @@ async def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, 
         await consumer.stop()
 
 
+async def read_topic(bootstrap: str, topic: str, partitions: int) -> dict[int, list[bytes]]:
+    """Every message of ``topic``, partition by partition, in order (benchmarks and tests that
+    replay a topic through the partition logic)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                max_partition_fetch_bytes=16 << 20)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        log: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
+        while batch := await consumer.getmany(*tps, timeout_ms=3000):
+            for tp, msgs in batch.items():
+                log[tp.partition] += [m.value or b"" for m in msgs]
+        return log
+    finally:
+        await consumer.stop()
+
+
 Feed = Callable[[EventProducer], Awaitable[None]]
 
 

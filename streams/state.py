@@ -3,9 +3,9 @@
 The engine names its entities (each server, pool, estate and applied-seq set; ``Engine.entities``)
 and says which changed since the last checkpoint (``Engine.take_changes``). One partition's state is
 
-- a **manifest** under the partition's name (``partition_name``: ``3``, ``sessions:3``): the checkpoint's generation ``g``, the
-  input offset and final mark it holds, the engine's counters, and for every entity the
-  generation that last wrote it and its number of chunks;
+- a **manifest** under the partition's name (``partition_name``: ``3``, ``sessions:3``): the
+  checkpoint's generation ``g``, the input offset and final mark it holds, the engine's counters,
+  and for every entity the generation that last wrote it and its number of chunks;
 - each **entity** as zlib-compressed JSON in chunks of at most :data:`STATE_CHUNK` bytes, under
   ``<partition>/<digest of the entity's name>@<generation>#<chunk>``.
 

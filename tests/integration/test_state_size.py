@@ -8,12 +8,12 @@ import asyncio
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from lictel.broker import EmbeddedBroker, ensure_topics
 from lictel.config import Settings
 from lictel.engine import compute_rows, sort_rows
 from lictel.events import Event
+from lictel.pipeline import read_topic
 from lictel.serde import Serde
 from producers.base import EventProducer
 from producers.simulate import SimSpec, simulate
@@ -29,19 +29,7 @@ async def _produce_and_read(settings: Settings, bootstrap: str, events: list[Eve
     for ev in events:
         await producer.send(ev)
     await producer.close(final=True)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(settings.topic("events"), p) for p in range(settings.partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        log: dict[int, list[bytes]] = {p: [] for p in range(settings.partitions)}
-        while batch := await consumer.getmany(*tps, timeout_ms=2000):
-            for tp, msgs in batch.items():
-                log[tp.partition] += [m.value or b"" for m in msgs]
-        return log
-    finally:
-        await consumer.stop()
+    return await read_topic(bootstrap, settings.topic("events"), settings.partitions)
 
 
 def test_applied_seq_sets_stay_one_interval_per_source_across_partitions(broker: EmbeddedBroker) -> None:
