@@ -15,6 +15,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.timeout(1500)  # ten minutes of feeding, then the batch recompute and the exports
 def test_ten_minutes_live_through_lictel_up_stay_flat_and_exact() -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "soak.py"), "--no-record"], cwd=ROOT,
                           capture_output=True, text=True, timeout=1500)
