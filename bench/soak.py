@@ -10,8 +10,10 @@ the input, waits until every minute is final and stored, stops the stack with SI
 
 - the stack kept up: the last minute was stored within ``--catch-up-s`` of the input's end;
 - memory is flat after warm-up: for each process of lictel's (the sink, every stream worker, `up`),
-  the peak of the last third of the run is at most the peak of the middle third plus
-  ``max(--flat-mib, 10 %)``. The embedded broker is reported, not held to it: Tansu 0.6 keeps every
+  the median RSS of the last third of the run is at most that of the middle third plus
+  ``max(--flat-mib, 10 %)``, and its peak at most 1.25 times the middle third's plus ``--flat-mib``
+  (the warehouse's merges make spikes that a leak does not explain). The embedded broker is
+  reported, not held to it: Tansu 0.6 keeps every
   message in memory (memory storage; it has no retention and refuses DeleteRecords), so it grows
   with what it was sent (MiB per million events, in the result; docs/operations.md);
 - no row was lost or changed: `lictel export usage` (pool and estate) equals the batch recompute of
@@ -31,6 +33,7 @@ import math
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -110,14 +113,17 @@ def main() -> int:
         last = [v for v, t in zip(values, times, strict=True) if t - t0 >= 2 * third]
         if not middle or not last:
             continue
-        grew = max(last) - max(middle)
-        memory.append(f"{name} {values[0]:,.0f} / {max(middle):,.0f} / {max(last):,.0f} / {values[-1]:,.0f}")
+        # A leak moves the whole curve: compare the medians of the two thirds. The peaks are held to a
+        # looser bound only: the warehouse's merges make spikes that grow with its parts.
+        mid_med, last_med = statistics.median(middle), statistics.median(last)
+        memory.append(f"{name} {values[0]:,.0f} / {max(middle):,.0f} / {max(last):,.0f} / {values[-1]:,.0f} "
+                      f"(medians {mid_med:,.0f} / {last_med:,.0f})")
         if name.startswith("tansu"):
             broker_growth = (values[-1] - values[0]) / (len(sent) / 1e6)
             continue
-        if grew > max(args.flat_mib, 0.1 * max(middle)):
-            problems.append(f"{name} kept growing after warm-up: peak {max(middle):,.0f} MiB in the middle third, "
-                            f"{max(last):,.0f} MiB in the last")
+        if last_med - mid_med > max(args.flat_mib, 0.1 * mid_med) or max(last) > 1.25 * max(middle) + args.flat_mib:
+            problems.append(f"{name} kept growing after warm-up: median {mid_med:,.0f} MiB in the middle third, "
+                            f"{last_med:,.0f} MiB in the last (peaks {max(middle):,.0f} / {max(last):,.0f})")
     lines = [
         f"- `lictel up` ({args.workers} stream worker(s), embedded Tansu + chDB) fed {len(sent):,} simulated events "
         f"({args.users:,} users, {args.servers} servers) at {args.rate:,} events/s for {fed_s / 60:.1f} min "
@@ -125,7 +131,7 @@ def main() -> int:
         f"- input end to last minute stored: {caught_up:.1f} s; {rows:,} minute rows, "
         + ("equal to the batch recompute" if not any("differ" in p for p in problems) else "**NOT** equal"),
         "- resident memory per process, sampled every 2 s (MiB; first sample, peak of the middle third, peak of "
-        "the last third, last sample): " + "; ".join(memory),
+        "the last third, last sample; medians of the two thirds): " + "; ".join(memory),
         f"- the embedded broker grew {broker_growth:,.0f} MiB per million events sent (it keeps every message)",
         "- result: " + ("**flat and exact**" if not problems else "**FAILED**: " + "; ".join(problems)),
     ]
