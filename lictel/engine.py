@@ -232,8 +232,8 @@ class Engine:
         self._pools: dict[str, _Pool] = {}
         self._estates: dict[str, _Estate] = {}
         self._applied: dict[str, SeqSet] = {}  # source -> seqs applied to final state
-        # What changed since take_changes(): entity names (kind + key, see _name), and pools evicted.
-        # Keys per kind (no name is built on the hot path): servers, pools, estates, sources.
+        # What changed since take_changes(): keys per entity kind (a name, kind + key, is built only
+        # there, never on the hot path), and the names of pools evicted.
         self._dirty: dict[str, set[str]] = {_SERVER: set(), _POOL: set(), _ESTATE: set(), _SOURCE: set()}
         self._dirty_pools = self._dirty[_POOL]
         self._dirty_sources = self._dirty[_SOURCE]
@@ -257,6 +257,7 @@ class Engine:
         if prev:
             self._fill(events, prev)
         gap = self.max_gap_us
+        medians: dict[str, int] = {}  # servers without a clock yet: the reference of this call
         for ev in events:
             source = SESSIONS_SOURCE if ev.vendor == SESSION_VENDOR else LICENSE_SOURCE
             skey = ev.org + _SEP + ev.server if source is LICENSE_SOURCE else _skey(ev.org, ev.server, source)
@@ -265,7 +266,9 @@ class Engine:
                 srv = servers[skey] = _Server(ev.org, ev.server, source)
             ref = srv.max_ts if srv.max_ts is not None else srv.last_hb
             if ref is None:
-                ref = _median_ts(events, ev.org, ev.server, ev.vendor == SESSION_VENDOR)
+                ref = medians.get(skey)
+                if ref is None:
+                    ref = medians[skey] = _median_ts(events, ev.org, ev.server, ev.vendor == SESSION_VENDOR)
             if ev.ts - ref > gap or ref - ev.ts > gap:
                 if ev.action == HEARTBEAT:
                     out.refused_heartbeats += 1
@@ -531,12 +534,14 @@ class Engine:
 
     # ------------------------------------------------------------------ persistence
 
-    def take_changes(self) -> tuple[dict[str, Any], set[str]]:
+    def take_changes(self, everything: bool = False) -> tuple[dict[str, Any], set[str]]:
         """The entities (servers, pools, estates, applied-seq sets; plain JSON each, named) that
-        changed since the last call, and the names of pools evicted since; then forget both. With
-        :meth:`meta` and :meth:`from_entities` a caller saves only what changed."""
-        changed = {name: value for kind, keys in self._dirty.items() for key in keys
-                   if (value := self._entity(name := kind + key)) is not None}
+        changed since the last call (with ``everything``: all of them), and the names of pools
+        evicted since; then forget both. With :meth:`meta` and :meth:`from_entities` a caller saves
+        only what changed."""
+        changed = (self.entities() if everything else
+                   {name: value for kind, keys in self._dirty.items() for key in keys
+                    if (value := self._entity(name := kind + key)) is not None})
         evicted = self._evicted - changed.keys()
         for keys in self._dirty.values():
             keys.clear()

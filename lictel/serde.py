@@ -151,7 +151,7 @@ class Serde:
         return self.events.encode({"events": [e._asdict() for e in events], "prev": prev or {}})
 
     def decode_events(self, data: bytes) -> list[Event]:
-        return [Event(**e) for e in self.events.decode(data)["events"]]
+        return self.decode_events_prev(data)[0]
 
     def decode_events_prev(self, data: bytes) -> tuple[list[Event], dict[str, int]]:
         """The events of a batch and its ``prev`` map (empty when written by an older producer)."""
@@ -166,7 +166,7 @@ class Serde:
              "source": e.source, "seq": e.seq} for e in events], "prev": prev or {}})
 
     def decode_sessions(self, data: bytes) -> list[Event]:
-        return [session_event(d) for d in self.sessions.decode(data)["events"]]
+        return self.decode_sessions_prev(data)[0]
 
     def decode_sessions_prev(self, data: bytes) -> tuple[list[Event], dict[str, int]]:
         record = self.sessions.decode(data)

@@ -255,15 +255,19 @@ class PartitionWorker:
                         upto - 1, tries, self.catch_up_tries)
             await asyncio.sleep(self.catch_up_wait_s * tries)
 
+    async def _dead(self, now: int, source: str | None, line: int | None, field_: str | None, reason: str | None,
+                    raw: str | None) -> None:
+        """One dead letter of the stream stage, counted."""
+        self.counters["dead"] += 1
+        record = {"ts": now, "stage": "stream", "source": source, "line": line, "field": field_, "reason": reason,
+                  "raw": raw}
+        await self.io.send(self.settings.topic("deadletter"), self.serde.encode_dead(record), None)
+
     async def _refuse(self, stream: str, p: int, offset: int, refused: list[tuple[Any, str, str]], now: int) -> None:
         """Dead-letter events that lictel cannot hold or believe, each with its field and reason."""
-        s = self.settings
         for ev, field_, reason in refused:
-            self.counters["dead"] += 1
-            record = {"ts": now, "stage": "stream", "source": limits.storable(ev.source), "line": None,
-                      "field": field_, "reason": limits.storable(f"event {ev.event_id!r}: {reason}"),
-                      "raw": limits.storable(repr(ev)[:4096])}
-            await self.io.send(s.topic("deadletter"), self.serde.encode_dead(record), None)
+            await self._dead(now, limits.storable(ev.source), None, field_,
+                             limits.storable(f"event {ev.event_id!r}: {reason}"), limits.storable(repr(ev)[:4096]))
         log.warning("%s[%d]@%d: %d event(s) dead-lettered, e.g. %s", stream, p, offset, len(refused), refused[0][2])
 
     async def _apply(self, stream: str, st: Partition, p: int, offset: int, value: bytes) -> None:
@@ -274,10 +278,7 @@ class PartitionWorker:
         try:
             batch, prev = self._decoders[stream](value)
         except SchemaError as exc:
-            c["dead"] += 1
-            record = {"ts": now, "stage": "stream", "source": f"{s.topic(stream)}[{p}]",
-                      "line": offset, "field": None, "reason": str(exc), "raw": value[:4096].hex()}
-            await self.io.send(s.topic("deadletter"), self.serde.encode_dead(record), None)
+            await self._dead(now, f"{s.topic(stream)}[{p}]", offset, None, str(exc), value[:4096].hex())
             log.warning("dead-lettered %s[%d]@%d: %s", stream, p, offset, exc)
             st.offset = offset
             return

@@ -67,12 +67,9 @@ def save(table: Table, name: str, p: int, engine: Engine, manifest: Manifest, of
          final: int | None) -> int:
     """Checkpoint ``engine`` (partition ``name``, table partition ``p``) over ``manifest``, which is
     updated; returns the bytes written."""
+    changed, evicted = engine.take_changes(everything=manifest.full)
     if manifest.full:
-        changed = engine.entities()
-        engine.take_changes()
         evicted = set(manifest.ents) - changed.keys()
-    else:
-        changed, evicted = engine.take_changes()
     g = manifest.g + 1
     ents = dict(manifest.ents)
     stale: list[tuple[str, int, int]] = []
