@@ -32,7 +32,6 @@ from lictel.analysis import (
     forecast,
     heatmap,
     overuse,
-    reconcile_vendor,
     sizing,
     usage,
 )
@@ -41,6 +40,8 @@ from lictel.entitlements import parse_contract_csv, store
 from lictel.reports import peak_summary
 from lictel.timeutil import parse_ts
 from lictel.ud import ud_report
+from lictel.vendor.diff import vendor_diff
+from lictel.vendor.files import Sample
 from lictel.warehouse import connect, migrate
 
 FEATURES = 20
@@ -142,7 +143,8 @@ def main() -> None:
         month = Scope("acme", None, parse_ts(f"{last - dt.timedelta(days=29)}T00:00:00Z"),
                       parse_ts(f"{last + dt.timedelta(days=1)}T00:00:00Z"))
         groups = {f"user{u}": f"dept{u % 12}" for u in range(2000)}
-        vendor = [(last - dt.timedelta(days=k), f"FEAT_{i:02d}_CCU", 30, 0) for k in range(30) for i in range(16)]
+        vendor = [Sample("acme", "vendor.csv", k * 16 + i + 2, "csv", "", f"FEAT_{i:02d}_CCU", "",
+                         last - dt.timedelta(days=k), count_used_max=30) for k in range(30) for i in range(16)]
         reports: list[tuple[str, Callable[[], Any]]] = [
             ("peak summary (lictel report peak)", lambda: peak_summary(client, db)),
             ("usage, by day, estate, a year", lambda: usage(client, db, year, "estate", "day")),
@@ -162,7 +164,7 @@ def main() -> None:
              lambda: ud_report(client, db, {}, feature="LARGE_UD", day=last, explain=True)),
             ("chargeback, last 30 days", lambda: chargeback(client, db, month, groups)),
             ("chargeback, a year", lambda: chargeback(client, db, year, groups)),
-            ("reconcile-vendor, 30 days x 16 features", lambda: reconcile_vendor(client, db, "acme", vendor, {})),
+            ("reconcile-vendor, 30 days x 16 features", lambda: vendor_diff(client, db, "acme", vendor, {})),
             ("compliance, last 30 days", lambda: compliance(client, db, month, {})),
         ]
         results = []

@@ -38,7 +38,7 @@ from lictel.errors import ConfigError, InputError
 from lictel.export import rollup_query
 from lictel.identity import SQL_DEVICE, SQL_USER, normalize_device, normalize_user
 from lictel.reports import CHARGED_PEAK_AND_FIRST, peak_and_first, ruled
-from lictel.timeutil import DAY_US, MINUTE_US, US, date_us, from_us, iso_in, iso_s, us_date, zone
+from lictel.timeutil import DAY_US, MINUTE_US, US, date_us, from_us, iso_in, us_date, zone
 from lictel.ud import UD, license_model, ud_report
 
 OVERDRAFT_BAND = 0.10
@@ -1000,72 +1000,6 @@ class _ChargeReplay:
 
 _CB_COLS = ["org", "feature", "group", "license_hours", "share_of_hours", "held_at_peak", "share_of_peak", "peak",
             "peak_at", "dup_group"]
-
-
-# --------------------------------------------------------------------------- vendor reconciliation
-
-
-def read_vendor_csv(path: Path) -> list[tuple[dt.date, str, int, int]]:
-    """``date,feature,count`` (header required) → [(date, feature, count, line)]."""
-    reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig")))
-    cols = {c.strip().lower(): c for c in reader.fieldnames or []}
-    if not {"date", "feature", "count"} <= cols.keys():
-        raise InputError("a vendor usage file needs the header date,feature,count", source=str(path), line=1)
-    out = []
-    for row in reader:
-        line = reader.line_num
-        text = {k: (row.get(cols[k]) or "").strip() for k in ("date", "feature", "count")}
-        try:
-            day = dt.date.fromisoformat(text["date"])
-        except ValueError:
-            raise InputError(f"date {text['date']!r} is not YYYY-MM-DD", source=str(path), line=line,
-                             field="date") from None
-        if not text["count"].isdigit():
-            raise InputError(f"count {text['count']!r} is not a whole number", source=str(path), line=line,
-                             field="count")
-        if not text["feature"]:
-            raise InputError("feature is empty", source=str(path), line=line, field="feature")
-        out.append((day, text["feature"], int(text["count"]), line))
-    return out
-
-
-def reconcile_vendor(client: Client, db: str, org: str, vendor_rows: list[tuple[dt.date, str, int, int]],
-                     models: dict[str, str], tolerance: int = 0) -> Report:
-    """Compare a vendor's daily counts with ours: concurrent features by the day's estate peak,
-    user/device features by the licenses assigned under the vendor's rule; list every difference
-    above ``tolerance`` with our evidence."""
-    rows: list[list[Any]] = []
-    features = sorted({f for _, f, _, _ in vendor_rows})
-    peaks: dict[tuple[str, dt.date], tuple[int, int]] = {}
-    if any(license_model(f, models) != UD for f in features):
-        result = client.query(
-            f"SELECT feature, toDate(minute) AS d, {CHARGED_PEAK_AND_FIRST} FROM {db}.usage_minute FINAL "
-            f"WHERE level = 'estate' AND source = 'license' AND org = {{org:String}} "
-            f"AND feature IN {{features:Array(String)}} GROUP BY feature, d",
-            parameters={"org": org, "features": features})
-        peaks = {(f, d): peak_and_first(e) for f, d, e in result.result_rows}
-    ud = {}
-    for f in features:
-        if license_model(f, models) == UD:
-            ud.update({(f, r.day): r for r in ud_report(client, db, models, org, f)})
-    matched = 0
-    for day, f, theirs, line in sorted(vendor_rows):
-        if license_model(f, models) == UD:
-            r = ud.get((f, day))
-            ours = r.vendor_rule if r else 0
-            evidence = (f"{r.users_90d} users in the 90 days to {day}; vendor rule {r.vendor_rule}, optimum "
-                        f"{r.optimal}" if r else "no use in the 90 days")
-        else:
-            ours, at = peaks.get((f, day), (0, 0))
-            evidence = f"estate peak {ours} at {iso_s(at)}" if at else "no license out that day"
-        if abs(theirs - ours) > tolerance:
-            rows.append([day.isoformat(), f, theirs, ours, theirs - ours, evidence, line])
-        else:
-            matched += 1
-    return Report("Vendor-reported use against ours", ["date", "feature", "vendor", "ours", "difference", "evidence",
-                                                       "line"], rows,
-                  [f"{matched} of {len(vendor_rows)} day(s) agree within {tolerance}; concurrent features compare "
-                   "the day's estate peak, user/device features the licenses assigned under the vendor's rule."])
 
 
 # --------------------------------------------------------------------------- pseudonyms

@@ -9,7 +9,8 @@
     lictel export usage         minute/hour/day/month rows as CSV or JSON
     lictel report peak          peaks, averages, license-hours, denials per feature
     lictel report ud            user/device licenses over 90-day windows (users, vendor rule, optimum)
-    lictel report usage|sizing|overuse|denials|dormant|heatmap|forecast|chargeback|reconcile-vendor|compliance
+    lictel report usage|sizing|overuse|denials|dormant|heatmap|forecast|chargeback|compliance
+    lictel report vendor-view|vendor-diff|reconcile-vendor, lictel ids, lictel vendor   (lictel.cli_vendor)
     lictel config               every setting, its variable and default
 """
 
@@ -36,6 +37,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from lictel import cli_vendor
 from lictel.cli_common import (
     DataDir,
     FeatureOpt,
@@ -74,6 +76,11 @@ app.add_typer(db_app, name="db")
 app.add_typer(export_app, name="export")
 app.add_typer(report_app, name="report")
 app.add_typer(ent_app, name="entitlements")
+app.add_typer(cli_vendor.ids_app, name="ids")
+app.add_typer(cli_vendor.vendor_app, name="vendor")
+report_app.command("vendor-view")(cli_vendor.report_vendor_view)
+report_app.command("vendor-diff")(cli_vendor.report_vendor_diff)
+report_app.command("reconcile-vendor")(cli_vendor.report_reconcile_vendor)
 
 Workers = Annotated[int, typer.Option("--workers", envvar="LICTEL_WORKERS", min=1,
                                       help="Stream worker processes.")]
@@ -795,20 +802,6 @@ def report_chargeback(groups: Annotated[Path, typer.Argument(exists=True, dir_ok
     _emit(chargeback(client, db, _scope(org, feature, start, end, tz), read_groups(groups)), fmt)
 
 
-@report_app.command("reconcile-vendor")
-def report_reconcile_vendor(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Vendor daily usage: date,feature,count.")],
-    data_dir: DataDir = None, fmt: Fmt = "table", org: OrgOpt = None,
-    tolerance: Annotated[int, typer.Option(help="Differences up to this many licenses are agreement.")] = 0,
-) -> None:
-    """Compare a vendor-reported daily usage CSV with lictel's numbers day by day."""
-    from lictel.analysis import read_vendor_csv, reconcile_vendor
-
-    settings = settings_for(data_dir)
-    client, db, models = _analysis(settings)
-    _emit(reconcile_vendor(client, db, org or settings.org, read_vendor_csv(file), models, tolerance), fmt)
-
-
 @report_app.command("compliance")
 def report_compliance(
     start: Annotated[str | None, typer.Option("--from", help="Start of the period (YYYY-MM-DD or ISO-8601; "
@@ -967,6 +960,10 @@ def entitlements_import(
     files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False,
                                                 help="FlexNet license files (.lic) or contract CSVs (.csv).")],
     org: Annotated[str | None, typer.Option(help="The organisation (default LICTEL_ORG).")] = None,
+    server: Annotated[str | None, typer.Option(help="The license server these files are installed on (what "
+                                                    "`report vendor-view` counts as that server's installed "
+                                                    "licenses); default: the organisation's, not one server's.")]
+    = None,
     data_dir: DataDir = None,
 ) -> None:
     """Import entitlements; importing a file again replaces what it gave before."""
@@ -974,7 +971,7 @@ def entitlements_import(
     from lictel.warehouse import connect, migrate
 
     settings = settings_for(data_dir)
-    found = [e for f in files for e in load_file(f, org or settings.org)]
+    found = [e for f in files for e in load_file(f, org or settings.org, server or "")]
     client = connect(settings)
     migrate(client, settings)
     store(client, settings.clickhouse_database, found)

@@ -25,7 +25,7 @@ import csv
 import datetime as dt
 import io
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ _MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun",
                                        "nov", "dec"), 1)}
 PERMANENT = dt.date(9999, 12, 31)
 COLUMNS = ["org", "source", "line", "feature", "vendor", "version", "count", "uncounted", "start", "expiry",
-           "issued", "dup_group", "supersede", "overdraft", "vendor_string", "kind", "note"]
+           "issued", "dup_group", "supersede", "overdraft", "vendor_string", "kind", "note", "server"]
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,20 @@ class Entitlement:
     vendor_string: str
     kind: str  # license-file or contract
     note: str = ""
+    server: str = ""  # the license server whose files these are; "" = the organisation's
+
+    def sa_date(self) -> str:
+        """The Customer Success Services (SA) date a Citrix license line carries in its version
+        field (``2026.0301``), or "" when the version is not one."""
+        v = self.version.strip()
+        if len(v) == 9 and v[4] == "." and v[:4].isdigit() and v[5:].isdigit():
+            return v
+        return ""
 
     def row(self) -> list[Any]:
         return [self.org, self.source, self.line, self.feature, self.vendor, self.version, self.count,
                 int(self.uncounted), self.start, self.expiry, self.issued, self.dup_group, self.supersede,
-                self.overdraft, self.vendor_string, self.kind, self.note]
+                self.overdraft, self.vendor_string, self.kind, self.note, self.server]
 
 
 def _flex_date(text: str, what: str, source: str, line: int) -> dt.date:
@@ -193,16 +202,18 @@ def parse_contract_csv(text: str, *, org: str, source: str) -> list[Entitlement]
     return found
 
 
-def load_file(path: Path, org: str) -> list[Entitlement]:
-    """Entitlements of a ``.csv`` contract file or a FlexNet license file (any other name)."""
+def load_file(path: Path, org: str, server: str = "") -> list[Entitlement]:
+    """Entitlements of a ``.csv`` contract file or a FlexNet license file (any other name), of one
+    license server when ``server`` is given."""
     text = path.read_text(encoding="utf-8", errors="replace")
     if path.suffix.lower() == ".csv":
-        return parse_contract_csv(text, org=org, source=str(path))
-    found = parse_license_file(text, org=org, source=str(path))
-    if not found:
-        raise InputError("no INCREMENT or FEATURE line found: is this a FlexNet license file? (contract "
-                         "entitlements go in a .csv file)", source=str(path))
-    return found
+        found = parse_contract_csv(text, org=org, source=str(path))
+    else:
+        found = parse_license_file(text, org=org, source=str(path))
+        if not found:
+            raise InputError("no INCREMENT or FEATURE line found: is this a FlexNet license file? (contract "
+                             "entitlements go in a .csv file)", source=str(path))
+    return [replace(e, server=server) for e in found] if server else found
 
 
 def store(client: Client, db: str, entitlements: list[Entitlement]) -> None:

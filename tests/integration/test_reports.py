@@ -28,7 +28,6 @@ from lictel.analysis import (
     fit_trend,
     heatmap,
     overuse,
-    reconcile_vendor,
     sizing,
     usage,
 )
@@ -38,6 +37,8 @@ from lictel.entitlements import parse_contract_csv, store
 from lictel.events import Event
 from lictel.identity import SQL_USER, normalize_user
 from lictel.timeutil import parse_ts
+from lictel.vendor.diff import vendor_diff
+from lictel.vendor.files import Sample
 from lictel.warehouse import connect, migrate
 from sinks.clickhouse import RAW_COLUMNS, write_minute_rows
 from tests.integration.conftest import Lictel
@@ -191,12 +192,14 @@ def test_chargeback_by_group(client: object, tmp_path: Path) -> None:
 
 
 def test_reconcile_vendor_lists_differences_with_evidence(client: object) -> None:
-    vendor = [(dt.date(2026, 3, 2), "F_CCU", 3, 2), (dt.date(2026, 3, 3), "F_CCU", 2, 3),
-              (dt.date(2026, 3, 2), "F_UD", 2, 4)]
-    rep = reconcile_vendor(client, DB, "acme", vendor, {})
-    assert rep.rows == [["2026-03-03", "F_CCU", 2, 1, 1, "estate peak 1 at 2026-03-03T01:00:00Z", 3]]
-    assert "2 of 3 day(s) agree within 0" in rep.notes[0]
-    assert reconcile_vendor(client, DB, "acme", vendor, {}, tolerance=1).rows == []
+    vendor = [Sample("acme", "v.csv", line, "csv", "", f, "", day, count_used_max=n)
+              for day, f, n, line in ((dt.date(2026, 3, 2), "F_CCU", 3, 2), (dt.date(2026, 3, 3), "F_CCU", 2, 3),
+                                      (dt.date(2026, 3, 2), "F_UD", 2, 4))]
+    rep = vendor_diff(client, DB, "acme", vendor, {})
+    assert rep.rows == [["(estate)", "(estate)", "F_CCU", "2026-03-03", "count_used_max", 2, 1, 1,
+                         "estate peak 1 at 2026-03-03T01:00:00Z", "v.csv:3"]]
+    assert "3 figure(s) compared, 2 agree within 0" in rep.notes[0]
+    assert vendor_diff(client, DB, "acme", vendor, {}, tolerance=1).rows == []
 
 
 def test_forecast_backtest_on_simulated_growth() -> None:

@@ -1,0 +1,108 @@
+"""Who held licenses when: the holding segments of checkouts, by the engine's rules.
+
+The one place outside the engine that says what a checkout holds over time (DESIGN.md,
+"Concurrency semantics"), for the reports that need the holders rather than the level (the
+vendor's device list, the holders at a peak minute):
+
+- an OUT opens a checkout of ``count`` licenses on its identity ``(org, server, vendor, feature,
+  user, host, handle)``;
+- an IN of ``n`` closes the identity's oldest open checkouts first; a partial IN reduces the oldest;
+  an IN with nothing open is an orphan and changes nothing;
+- a RESTART closes every open checkout of its ``(org, server, vendor)``, whatever the feature;
+- events are applied in ``(ts, seq)`` order, and every event at one instant is simultaneous: a
+  stretch that opens and closes at the same instant held nothing at any instant and is not given.
+
+A :class:`Segment` is a stretch of constant count: licenses held over ``[start, end)`` (µs), ``end``
+``None`` when still held at the end of the input. At every instant ``t`` the counts of the segments
+with ``start <= t < end`` add up to the engine's ``c(t)`` of each pool (a test checks this against
+the engine).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
+
+from clickhouse_connect.driver.client import Client
+
+Identity = tuple[str, str, str, str, str, str, str]
+
+
+class Segment(NamedTuple):
+    org: str
+    server: str
+    vendor: str
+    feature: str
+    user: str
+    host: str
+    handle: str
+    count: int  # type: ignore[assignment]  # licenses held; shadows tuple.count
+    start: int
+    end: int | None
+    ended_by: str | None  # IN, RESTART, or None while still held
+
+
+def segments(rows: Iterable[Sequence[Any]]) -> Iterator[Segment]:
+    """Replay ``(org, server, vendor, feature, action, user, host, handle, count, ts)`` rows given in
+    ``(ts, seq)`` order, without duplicates, and yield every holding segment as it closes, then the
+    ones still open."""
+    open_: dict[Identity, deque[list[int]]] = {}
+    by_daemon: dict[tuple[str, str, str], set[Identity]] = {}
+    for o, server, vendor, f, action, user, host, handle, count, t in rows:
+        if action == "RESTART":
+            for ident in by_daemon.pop((o, server, vendor), ()):
+                for n, since in open_.pop(ident, ()):
+                    if t > since:
+                        yield Segment(*ident, n, since, t, "RESTART")
+            continue
+        ident = (o, server, vendor, f, user, host, handle or "")
+        if action == "OUT":
+            q = open_.get(ident)
+            if q is None:
+                q = open_[ident] = deque()
+                by_daemon.setdefault((o, server, vendor), set()).add(ident)
+            q.append([int(count), t])
+        elif action == "IN":
+            q = open_.get(ident)
+            if not q:
+                continue  # an orphan check-in
+            n = int(count)
+            while n and q:
+                held, since = q[0]
+                take = held if held <= n else n
+                if t > since:
+                    yield Segment(*ident, take, since, t, "IN")
+                n -= take
+                if take == held:
+                    q.popleft()
+                else:
+                    q[0][0] = held - take
+            if not q:
+                del open_[ident]
+                by_daemon[(o, server, vendor)].discard(ident)
+    for ident, q in open_.items():
+        for n, since in q:
+            yield Segment(*ident, n, since, None, None)
+
+
+def read_rows(client: Client, db: str, org: str, server: str, features: Iterable[str] | None = None,
+              end_us: int | None = None) -> Sequence[Sequence[Any]]:
+    """The rows :func:`segments` replays for one server: its OUT and IN events (of ``features``, all
+    when None) and its RESTARTs, from the first stored event to ``end_us``, deduplicated and in
+    ``(ts, seq)`` order. Session events are not checkouts and are left out."""
+    params: dict[str, Any] = {"org": org, "server": server}
+    feature_cond = ""
+    if features is not None:
+        feature_cond = "AND feature IN {features:Array(String)}"
+        params["features"] = sorted(features)
+    end_cond = ""
+    if end_us is not None:
+        end_cond = "AND ts < fromUnixTimestamp64Micro({end:Int64}, 'UTC')"
+        params["end"] = end_us
+    result = client.query(
+        f"SELECT org, server, vendor, feature, action, user, host, ifNull(handle, ''), count, "
+        f"toUnixTimestamp64Micro(ts) FROM {db}.raw_events FINAL WHERE org = {{org:String}} AND server = "
+        f"{{server:String}} AND vendor != 'SESSIONS' AND ((action IN ('OUT', 'IN') {feature_cond}) "
+        f"OR action = 'RESTART') {end_cond} ORDER BY ts, seq", parameters=params)
+    return result.result_rows
