@@ -1111,6 +1111,9 @@ def compliance(client: Client, db: str, scope: Scope, models: dict[str, str],
             for r in part.rows:
                 r[k] = "; ".join(reason_code(x) for x in str(r[k]).split("; ")) if r[k] else r[k]
     rep.parts.append(dorm)
+    from lictel.vendor.evidence import vendor_evidence  # the vendor package builds on this module
+
+    rep.parts.append(vendor_evidence(client, db, scope, models, pseudo))
     assign: list[list[Any]] = []
     for u in ud_rows:
         for rule, a in (("vendor_rule", u.vendor), ("optimal", u.cover)):

@@ -106,3 +106,17 @@ def read_rows(client: Client, db: str, org: str, server: str, features: Iterable
         f"{{server:String}} AND vendor != 'SESSIONS' AND ((action IN ('OUT', 'IN') {feature_cond}) "
         f"OR action = 'RESTART') {end_cond} ORDER BY ts, seq", parameters=params)
     return result.result_rows
+
+
+def holders_at_peak(segs: Iterable[Segment], minute: int, minute_us: int = 60_000_000) -> tuple[int, list[Segment]]:
+    """Who held licenses at the instant of the minute ``[minute, minute + 1 min)`` where the most
+    were held (the first such instant; the minute's start counts what was carried in), and that
+    instant. ``segs`` are the segments of one pool."""
+    end = minute + minute_us
+    live = [s for s in segs if s.start < end and (s.end is None or s.end > minute)]
+    best, at = -1, minute
+    for t in sorted({minute} | {s.start for s in live if s.start > minute}):
+        level = sum(s.count for s in live if s.start <= t and (s.end is None or t < s.end))
+        if level > best:
+            best, at = level, t
+    return at, [s for s in live if s.start <= at and (s.end is None or at < s.end)]

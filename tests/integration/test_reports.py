@@ -265,6 +265,17 @@ def test_cli_formats_and_compliance(data_dir: Path, tmp_path: Path) -> None:
     ann = Pseudonyms("s3cret").user("CORP\\Ann")
     holders = [r for p in doc["parts"] for r in p["rows"] if ann in json.dumps(r)]
     assert len(holders) >= 2 and "ann" not in json.dumps(doc).replace("Plann", "")
+    # The vendor's view against ours, per server: the peak minute and who held licenses then.
+    p = Pseudonyms("s3cret")
+    (evidence,) = [x for x in doc["parts"] if x["title"].startswith("The vendor's view")]
+    ccu = next(r for r in evidence["rows"] if r["feature"] == "F_CCU")
+    assert (ccu["server"], ccu["vendor_view_max"], ccu["measured_peak"], ccu["peak_at"]) == (
+        "lic01", 3, 3, "2026-03-02T10:10:00Z")
+    assert ccu["vendor_reported_max"] is None and ccu["vendor_reported_days"] == 0
+    assert ccu["holders_at_peak"] == ", ".join(sorted(
+        f"{p.holder(f'{u}@{h}')} x1 since 2026-03-02T{t}:00Z" for u, h, t in (("ann", "pc1", "09:00"),
+                                                                            ("bob", "pc2", "10:00"),
+                                                                            ("cat", "pc3", "10:10"))))
     # Output files: a symlink is never written through (with --force the link itself is replaced), a
     # missing directory is one line, not a traceback.
     target = tmp_path / "precious.txt"
