@@ -13,6 +13,7 @@ from lictel.analysis import Pseudonyms, Report, Scope
 from lictel.holdings import holders_at_peak, read_rows, segments
 from lictel.reports import CHARGED_PEAK_AND_FIRST, PEAK_AND_FIRST, peak_and_first
 from lictel.timeutil import iso_in, local_date
+from lictel.vendor.diff import match_server
 from lictel.vendor.files import stored
 from lictel.vendor.view import Boundary, vendor_view
 
@@ -51,11 +52,9 @@ def vendor_evidence(client: Client, db: str, scope: Scope, models: dict[str, str
             instant, held = holders_at_peak([s for s in segs if s.feature == f], at) if charged else (at, [])
             who = ", ".join(sorted(f"{_holder(s.user, s.host, pseudo)} x{s.count} since {iso_in(s.start, scope.tz)}"
                                    for s in held))
-            theirs = reported.get((o, srv, f), [])
             # The vendor may name the server by its FQDN: its figures are listed under ours when they match.
-            if not theirs:
-                theirs = next((v for (ro, rs, rf), v in reported.items()
-                               if ro == o and rf == f and rs.lower().split(".", 1)[0] == srv.lower()), [])
+            theirs = [n for (ro, rs, rf), v in reported.items() if ro == o and rf == f and match_server(rs, [srv])
+                      for n in v]
             rows.append([o, srv, f, best.get((o, srv, f), 0), max(theirs) if theirs else None, len(theirs), peak,
                          charged, rule, iso_in(instant, scope.tz) if charged else "", who])
     return Report("The vendor's view, the vendor's figures and ours, per license server", COLUMNS, rows,

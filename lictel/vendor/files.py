@@ -282,7 +282,7 @@ def to_xml(rows: Iterable[Any], boundary: str, note: str) -> str:
     from lictel.vendor.ids import scramble
 
     root = ET.Element("LicenseServers", {"generator": "lictel", "windowStart": boundary})
-    root.append(ET.Comment(f" {note} "))
+    root.append(ET.Comment(" " + re.sub(r"-(?=-)", "- ", note).rstrip("-") + " "))  # "--" ends a comment
     servers: dict[str, ET.Element] = {}
     features: dict[tuple[str, str], ET.Element] = {}
     for r in rows:
@@ -306,7 +306,7 @@ def to_xml(rows: Iterable[Any], boundary: str, note: str) -> str:
         lic = ET.SubElement(sa, "Licensees")
         for name, value in (("CountTotal", r.ud_licensees), ("Users", r.ud_users), ("Devices", r.ud_devices)):
             ET.SubElement(lic, name).text = str(value)
-        if r.installed is not None:
+        if r.installed_from:  # only what imported entitlements say
             ET.SubElement(sa, "CountInstalled").text = str(r.installed)
     ET.indent(root, space=" ")
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
