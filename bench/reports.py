@@ -42,6 +42,7 @@ from lictel.timeutil import parse_ts
 from lictel.ud import ud_report
 from lictel.vendor.diff import vendor_diff
 from lictel.vendor.files import Sample
+from lictel.vendor.view import vendor_view
 from lictel.warehouse import connect, migrate
 
 FEATURES = 20
@@ -145,6 +146,8 @@ def main() -> None:
         groups = {f"user{u}": f"dept{u % 12}" for u in range(2000)}
         vendor = [Sample("acme", "vendor.csv", k * 16 + i + 2, "csv", "", f"FEAT_{i:02d}_CCU", "",
                          last - dt.timedelta(days=k), count_used_max=30) for k in range(30) for i in range(16)]
+        by_server = [Sample("acme", "vendor.csv", k, "csv", f"lic0{k % 5}", f"FEAT_{k // 5 % 16:02d}_CCU", "",
+                            last - dt.timedelta(days=k // 80), count_used_max=30) for k in range(2400)]
         reports: list[tuple[str, Callable[[], Any]]] = [
             ("peak summary (lictel report peak)", lambda: peak_summary(client, db)),
             ("usage, by day, estate, a year", lambda: usage(client, db, year, "estate", "day")),
@@ -166,6 +169,9 @@ def main() -> None:
             ("chargeback, a year", lambda: chargeback(client, db, year, groups)),
             ("reconcile-vendor, 30 days x 16 features", lambda: vendor_diff(client, db, "acme", vendor, {})),
             ("compliance, last 30 days", lambda: compliance(client, db, month, {})),
+            ("vendor-view, a year, 5 servers x 20 features", lambda: vendor_view(client, db, {})),
+            ("vendor-view, last 30 days", lambda: vendor_view(client, db, {}, first=last - dt.timedelta(days=29))),
+            ("vendor-diff, 30 days x 5 servers x 16 features", lambda: vendor_diff(client, db, "acme", by_server, {})),
         ]
         results = []
         for name, fn in reports:

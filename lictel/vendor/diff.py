@@ -250,10 +250,7 @@ class _Context:
             for hours in range(1, 24):
                 b = Boundary((self.boundary.minute_of_day + 60 * hours) % 1440, self.boundary.tz)
                 wins = windows(b, self.first - dt.timedelta(days=1), self.last + dt.timedelta(days=1))
-                best: dict[tuple[str, int], int] = {}
-                for f, k, c in zip(mp.features, mp.window_of(wins).tolist(), mp.charged.tolist(), strict=True):
-                    if 0 <= k < len(wins) and c > best.get((f, k), 0):
-                        best[(f, k)] = c
+                best = mp.window_max(wins)
                 for k, w in enumerate(wins):
                     for f in self.features:
                         self._shift[(f, w.day)][b.minute_of_day] = best.get((f, k), 0)

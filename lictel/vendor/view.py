@@ -179,7 +179,7 @@ def server_view(client: Client, db: str, org: str, server: str, features: list[s
     starts = [w.start for w in wins]
     rows = {(f, k): VendorRow(org, server, f, w.day, w.start, w.end, license_model(f, models))
             for f in features for k, w in enumerate(wins)}
-    _used_max(client, db, org, server, features, wins, rows)
+    _used_max(client, db, org, server, features, boundary, wins, rows)
     concurrent = [f for f in features if license_model(f, models) != UD]
     if concurrent:
         _devices(client, db, org, server, concurrent, wins, starts, rows)
@@ -214,6 +214,18 @@ class MinutePeaks:
         """The index of the window that holds each minute (windows are contiguous and in order)."""
         return np.searchsorted(np.asarray([w.start for w in wins], dtype=np.int64), self.minute, side="right") - 1
 
+    def window_max(self, wins: list[Window]) -> dict[tuple[str, int], int]:
+        """The largest charged peak per (feature, window index), for minutes inside the windows."""
+        if not self.features:
+            return {}
+        names, code = np.unique(np.asarray(self.features, dtype=object), return_inverse=True)
+        k = self.window_of(wins)
+        inside = (k >= 0) & (k < len(wins))
+        flat = np.zeros(len(names) * len(wins), dtype=np.int64)
+        np.maximum.at(flat, code[inside] * len(wins) + k[inside], self.charged[inside])
+        n = len(wins)
+        return {(str(names[i // n]), i % n): int(flat[i]) for i in np.flatnonzero(flat).tolist()}
+
 
 def minute_peaks(client: Client, db: str, org: str, server: str, features: list[str], start: int,
                  end: int) -> MinutePeaks:
@@ -230,19 +242,29 @@ def minute_peaks(client: Client, db: str, org: str, server: str, features: list[
                        [str(x) for x in table.column("dup_group").to_pylist()])
 
 
-def _used_max(client: Client, db: str, org: str, server: str, features: list[str], wins: list[Window],
-              rows: dict[tuple[str, int], VendorRow]) -> None:
-    """The largest charged (and checkout) minute peak per feature and window, and the feature's rule."""
-    mp = minute_peaks(client, db, org, server, features, wins[0].start, wins[-1].end)
-    idx = mp.window_of(wins).tolist()
-    charged, peak = mp.charged.tolist(), mp.peak.tolist()
-    for k, f in enumerate(mp.features):
-        r = rows[(f, idx[k])]
-        if charged[k] > r.count_used_max:
-            r.count_used_max = charged[k]
-        if peak[k] > r.checkouts_max:
-            r.checkouts_max = peak[k]
-        r.dup_group = mp.rules[k]  # the newest minute's rule (rows come in time order)
+def window_day_sql(boundary: Boundary, col: str = "minute") -> str:
+    """ClickHouse: the day whose window holds ``col``, as wall-clock arithmetic in the boundary's zone
+    (the date of the local time less the boundary's time of day), with parameters ``tz`` and ``off``."""
+    return (f"toDate(toDateTime(toUnixTimestamp({col}) + timeZoneOffset(toTimeZone({col}, {{tz:String}})) "
+            f"- {{off:Int32}}, 'UTC'))")
+
+
+def _used_max(client: Client, db: str, org: str, server: str, features: list[str], boundary: Boundary,
+              wins: list[Window], rows: dict[tuple[str, int], VendorRow]) -> None:
+    """The largest charged (and checkout) minute peak per feature and window, and the feature's rule
+    (of its newest minute in the window), aggregated by ClickHouse."""
+    result = client.query(
+        f"SELECT feature, {window_day_sql(boundary)} AS d, max(charged_peak), max(peak), argMax(dup_group, minute) "
+        f"FROM {db}.usage_minute FINAL WHERE level = 'pool' AND source = 'license' AND org = {{org:String}} "
+        f"AND server = {{server:String}} AND feature IN {{features:Array(String)}} AND peak > 0 "
+        f"AND minute >= toDateTime({{a:Int64}}, 'UTC') AND minute < toDateTime({{b:Int64}}, 'UTC') GROUP BY feature, d",
+        parameters={"org": org, "server": server, "features": features, "a": wins[0].start // US,
+                    "b": -(-wins[-1].end // US), "tz": boundary.tz, "off": boundary.minute_of_day * 60})
+    first = wins[0].day
+    for f, d, charged, peak, rule in result.result_rows:
+        r = rows.get((f, (d - first).days))
+        if r is not None:
+            r.count_used_max, r.checkouts_max, r.dup_group = int(charged), int(peak), str(rule)
 
 
 def _devices(client: Client, db: str, org: str, server: str, features: list[str], wins: list[Window],
