@@ -1113,7 +1113,7 @@ def compliance(client: Client, db: str, scope: Scope, models: dict[str, str],
     rep.parts.append(dorm)
     from lictel.vendor.evidence import vendor_evidence  # the vendor package builds on this module
 
-    rep.parts.append(vendor_evidence(client, db, scope, models, pseudo))
+    rep.parts.append(vendor_evidence(client, db, scope, pseudo))
     assign: list[list[Any]] = []
     for u in ud_rows:
         for rule, a in (("vendor_rule", u.vendor), ("optimal", u.cover)):

@@ -24,9 +24,11 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
 from clickhouse_connect.driver.client import Client
 
 Identity = tuple[str, str, str, str, str, str, str]
+_MINUTE = 60_000_000
 
 
 class Segment(NamedTuple):
@@ -87,25 +89,71 @@ def segments(rows: Iterable[Sequence[Any]]) -> Iterator[Segment]:
 
 
 def read_rows(client: Client, db: str, org: str, server: str, features: Iterable[str] | None = None,
-              end_us: int | None = None) -> Sequence[Sequence[Any]]:
+              end_us: int | None = None, start_us: int | None = None) -> Sequence[Sequence[Any]]:
     """The rows :func:`segments` replays for one server: its OUT and IN events (of ``features``, all
-    when None) and its RESTARTs, from the first stored event to ``end_us``, deduplicated and in
-    ``(ts, seq)`` order. Session events are not checkouts and are left out."""
+    when None) and its RESTARTs, from ``start_us`` (the first stored event when None; see
+    :func:`replay_start`) to ``end_us``, deduplicated and in ``(ts, seq)`` order. Session events are
+    not checkouts and are left out."""
     params: dict[str, Any] = {"org": org, "server": server}
     feature_cond = ""
     if features is not None:
         feature_cond = "AND feature IN {features:Array(String)}"
         params["features"] = sorted(features)
-    end_cond = ""
+    bounds = ""
     if end_us is not None:
-        end_cond = "AND ts < fromUnixTimestamp64Micro({end:Int64}, 'UTC')"
+        bounds += " AND ts < fromUnixTimestamp64Micro({end:Int64}, 'UTC')"
         params["end"] = end_us
+    if start_us is not None:
+        bounds += " AND ts >= fromUnixTimestamp64Micro({start:Int64}, 'UTC')"
+        params["start"] = start_us
     result = client.query(
         f"SELECT org, server, vendor, feature, action, user, host, ifNull(handle, ''), count, "
         f"toUnixTimestamp64Micro(ts) FROM {db}.raw_events FINAL WHERE org = {{org:String}} AND server = "
         f"{{server:String}} AND vendor != 'SESSIONS' AND ((action IN ('OUT', 'IN') {feature_cond}) "
-        f"OR action = 'RESTART') {end_cond} ORDER BY ts, seq", parameters=params)
+        f"OR action = 'RESTART'){bounds} ORDER BY ts, seq", parameters=params)
     return result.result_rows
+
+
+def replay_start(client: Client, db: str, org: str, server: str, features: Iterable[str], at_us: int) -> int | None:
+    """Where a replay of one server's events (of ``features``) may start and still give, at every
+    instant from ``at_us`` on, what the whole history gives; ``None``: only from the first event.
+
+    That is the start of the run of held minutes of each feature's pool (stored minute rows with a
+    peak above 0) that reaches ``at_us``, the earliest over the features: nothing of the feature is
+    held in the minute before it. A replay that starts later than the history misses OUTs, never
+    INs, so per identity it holds at most what the history holds (an IN closes what it finds): where
+    the history holds nothing, the replay holds nothing, and from there the two are the same. The
+    run is looked for 2 days back, then 16, 128 and 1024."""
+    first = at_us - at_us % _MINUTE
+    pending = sorted(set(features))
+    since = first
+    span = 2 * 1440 * _MINUTE
+    while pending:
+        if span > 1024 * 1440 * _MINUTE:
+            return None
+        lo = first - span
+        held: dict[str, list[int]] = {str(f): list(m) for f, m in client.query(
+            f"SELECT feature, arraySort(groupArray(toInt64(toUnixTimestamp(minute)))) FROM {db}.usage_minute FINAL "
+            f"WHERE level = 'pool' AND source = 'license' AND org = {{org:String}} AND server = {{server:String}} "
+            f"AND feature IN {{features:Array(String)}} AND peak > 0 AND minute >= toDateTime({{a:Int64}}, 'UTC') "
+            f"AND minute < toDateTime({{b:Int64}}, 'UTC') GROUP BY feature",
+            parameters={"org": org, "server": server, "features": pending, "a": lo // 1_000_000,
+                        "b": first // 1_000_000}).result_rows}
+        still = []
+        for f in pending:
+            ms = np.asarray(held.get(f, []), dtype=np.int64) * 1_000_000
+            if not len(ms) or ms[-1] < first - _MINUTE:
+                continue  # nothing held in the minute before: the replay may start at ``first``
+            breaks = np.flatnonzero(np.diff(ms) > _MINUTE)
+            if len(breaks):
+                since = min(since, int(ms[breaks[-1] + 1]))
+            elif ms[0] > lo:
+                since = min(since, int(ms[0]))
+            else:
+                still.append(f)  # held throughout the span: look further back
+        pending = still
+        span *= 8
+    return since
 
 
 def holders_at_peak(segs: Iterable[Segment], minute: int, minute_us: int = 60_000_000) -> tuple[int, list[Segment]]:

@@ -31,13 +31,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from clickhouse_connect.driver.client import Client
 
 from lictel.analysis import Report
 from lictel.dupgroup import DupRules
 from lictel.engine import compute_rows
 from lictel.events import Event
+from lictel.holdings import replay_start
 from lictel.reports import CHARGED_PEAK_AND_FIRST, peak_and_first
 from lictel.timeutil import US, iso_s
 from lictel.ud import UD, license_model, ud_report
@@ -51,6 +51,7 @@ from lictel.vendor.view import (
     Window,
     minute_peaks,
     server_view,
+    window_day_sql,
     windows,
 )
 from lictel.vendor.view import _entitlements as entitlements
@@ -250,12 +251,12 @@ class _Context:
             for hours in range(1, 24):
                 b = Boundary((self.boundary.minute_of_day + 60 * hours) % 1440, self.boundary.tz)
                 wins = windows(b, self.first - dt.timedelta(days=1), self.last + dt.timedelta(days=1))
-                best = mp.window_max(wins)
-                for k, w in enumerate(wins):
-                    for f in self.features:
-                        self._shift[(f, w.day)][b.minute_of_day] = best.get((f, k), 0)
-        for minute, got in sorted(self._shift.get((feature, day), {}).items()):
-            if abs(got - value) <= tolerance:
+                for (f, k), best in mp.window_max(wins).items():
+                    self._shift[(f, wins[k].day)][b.minute_of_day] = best
+        found = self._shift.get((feature, day), {})
+        for hours in range(1, 24):
+            minute = (self.boundary.minute_of_day + 60 * hours) % 1440
+            if abs(found.get(minute, 0) - value) <= tolerance:
                 return Boundary(minute, self.boundary.tz).label()
         return None
 
@@ -274,6 +275,8 @@ class _Context:
             out.append(f"DUP_GROUP: the vendor counts every checkout ({mine.checkouts_max}) where we charge "
                        f"{mine.count_used_max} under DUP_GROUP={mine.dup_group}: the server does not apply that rule")
             return out
+        if value > mine.checkouts_max + tolerance:
+            return out  # a rule charges at most every checkout: none reaches the vendor's count
         for rule in OTHER_RULES:
             if rule == mine.dup_group:
                 continue
@@ -287,14 +290,24 @@ class _Context:
 
     def _recharge(self, feature: str, rule: str, start: int, end: int) -> int:
         """Our peak in licenses charged under ``rule`` in ``[start, end)``: the engine over the server's
-        raw events."""
+        raw events of the feature, from the last instant before the compared days when nothing of it
+        was held (the state is empty there under every rule) to the end of the last compared day."""
         per_minute = self._recharged.get((feature, rule))
         if per_minute is None:
-            events = [e for e in self._raw_events() if e.feature == feature or e.action == "RESTART"]
-            rows = compute_rows(events, rules=DupRules({feature: rule}))
+            since, until = self._replay_span(feature)
+            events = [e for e in self._raw_events() if since <= e.ts < until
+                      and (e.feature == feature or e.action == "RESTART")]
+            rows = compute_rows(events, until_us=until, rules=DupRules({feature: rule}))
             per_minute = self._recharged[(feature, rule)] = {
                 r.minute: r.charged_peak for r in rows if r.level == "pool" and r.feature == feature}
         return max((v for m, v in per_minute.items() if start <= m < end), default=0)
+
+    def _replay_span(self, feature: str) -> tuple[int, int]:
+        """``[since, until)`` (µs) of the replay for ``feature``: from where the history of its held
+        minutes lets it start (:func:`replay_start`) to the end of the last compared window."""
+        wins = windows(self.boundary, self.first, self.last)
+        since = replay_start(self.client, self.db, self.org, self.srv.name, [feature], wins[0].start)
+        return (self.srv.first if since is None else since), wins[-1].end
 
     def _raw_events(self) -> list[Event]:
         if self._events is None:
@@ -363,7 +376,7 @@ def _estate(client: Client, db: str, org: str, group: list[Sample], models: dict
     first, last = min(s.day for s in group), max(s.day for s in group)
     wins = windows(boundary, first, last)
     features = sorted({s.feature for s in group})
-    peaks = _estate_peaks(client, db, org, features, wins)
+    peaks = _estate_peaks(client, db, org, features, boundary, wins)
     ud: dict[tuple[str, dt.date], Any] = {}
     for f in features:
         if license_model(f, models) == UD:
@@ -392,23 +405,19 @@ def _estate(client: Client, db: str, org: str, group: list[Sample], models: dict
     return n, rows
 
 
-def _estate_peaks(client: Client, db: str, org: str, features: list[str],
+def _estate_peaks(client: Client, db: str, org: str, features: list[str], boundary: Boundary,
                   wins: list[Window]) -> dict[tuple[str, dt.date], tuple[int, int, int]]:
-    """(feature, day) → (charged peak, its first minute µs, checkout peak) of the estate."""
-    starts = np.asarray([w.start for w in wins], dtype=np.int64)
+    """(feature, day) → (charged peak, its first minute µs, checkout peak) of the estate, aggregated
+    by ClickHouse per window day."""
     result = client.query(
-        f"SELECT feature, toUnixTimestamp(minute), {CHARGED_PEAK_AND_FIRST}, max(peak) FROM {db}.usage_minute FINAL "
-        f"WHERE level = 'estate' AND source = 'license' AND org = {{org:String}} AND feature IN "
-        f"{{features:Array(String)}} AND minute >= toDateTime({{a:Int64}}, 'UTC') "
-        f"AND minute < toDateTime({{b:Int64}}, 'UTC') GROUP BY feature, minute",
-        parameters={"org": org, "features": features, "a": wins[0].start // US, "b": wins[-1].end // US})
+        f"SELECT feature, {window_day_sql(boundary)} AS d, {CHARGED_PEAK_AND_FIRST}, max(peak) "
+        f"FROM {db}.usage_minute FINAL WHERE level = 'estate' AND source = 'license' AND org = {{org:String}} "
+        f"AND feature IN {{features:Array(String)}} AND minute >= toDateTime({{a:Int64}}, 'UTC') "
+        f"AND minute < toDateTime({{b:Int64}}, 'UTC') GROUP BY feature, d",
+        parameters={"org": org, "features": features, "a": wins[0].start // US, "b": -(-wins[-1].end // US),
+                    "tz": boundary.tz, "off": boundary.minute_of_day * 60})
     out: dict[tuple[str, dt.date], tuple[int, int, int]] = {}
-    for f, m, enc, checkouts in result.result_rows:
-        k = int(np.searchsorted(starts, int(m) * US, side="right")) - 1
+    for f, d, enc, checkouts in result.result_rows:
         peak, at = peak_and_first(enc)
-        key = (f, wins[k].day)
-        old = out.get(key, (0, 0, 0))
-        best = (peak, at) if peak > old[0] or (peak == old[0] and old[1] and at < old[1]) else old[:2]
-        out[key] = (*best, max(old[2], int(checkouts)))
+        out[(str(f), d)] = (peak, at if peak else 0, int(checkouts))
     return out
-

@@ -4,34 +4,39 @@ who held the licenses then. A section of ``lictel report compliance``."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
 from lictel.analysis import Pseudonyms, Report, Scope
-from lictel.holdings import holders_at_peak, read_rows, segments
+from lictel.holdings import holders_at_peak, read_rows, replay_start, segments
 from lictel.reports import CHARGED_PEAK_AND_FIRST, PEAK_AND_FIRST, peak_and_first
-from lictel.timeutil import iso_in, local_date
+from lictel.timeutil import iso_in, local_date, to_us
 from lictel.vendor.diff import match_server
 from lictel.vendor.files import stored
-from lictel.vendor.view import Boundary, vendor_view
 
 COLUMNS = ["org", "server", "feature", "vendor_view_max", "vendor_reported_max", "vendor_reported_days",
            "measured_peak", "measured_charged_peak", "dup_group", "peak_at", "holders_at_peak"]
 
 
-def vendor_evidence(client: Client, db: str, scope: Scope, models: dict[str, str],
+def vendor_evidence(client: Client, db: str, scope: Scope,
                     pseudo: Pseudonyms | None = None) -> Report:
     """One row per (org, server, feature) of the period: the vendor view's largest daily
     ``count_used_max``, the vendor's largest reported one, our measured peak in checkouts and in
     licenses charged with its first minute, and the holders at that minute's peak instant."""
     assert scope.start is not None and scope.end is not None
     first, last = local_date(scope.start, "UTC"), local_date(scope.end - 1, "UTC")
-    view = vendor_view(client, db, models, scope.org, None, scope.feature, first, last, Boundary())
-    best: dict[tuple[str, str, str], int] = defaultdict(int)
-    for r in view:
-        best[(r.org, r.server, r.feature)] = max(best[(r.org, r.server, r.feature)], r.count_used_max)
+    # The vendor view's largest daily count_used_max over these UTC days: the largest minute peak in
+    # licenses charged over the days' windows (lictel.vendor.view), in one aggregate.
+    days = replace(scope, start=to_us(dt.datetime.combine(first, dt.time(), dt.UTC)),
+                   end=to_us(dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), dt.UTC)))
+    where, params = days.where()
+    best = {(o, srv, f): int(m) for o, srv, f, m in client.query(
+        f"SELECT org, server, feature, max(charged_peak) FROM {db}.usage_minute FINAL WHERE level = 'pool' "
+        f"AND source = 'license' AND {where} GROUP BY org, server, feature", parameters=params).result_rows}
     reported: dict[tuple[str, str, str], list[int]] = defaultdict(list)
     for s in stored(client, db, scope.org):
         if s.server and s.count_used_max is not None and first <= s.day <= last and \
@@ -46,7 +51,8 @@ def vendor_evidence(client: Client, db: str, scope: Scope, models: dict[str, str
     servers = sorted({(o, srv) for o, srv, _ in measured})
     for o, srv in servers:
         features = sorted(f for oo, ss, f in measured if (oo, ss) == (o, srv))
-        segs = list(segments(read_rows(client, db, o, srv, features, scope.end)))
+        since = replay_start(client, db, o, srv, features, scope.start)
+        segs = list(segments(read_rows(client, db, o, srv, features, scope.end, since)))
         for f in features:
             (peak, _), (charged, at), rule = measured[(o, srv, f)]
             instant, held = holders_at_peak([s for s in segs if s.feature == f], at) if charged else (at, [])

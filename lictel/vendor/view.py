@@ -35,10 +35,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 from clickhouse_connect.driver.client import Client
 
 from lictel.errors import ConfigError
-from lictel.holdings import read_rows, segments
+from lictel.holdings import read_rows, replay_start, segments
 from lictel.identity import SQL_DEVICE, SQL_USER, normalize_device
 from lictel.timeutil import US, from_us, to_us, zone
 from lictel.ud import UD, WINDOW_DAYS, Uses, license_model, slide
@@ -148,9 +149,18 @@ def vendor_view(client: Client, db: str, models: dict[str, str], org: str | None
         if value:
             cond.append(f"{name} = {{{name}:String}}")
             params[name] = value
+    # A day's window starts at most 14 h before its UTC date and ends less than 3 days after it
+    # (a boundary late in the day, in a zone behind UTC).
+    if first:
+        cond.append("minute >= toDateTime({lo:Int64}, 'UTC')")
+        params["lo"] = to_us(dt.datetime.combine(first - dt.timedelta(days=1), dt.time(), dt.UTC)) // US
+    if last:
+        cond.append("minute < toDateTime({hi:Int64}, 'UTC')")
+        params["hi"] = to_us(dt.datetime.combine(last + dt.timedelta(days=3), dt.time(), dt.UTC)) // US
+    # The extent of each key: a replaced row keeps its key and minute, so no FINAL is needed.
     result = client.query(
         f"SELECT org, server, feature, toUnixTimestamp(min(minute)), toUnixTimestamp(max(minute)) "
-        f"FROM {db}.usage_minute FINAL WHERE {' AND '.join(cond)} GROUP BY org, server, feature "
+        f"FROM {db}.usage_minute WHERE {' AND '.join(cond)} GROUP BY org, server, feature "
         f"ORDER BY org, server, feature", parameters=params)
     servers: dict[tuple[str, str], list[Any]] = {}
     for o, s, f, lo, hi in result.result_rows:
@@ -201,14 +211,13 @@ def server_view(client: Client, db: str, org: str, server: str, features: list[s
 
 @dataclass
 class MinutePeaks:
-    """A server's minute rows with something held, in time order: feature, minute start (µs), peak
-    in licenses charged and in checkouts, and the rule the row was charged under."""
+    """A server's minute rows with something held, in time order: the feature (an index into
+    ``names``), the minute start (µs) and the peak in licenses charged."""
 
-    features: list[str]
+    names: list[str]
+    code: np.ndarray
     minute: np.ndarray
     charged: np.ndarray
-    peak: np.ndarray
-    rules: list[str]
 
     def window_of(self, wins: list[Window]) -> np.ndarray:
         """The index of the window that holds each minute (windows are contiguous and in order)."""
@@ -216,30 +225,29 @@ class MinutePeaks:
 
     def window_max(self, wins: list[Window]) -> dict[tuple[str, int], int]:
         """The largest charged peak per (feature, window index), for minutes inside the windows."""
-        if not self.features:
+        if not len(self.minute):
             return {}
-        names, code = np.unique(np.asarray(self.features, dtype=object), return_inverse=True)
         k = self.window_of(wins)
         inside = (k >= 0) & (k < len(wins))
-        flat = np.zeros(len(names) * len(wins), dtype=np.int64)
-        np.maximum.at(flat, code[inside] * len(wins) + k[inside], self.charged[inside])
         n = len(wins)
-        return {(str(names[i // n]), i % n): int(flat[i]) for i in np.flatnonzero(flat).tolist()}
+        flat = np.zeros(len(self.names) * n, dtype=np.int64)
+        np.maximum.at(flat, self.code[inside] * n + k[inside], self.charged[inside])
+        return {(self.names[i // n], i % n): int(flat[i]) for i in np.flatnonzero(flat).tolist()}
 
 
 def minute_peaks(client: Client, db: str, org: str, server: str, features: list[str], start: int,
                  end: int) -> MinutePeaks:
     table = client.query_arrow(
-        f"SELECT feature, toInt64(toUnixTimestamp(minute)) AS m, charged_peak, peak, dup_group "
+        f"SELECT feature, toInt64(toUnixTimestamp(minute)) AS m, charged_peak "
         f"FROM {db}.usage_minute FINAL WHERE level = 'pool' AND source = 'license' AND org = {{org:String}} "
         f"AND server = {{server:String}} AND feature IN {{features:Array(String)}} AND peak > 0 "
         f"AND minute >= toDateTime({{a:Int64}}, 'UTC') AND minute < toDateTime({{b:Int64}}, 'UTC') ORDER BY m",
         parameters={"org": org, "server": server, "features": features, "a": start // US, "b": -(-end // US)})
-    return MinutePeaks([str(x) for x in table.column("feature").to_pylist()],
+    coded = pc.dictionary_encode(table.column("feature").combine_chunks())
+    return MinutePeaks([str(x) for x in coded.dictionary.to_pylist()],
+                       coded.indices.to_numpy().astype(np.int64),
                        table.column("m").to_numpy().astype(np.int64) * US,
-                       table.column("charged_peak").to_numpy().astype(np.int64),
-                       table.column("peak").to_numpy().astype(np.int64),
-                       [str(x) for x in table.column("dup_group").to_pylist()])
+                       table.column("charged_peak").to_numpy().astype(np.int64))
 
 
 def window_day_sql(boundary: Boundary, col: str = "minute") -> str:
@@ -272,7 +280,8 @@ def _devices(client: Client, db: str, org: str, server: str, features: list[str]
     """The devices holding each concurrent feature at some instant of each window."""
     seen: dict[tuple[str, int], dict[str, str]] = defaultdict(dict)
     n = len(wins)
-    for seg in segments(read_rows(client, db, org, server, features, wins[-1].end)):
+    since = replay_start(client, db, org, server, features, wins[0].start)
+    for seg in segments(read_rows(client, db, org, server, features, wins[-1].end, since)):
         if not seg.host:
             continue
         end = seg.end if seg.end is not None else wins[-1].end

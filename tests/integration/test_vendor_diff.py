@@ -89,3 +89,21 @@ def test_servers_are_matched_by_name_without_case_or_domain() -> None:
     assert match_server("lic02.corp.example", ours) == "LIC02"
     assert match_server("LIC03", ours) == "lic03.corp.example"
     assert match_server("lic04.corp.example", ours) is None
+
+
+def test_a_rule_found_over_checkouts_held_since_before_the_compared_days(client: Any) -> None:
+    """lic02: dan's two checkouts on pc9 open on 2026-02-27 and close on 2026-03-03, so the replay
+    that recharges 2026-03-02 must start days before it (NONE charges 2, UH 1); a third
+    checkout opened and closed on 2026-02-25 (nothing held between) needs no replay."""
+    spec = [("2026-02-25T09:00", "OUT", "eve"), ("2026-02-25T10:00", "IN", "eve"),
+            ("2026-02-27T20:00", "OUT", "dan"), ("2026-02-27T20:05", "OUT", "dan"),
+            ("2026-03-03T02:00", "IN", "dan"), ("2026-03-03T02:00", "IN", "dan")]
+    events = [Event(f"lic02:log:{i}", parse_ts(f"{ts}:00Z"), "acme", "lic02", "CITRIX", "F", a, u, "pc9", None, 1,
+                    None, "lic02:log", i) for i, (ts, a, u) in enumerate(spec)]
+    client.insert(f"{DB}.raw_events", [[getattr(e, col) for col in RAW_COLUMNS] for e in events],
+                  column_names=RAW_COLUMNS)
+    write_minute_rows(client, DB, compute_rows(events), version=1)
+    got = vendor_diff(client, DB, "acme", [Sample("acme", "v.csv", 2, CSV, "lic02", "F", "", D2,
+                                                  count_used_max=1)], {})
+    assert [(r[4], r[5], r[6]) for r in got.rows] == [("count_used_max", 1, 2)]
+    assert "charged under DUP_GROUP=UH our peak is 1" in got.rows[0][8]
