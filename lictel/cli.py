@@ -884,7 +884,7 @@ def _print_summary(settings: Settings, org: str | None = None) -> None:
     out.print(f"data: {settings.clickhouse_url or settings.warehouse_dir} (database "
               f"{settings.clickhouse_database}: usage_minute, raw_events, dead_letters)")
     lictel_cmd, python_cmd = _commands()
-    out.print(f"reports: {lictel_cmd} report sizing|overuse|denials|dormant|heatmap|forecast|ud|compliance "
+    out.print(f"reports: {lictel_cmd} report sizing|overuse|denials|dormant|heatmap|forecast|ud|compliance|vendor-view "
               f"--data-dir {settings.data_dir} (docs/reports.md)")
     out.print(f"query it: {lictel_cmd} export usage --data-dir {settings.data_dir} --level estate "
               "--granularity hour --format csv")
