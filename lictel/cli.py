@@ -11,6 +11,7 @@
     lictel report ud            user/device licenses over 90-day windows (users, vendor rule, optimum)
     lictel report usage|sizing|overuse|denials|dormant|heatmap|forecast|chargeback|compliance
     lictel report vendor-view|vendor-diff|reconcile-vendor, lictel ids, lictel vendor   (lictel.cli_vendor)
+    lictel serve                the HTTP API: JSON and CSV under /api/v1, OpenAPI at /docs   (lictel.cli_serve)
     lictel config               every setting, its variable and default
 """
 
@@ -37,7 +38,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from lictel import cli_vendor
+from lictel import cli_serve, cli_vendor
 from lictel.cli_common import (
     DataDir,
     FeatureOpt,
@@ -78,6 +79,7 @@ app.add_typer(report_app, name="report")
 app.add_typer(ent_app, name="entitlements")
 app.add_typer(cli_vendor.ids_app, name="ids")
 app.add_typer(cli_vendor.vendor_app, name="vendor")
+app.command("serve")(cli_serve.serve)
 report_app.command("vendor-view")(cli_vendor.report_vendor_view)
 report_app.command("vendor-diff")(cli_vendor.report_vendor_diff)
 report_app.command("reconcile-vendor")(cli_vendor.report_reconcile_vendor)
@@ -580,18 +582,22 @@ def export_usage(
                                                "under the features' DUP_GROUP rules) for peak, low, avg and "
                                                "license_seconds.")] = "checkouts",
     tz: TzOpt = "UTC",
+    server: Annotated[str | None, typer.Option(help="Only this license server (or broker site).")] = None,
+    start: From = None,
+    end: To = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
     force: Force = False,
 ) -> None:
     """Print usage rows: org,server,feature,minute,peak,low,avg,license_seconds,checkouts,..."""
-    from lictel.export import to_csv, to_json, usage_rows
+    from lictel.export import bounds_s, to_csv, to_json, usage_rows
     from lictel.warehouse import open_warehouse
 
     if fmt not in ("csv", "json"):
         raise LictelError(f"--format must be csv or json, not {fmt!r}")
+    scope = _scope(org, feature, start, end, tz)
     settings = settings_for(data_dir)
     rows = usage_rows(open_warehouse(settings), settings.clickhouse_database, level, granularity, org, feature,
-                      source=source, measure=measure, tz=tz)
+                      *bounds_s(scope.start, scope.end), source=source, measure=measure, tz=tz, server=server)
     text = to_csv(rows) if fmt == "csv" else to_json(rows)
     if output:
         write_file(output, text, force)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lictel import dupgroup
@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     group_heartbeat_s: float | None = Field(None, gt=0, description="Consumer-group heartbeat interval, under a third of the session timeout; unset = 1 on the embedded broker, 3 on Kafka.")
     group_static: bool | None = Field(None, description="Static membership: --worker-id/--sink-id become the group instance id, so a restart within the session timeout moves no partition; unset = on with Kafka, off on the embedded broker.")
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this port (0 = any free port); unset = off.")
+    api_tokens: SecretStr = Field(SecretStr(""), description="Bearer tokens `lictel serve` accepts, comma-separated (each compared in constant time); none = serve refuses to start unless --no-auth.")
 
     @field_validator("kafka_bootstrap", "clickhouse_url", "schema_registry_url", mode="before")
     @classmethod

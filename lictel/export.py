@@ -50,23 +50,30 @@ _SIX = Decimal("0.000001")
 def usage_rows(client: Client, db: str, level: str, granularity: str,
                org: str | None = None, feature: str | None = None,
                start_s: int | None = None, end_s: int | None = None,
-               source: str = "license", measure: str = "checkouts", tz: str = "UTC") -> list[dict[str, Any]]:
+               source: str = "license", measure: str = "checkouts", tz: str = "UTC",
+               server: str | None = None) -> list[dict[str, Any]]:
     """Rows of ``level`` at ``granularity`` (periods of zone ``tz``, printed in its local time) of one
     series (``license``: what license servers logged;
     ``sessions``: what session exports imply, ``server`` being the broker site), sorted by org,
     server, feature, period. ``measure``: ``checkouts`` or ``charged`` (licenses charged under the
-    DUP_GROUP rules) for peak, low, avg and license_seconds; the event counters are the same."""
-    sql, params = rollup_query(db, level, granularity, org, feature, start_s, end_s, source, measure, tz)
+    DUP_GROUP rules) for peak, low, avg and license_seconds; the event counters are the same.
+    ``server`` keeps one server's rows (pool level)."""
+    sql, params = rollup_query(db, level, granularity, org, feature, start_s, end_s, source, measure, tz, server)
     result = client.query(f"{sql} ORDER BY org, server, feature, start", parameters=params)
     return [export_row(o, server, feat, int(p) * US, int(peak), int(low), int(lic_us), int(secs),
                        int(co), int(ci), int(fr), int(de), int(qu), int(orph), tz)
             for (o, server, feat, p, peak, low, lic_us, secs, co, ci, fr, de, qu, orph) in result.result_rows]
 
 
+def bounds_s(start_us: int | None, end_us: int | None) -> tuple[int | None, int | None]:
+    """``[start, end)`` in µs as the whole seconds :func:`usage_rows` takes (the end rounded up)."""
+    return (None if start_us is None else start_us // US, None if end_us is None else -(-end_us // US))
+
+
 def rollup_query(db: str, level: str, granularity: str, org: str | None = None, feature: str | None = None,
                  start_s: int | None = None, end_s: int | None = None,
                  source: str = "license", measure: str = "checkouts",
-                 tz: str = "UTC") -> tuple[str, dict[str, Any]]:
+                 tz: str = "UTC", server: str | None = None) -> tuple[str, dict[str, Any]]:
     """The one rollup of minute rows (the rules in this module's docstring), unsorted, with its
     parameters. Columns: org, server, feature, start (period start, Unix seconds), top (peak), bottom
     (low), lic (license-µs), secs (seconds in the period), checkouts .. orphans; top, bottom and
@@ -92,6 +99,9 @@ def rollup_query(db: str, level: str, granularity: str, org: str | None = None, 
     if feature:
         where.append("feature = {feature:String}")
         params["feature"] = feature
+    if server:
+        where.append("server = {server:String}")
+        params["server"] = server
     if start_s is not None:
         where.append("minute >= toDateTime({start:Int64}, 'UTC')")
         params["start"] = start_s
