@@ -7,10 +7,26 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA ?= lictel-data
 PYTEST_ARGS ?=
+# The chart library the pages use, pinned in web/package-lock.json and served by lictel itself.
+ECHARTS := lictel/web/static/vendor/echarts.min.js
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test test-long lint typecheck bench clean venv
+.PHONY: run test test-long lint typecheck bench clean venv web browser
 
-venv: $(STAMP)
+venv: $(STAMP) $(ECHARTS)
+
+## make web: the browser assets from the npm registry (integrity-checked by npm ci)
+web: $(ECHARTS)
+
+$(ECHARTS): web/package.json web/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed for the dashboard's chart library (Debian: apt-get install npm)"; exit 1; }
+	npm ci --prefix web --ignore-scripts --no-audit --no-fund --loglevel=error
+	mkdir -p $(dir $(ECHARTS))
+	cp web/node_modules/echarts/dist/echarts.min.js web/node_modules/echarts/LICENSE $(dir $(ECHARTS))
+
+## make browser: Debian's Chromium for the page tests (installed when missing and running as root)
+browser:
+	@test -x $(CHROMIUM) || { test "$$(id -u)" = 0 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null; } || { echo "the page tests need Chromium at $(CHROMIUM) (Debian: apt-get install chromium)"; exit 1; }
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,15 +36,15 @@ $(STAMP): requirements.lock pyproject.toml
 	@touch $(STAMP)
 
 ## make run: the embedded stack on a simulated estate (or: make run ARGS="--jsonl FILE")
-run: $(STAMP)
+run: $(STAMP) $(ECHARTS)
 	$(BIN)/lictel run --data-dir $(DATA) $(ARGS)
 
 ## make test: lint, then the whole suite (unit + integration against real Tansu and chDB)
-test: $(STAMP) lint typecheck
+test: $(STAMP) $(ECHARTS) browser lint typecheck
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 ## make test-long: the long-running tests (crash, scale)
-test-long: $(STAMP)
+test-long: $(STAMP) $(ECHARTS) browser
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 lint: $(STAMP)

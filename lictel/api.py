@@ -37,6 +37,7 @@ from lictel.reports import peak_summary
 from lictel.timeutil import MINUTE_US, iso_in, iso_s, local_midnight_us, parse_ts, zone
 from lictel.ud import parse_models, ud_report
 from lictel.vendor.view import DETAIL_COLUMNS, Boundary, vendor_view
+from lictel.web import COOKIE, add_pages
 
 _CATALOG_TTL_S = 5.0
 
@@ -80,20 +81,31 @@ class Warehouse:
                                          f"/api/v1/features lists what is")
 
 
-def create_app(warehouse: Warehouse, tokens: list[str]) -> FastAPI:
-    """The application; ``tokens`` empty means no authentication (the caller checked that it may)."""
+def create_app(warehouse: Warehouse, tokens: list[str], pages: bool = True) -> FastAPI:
+    """The application; ``tokens`` empty means no authentication (the caller checked that it may);
+    ``pages``: the web pages too (lictel.web), not only the API."""
     app = FastAPI(title="lictel", version=__version__, description="License usage measured by its owner: "
                   "minute usage, peaks, holders, denials, user/device licenses, the vendor's view.")
     secrets = [t.encode() for t in tokens]
 
-    def authorised(request: Request) -> None:
-        if not secrets:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    def check_token(given: str) -> bool:
         ok = False
         for s in secrets:  # every token is compared, so the time does not tell which one matched
-            ok |= hmac.compare_digest(given.strip().encode(), s)
-        if scheme.lower() != "bearer" or not ok:
+            ok |= hmac.compare_digest(given.encode(), s)
+        return ok
+
+    def token_ok(request: Request) -> bool:
+        """A valid bearer token in the header, or (for pages and their scripts) the prompt's cookie."""
+        if not secrets:
+            return True
+        header = request.headers.get("authorization")
+        if header is not None:
+            scheme, _, given = header.partition(" ")
+            return scheme.lower() == "bearer" and check_token(given.strip())
+        return check_token(request.cookies.get(COOKIE, ""))
+
+    def authorised(request: Request) -> None:
+        if not token_ok(request):
             raise HTTPException(401, "a valid token is required: send 'Authorization: Bearer TOKEN' with a token "
                                      "of LICTEL_API_TOKENS", headers={"WWW-Authenticate": "Bearer"})
 
@@ -218,15 +230,22 @@ def create_app(warehouse: Warehouse, tokens: list[str]) -> FastAPI:
 
     @app.get("/api/v1/ud", dependencies=auth, summary="User/device licenses over 90-day windows")
     def ud(org: str | None = None, feature: str | None = None, day: dt.date | None = None,
-           fmt: Fmt = "json") -> Response:
+           explain: bool = False, fmt: Fmt = "json") -> Response:
         """As ``lictel report ud``: per organisation, _UD feature and day, the licenses the 90 days
-        ending that day need: distinct users, the vendor's rule, and the optimum."""
+        ending that day need: distinct users, the vendor's rule, and the optimum. ``explain`` (with
+        ``day``): who holds them, under the vendor's rule and in the optimum."""
         wh.check(org, None, feature)
-        rows = wh.run(lambda c, db: ud_report(c, db, wh.models, org, feature, day))
-        return _answer(Report("User/device licenses needed over the 90 days ending each day",
-                              ["org", "feature", "day", "users_90d", "vendor_rule", "optimal"],
-                              [[r.org, r.feature, r.day.isoformat(), r.users_90d, r.vendor_rule, r.optimal]
-                               for r in rows]), fmt)
+        if explain and day is None:
+            raise HTTPException(422, "explain needs a day")
+        rows = wh.run(lambda c, db: ud_report(c, db, wh.models, org, feature, day, explain))
+        cols = ["org", "feature", "day", "users_90d", "vendor_rule", "optimal"]
+        if explain:
+            cols += ["vendor_devices", "vendor_users", "optimal_devices", "optimal_users"]
+        return _answer(Report("User/device licenses needed over the 90 days ending each day", cols, [
+            [r.org, r.feature, r.day.isoformat(), r.users_90d, r.vendor_rule, r.optimal]
+            + (([" ".join(r.vendor.devices), " ".join(r.vendor.users), " ".join(r.cover.devices),
+                 " ".join(r.cover.users)] if r.vendor and r.cover else ["", "", "", ""]) if explain else [])
+            for r in rows]), fmt)
 
     @app.get("/api/v1/vendor-view", dependencies=auth, summary="What the compliance upload will report")
     def vendor(org: str | None = None, server: str | None = None, feature: str | None = None,
@@ -245,6 +264,8 @@ def create_app(warehouse: Warehouse, tokens: list[str]) -> FastAPI:
         return _answer(Report(f"The vendor's view (windows from {boundary.label()})", DETAIL_COLUMNS,
                               [r.values(DETAIL_COLUMNS) for r in rows]), fmt)
 
+    if pages:
+        add_pages(app, wh, token_ok, check_token, bool(secrets))
     return app
 
 

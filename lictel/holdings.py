@@ -123,8 +123,18 @@ def replay_start(client: Client, db: str, org: str, server: str, features: Itera
     held in the minute before it. A replay that starts later than the history misses OUTs, never
     INs, so per identity it holds at most what the history holds (an IN closes what it finds): where
     the history holds nothing, the replay holds nothing, and from there the two are the same. The
-    run is looked for 2 days back, then 16, 128 and 1024."""
+    run is looked for 2 days back, then 16, 128 and 1024.
+
+    A minute without a row held nothing only up to the server's last stored minute: past it the
+    stream has not made minutes final yet, and what was held at the end of the rows may be held
+    still, so the run is looked for from there."""
+    (known_end, stored), = client.query(
+        f"SELECT toInt64(toUnixTimestamp(max(minute))) + 60, count() > 0 FROM {db}.usage_minute WHERE level = 'pool' "
+        f"AND source = 'license' AND org = {{org:String}} AND server = {{server:String}}",
+        parameters={"org": org, "server": server}).result_rows
     first = at_us - at_us % _MINUTE
+    if stored:
+        first = min(first, int(known_end) * 1_000_000)
     pending = sorted(set(features))
     since = first
     span = 2 * 1440 * _MINUTE
