@@ -46,10 +46,10 @@ class Warehouse:
     """The one client of this process, used by one request at a time, and what is stored (orgs,
     servers, features), re-read at most every few seconds so new data shows without a restart."""
 
-    def __init__(self, client: Client, settings: Settings) -> None:
+    def __init__(self, client: Client, settings: Settings, lock: threading.Lock | None = None) -> None:
         self.client, self.db = client, settings.clickhouse_database
         self.models = parse_models(settings.license_models)
-        self.lock = threading.Lock()
+        self.lock = lock or threading.Lock()
         self._catalog: tuple[float, set[str], set[str], set[str]] | None = None
 
     def run(self, fn: Callable[[Client, str], Any]) -> Any:

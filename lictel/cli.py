@@ -246,11 +246,25 @@ def run(
 
 
 @app.command()
-def up(data_dir: DataDir = None, workers: Workers = 1) -> None:
-    """Run the embedded stack (broker, stream workers, sink) until Ctrl-C."""
+def up(
+    data_dir: DataDir = None, workers: Workers = 1,
+    serve_port: Annotated[int | None, typer.Option(
+        "--serve-port", min=1, max=65535, envvar="LICTEL_SERVE_PORT",
+        help="Serve the dashboard and API on live data on this port (tokens: LICTEL_API_TOKENS).")] = None,
+    serve_host: Annotated[str, typer.Option("--serve-host", envvar="LICTEL_SERVE_HOST",
+                                            help="Address the dashboard and API listen on.")] = "127.0.0.1",
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve without tokens (loopback only).")] = False,
+) -> None:
+    """Run the embedded stack (broker, stream workers, sink) until Ctrl-C; with --serve-port, the
+    dashboard and API on the data as it becomes final."""
+    from lictel.cli_serve import api_tokens
     from lictel.pipeline import Stack
 
     settings = settings_for(data_dir)
+    if serve_port:
+        api_tokens(settings, serve_host, no_auth)  # refuse before anything starts
+        settings = settings.model_copy(update={"serve_port": serve_port, "serve_host": serve_host,
+                                               "serve_no_auth": no_auth})
     stop = False
 
     def on_signal(*_: object) -> None:
@@ -263,6 +277,8 @@ def up(data_dir: DataDir = None, workers: Workers = 1) -> None:
         console.print(f"[bold]lictel up[/]: broker {stack.bootstrap}, {workers} stream worker(s), "
                       f"sink -> {settings.clickhouse_url or settings.warehouse_dir}")
         console.print(f"  send events with: LICTEL_DATA_DIR={settings.data_dir} lictel produce jsonl FILE")
+        if serve_port:
+            console.print(f"  dashboard and API on http://{esc(serve_host)}:{serve_port} (live)")
         console.print(f"  logs in {stack.logs}; Ctrl-C stops everything")
         while not stop:
             stack.check()
@@ -525,6 +541,7 @@ def sink(
 ) -> None:
     """Run the ClickHouse sink until stopped (SIGTERM/SIGINT flush and exit)."""
     from lictel.broker import resolve_bootstrap
+    from lictel.warehouse import migrate
     from sinks.clickhouse import ClickHouseSink
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -540,7 +557,23 @@ def sink(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, s.stop.set)
-        await s.run()
+        web: asyncio.Task[None] | None = None
+        if settings.serve_port:
+            # The sink owns the embedded warehouse: it serves the dashboard and API on live data.
+            from lictel.cli_serve import api_server
+
+            with s.lock:
+                migrate(s.client, settings)
+            server = api_server(s.client, settings, s.lock)
+            web = asyncio.create_task(server.serve())
+            logging.getLogger("lictel.sink").info("serving the dashboard and API on http://%s:%d",
+                                                  settings.serve_host, settings.serve_port)
+        try:
+            await s.run()
+        finally:
+            if web is not None:
+                server.should_exit = True
+                await web
         logging.getLogger("lictel.sink").info("sink stopped: %s", s.stats)
 
     asyncio.run(go())

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
-import logging
+import threading
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
+import uvicorn
+from clickhouse_connect.driver.client import Client
 
 from lictel.cli_common import DataDir, console, esc, settings_for
+from lictel.config import Settings
 from lictel.errors import ConfigError
 
 
@@ -34,22 +39,8 @@ def tokens_of(text: str) -> list[str]:
     return tokens
 
 
-def serve(
-    data_dir: DataDir = None,
-    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8787,
-    no_auth: Annotated[bool, typer.Option("--no-auth", help="Answer without a token (only on a loopback "
-                                                            "address).")] = False,
-) -> None:
-    """Serve the stored figures over HTTP: JSON and CSV under /api/v1, OpenAPI at /docs.
-
-    Every /api route needs 'Authorization: Bearer TOKEN' with a token of LICTEL_API_TOKENS."""
-    import uvicorn
-
-    from lictel.api import Warehouse, create_app
-    from lictel.warehouse import open_warehouse
-
-    settings = settings_for(data_dir)
+def api_tokens(settings: Settings, host: str, no_auth: bool) -> list[str]:
+    """The tokens to require, after the checks: none only with ``no_auth`` on a loopback address."""
     tokens = tokens_of(settings.api_tokens.get_secret_value())
     if no_auth and not loopback(host):
         raise ConfigError(f"--no-auth answers anyone who can reach {host}: it is allowed on a loopback address only "
@@ -57,16 +48,53 @@ def serve(
     if not tokens and not no_auth:
         raise ConfigError("no API tokens: set LICTEL_API_TOKENS (comma-separated, at least 16 characters each), or "
                           "give --no-auth to serve this machine only")
-    if no_auth:
-        tokens = []
+    return [] if no_auth else tokens
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server inside a process that handles its own signals (the sink)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def api_server(client: Client, settings: Settings, lock: threading.Lock | None = None) -> uvicorn.Server:
+    """The dashboard and API over ``client`` on ``settings.serve_host:serve_port``, for the process that
+    owns the warehouse: run ``serve()`` as a task, set ``should_exit`` to stop it."""
+    from lictel.api import Warehouse, create_app
+
+    assert settings.serve_port is not None
+    tokens = api_tokens(settings, settings.serve_host, settings.serve_no_auth)
+    app = create_app(Warehouse(client, settings, lock), tokens)
+    return _Server(uvicorn.Config(app, host=settings.serve_host, port=settings.serve_port, log_level="warning",
+                                  access_log=False))
+
+
+def serve(
+    data_dir: DataDir = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8787,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Answer without a token (only on a loopback "
+                                                            "address).")] = False,
+) -> None:
+    """Serve the dashboard and the stored figures over HTTP: pages at /, JSON and CSV under /api/v1,
+    OpenAPI at /docs.
+
+    Every /api route needs 'Authorization: Bearer TOKEN' with a token of LICTEL_API_TOKENS. While
+    `lictel up` runs on this data dir, it serves instead: `lictel up --serve-port 8787`."""
+    from lictel.api import Warehouse, create_app
+    from lictel.warehouse import open_warehouse
+
+    settings = settings_for(data_dir)
+    tokens = api_tokens(settings, host, no_auth)
     client = open_warehouse(settings)
     app = create_app(Warehouse(client, settings), tokens)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
     where = settings.clickhouse_url or f"chDB at {settings.warehouse_dir}"
     auth = "no authentication (loopback only)" if no_auth else f"{len(tokens)} token(s)"
-    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-    console.print(f"lictel API on {esc(host)}:{port} over {esc(where)}, {auth}; OpenAPI at /docs; Ctrl-C stops it")
+    console.print(f"lictel on http://{esc(host)}:{port} over {esc(where)}, {auth}; API under /api/v1, OpenAPI at "
+                  "/docs; Ctrl-C stops it")
     try:
         server.run()
     finally:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import SecretStr
 
 from lictel.broker import EmbeddedBroker, ensure_topics
 from lictel.config import Settings
@@ -47,6 +48,8 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     # LICTEL_LOGLEVEL is not a setting but the workers' log level: it reaches them too.
     env = {k: v for k, v in os.environ.items() if not k.startswith("LICTEL_") or k == "LICTEL_LOGLEVEL"}
     for name, value in settings.model_dump().items():
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         if value is not None:
             env[f"LICTEL_{name.upper()}"] = str(value)
     env.update(extra)

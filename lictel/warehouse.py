@@ -37,8 +37,9 @@ def connect(settings: Settings) -> Client:
         return clickhouse_connect.get_client(dsn=f"chdb://{settings.warehouse_dir.resolve()}")
     except Exception as exc:
         where = settings.clickhouse_url or f"chDB at {settings.warehouse_dir}"
-        hint = (" (is a sink or `lictel up` running on this data dir? chDB allows one process; "
-                "stop it or query through ClickHouse)") if not settings.clickhouse_url else ""
+        hint = (" (is a sink or `lictel up` running on this data dir? chDB allows one process: stop it, "
+                "look through the dashboard and API it serves with `lictel up --serve-port 8787`, or query "
+                "through ClickHouse)") if not settings.clickhouse_url else ""
         raise WarehouseError(f"cannot open ClickHouse ({where}): {exc}{hint}") from exc
 
 

@@ -31,6 +31,7 @@ import asyncio
 import gc
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,6 +164,9 @@ class ClickHouseSink:
         self._poll_records = max(10, settings.sink_batch_rows // 50)
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        # Held around every use of the client: the API served from this process (lictel up
+        # --serve-port) reads through the same client, one statement at a time.
+        self.lock = threading.Lock()
 
     def counters(self) -> dict[str, float]:
         st = self.stats
@@ -175,7 +179,8 @@ class ClickHouseSink:
         return out
 
     async def run(self) -> None:
-        migrate(self.client, self.settings)
+        with self.lock:
+            migrate(self.client, self.settings)
         # What is loaded by now lives as long as the process: keep it out of every collection, so
         # that _release only looks at what the buffers made.
         gc.collect()
@@ -339,16 +344,20 @@ class ClickHouseSink:
             committed = await self._consumer.committed(tp)
             if committed is not None and committed >= 0:
                 offsets[f"{tp.topic}|{tp.partition}"] = committed
-        rows = await asyncio.to_thread(lambda: self.client.query(
-            f"SELECT stream, partition, toUnixTimestamp64Micro(max(final_upto)) FROM {self.db}.pipeline_progress "
-            f"GROUP BY stream, partition").result_rows)
+        def read() -> Any:
+            with self.lock:
+                return self.client.query(f"SELECT stream, partition, toUnixTimestamp64Micro(max(final_upto)) "
+                                         f"FROM {self.db}.pipeline_progress GROUP BY stream, partition").result_rows
+
+        rows = await asyncio.to_thread(read)
         final = {partition_name(stream, int(p)): int(f) for stream, p, f in rows}
         await self._producer.send_and_wait(self.settings.topic("progress"), json.dumps(
             {"final_upto": final, "offsets": offsets, "stored": {}}).encode())
 
     def _insert(self, table: str, columns: dict[str, list[Any]], token: str) -> None:
-        self.client.insert(table, list(columns.values()), column_names=list(columns), column_oriented=True,
-                           settings={"insert_deduplication_token": token})
+        with self.lock:
+            self.client.insert(table, list(columns.values()), column_names=list(columns), column_oriented=True,
+                               settings={"insert_deduplication_token": token})
         self.stats.inserts += 1
 
 
