@@ -27,6 +27,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from lictel import __version__
+from lictel.alerts import history
 from lictel.analysis import Report, Scope, denials, entitled_on, entitlements, forecast, overuse, sizing
 from lictel.config import Settings
 from lictel.errors import LictelError
@@ -246,6 +247,11 @@ def create_app(warehouse: Warehouse, tokens: list[str], pages: bool = True) -> F
             + (([" ".join(r.vendor.devices), " ".join(r.vendor.users), " ".join(r.cover.devices),
                  " ".join(r.cover.users)] if r.vendor and r.cover else ["", "", "", ""]) if explain else [])
             for r in rows]), fmt)
+
+    @app.get("/api/v1/alerts", dependencies=auth, summary="Alerts that fired and resolved")
+    def alerts(limit: Annotated[int, Query(ge=1, le=10_000)] = 100, fmt: Fmt = "json") -> Response:
+        """The newest alert transitions (firing, resolved) with their delivery: delivered, attempts, error."""
+        return _answer(wh.run(lambda c, db: history(c, db, limit)), fmt)
 
     @app.get("/api/v1/vendor-view", dependencies=auth, summary="What the compliance upload will report")
     def vendor(org: str | None = None, server: str | None = None, feature: str | None = None,

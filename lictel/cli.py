@@ -11,6 +11,7 @@
     lictel report ud            user/device licenses over 90-day windows (users, vendor rule, optimum)
     lictel report usage|sizing|overuse|denials|dormant|heatmap|forecast|chargeback|compliance
     lictel report vendor-view|vendor-diff|reconcile-vendor, lictel ids, lictel vendor   (lictel.cli_vendor)
+    lictel alerts check|test|list   alert rules, a test delivery, what fired   (lictel.cli_alerts)
     lictel serve                the HTTP API: JSON and CSV under /api/v1, OpenAPI at /docs   (lictel.cli_serve)
     lictel config               every setting, its variable and default
 """
@@ -38,7 +39,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from lictel import cli_serve, cli_vendor
+from lictel import cli_alerts, cli_serve, cli_vendor
 from lictel.cli_common import (
     DataDir,
     FeatureOpt,
@@ -80,6 +81,7 @@ app.add_typer(ent_app, name="entitlements")
 app.add_typer(cli_vendor.ids_app, name="ids")
 app.add_typer(cli_vendor.vendor_app, name="vendor")
 app.command("serve")(cli_serve.serve)
+app.add_typer(cli_alerts.alerts_app, name="alerts")
 report_app.command("vendor-view")(cli_vendor.report_vendor_view)
 report_app.command("vendor-diff")(cli_vendor.report_vendor_diff)
 report_app.command("reconcile-vendor")(cli_vendor.report_reconcile_vendor)
@@ -254,6 +256,9 @@ def up(
     serve_host: Annotated[str, typer.Option("--serve-host", envvar="LICTEL_SERVE_HOST",
                                             help="Address the dashboard and API listen on.")] = "127.0.0.1",
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve without tokens (loopback only).")] = False,
+    alerts: Annotated[Path | None, typer.Option("--alerts", envvar="LICTEL_ALERTS_FILE", exists=True, dir_okay=False,
+                                                help="Alert rules (TOML, docs/alerts.md), evaluated on final "
+                                                     "minutes as they are stored.")] = None,
 ) -> None:
     """Run the embedded stack (broker, stream workers, sink) until Ctrl-C; with --serve-port, the
     dashboard and API on the data as it becomes final."""
@@ -261,6 +266,11 @@ def up(
     from lictel.pipeline import Stack
 
     settings = settings_for(data_dir)
+    if alerts:
+        from lictel.alerts import load
+
+        load(alerts)  # refuse a wrong rules file before anything starts
+        settings = settings.model_copy(update={"alerts_file": alerts.resolve()})
     if serve_port:
         api_tokens(settings, serve_host, no_auth)  # refuse before anything starts
         settings = settings.model_copy(update={"serve_port": serve_port, "serve_host": serve_host,
@@ -279,6 +289,8 @@ def up(
         console.print(f"  send events with: LICTEL_DATA_DIR={settings.data_dir} lictel produce jsonl FILE")
         if serve_port:
             console.print(f"  dashboard and API on http://{esc(serve_host)}:{serve_port} (live)")
+        if alerts:
+            console.print(f"  alerts: the rules of {esc(alerts)}")
         console.print(f"  logs in {stack.logs}; Ctrl-C stops everything")
         while not stop:
             stack.check()

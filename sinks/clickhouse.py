@@ -41,6 +41,8 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from clickhouse_connect.driver.client import Client
 
 from lictel import limits
+from lictel.alerts import Runner
+from lictel.alerts import load as load_rules
 from lictel.config import Settings, group_options
 from lictel.engine import MinuteRow
 from lictel.errors import BrokerError, SchemaError
@@ -167,6 +169,9 @@ class ClickHouseSink:
         # Held around every use of the client: the API served from this process (lictel up
         # --serve-port) reads through the same client, one statement at a time.
         self.lock = threading.Lock()
+        self.alerts: Runner | None = None
+        if settings.alerts_file is not None:
+            self.alerts = Runner(load_rules(settings.alerts_file), self.client, self.db, self.lock)
 
     def counters(self) -> dict[str, float]:
         st = self.stats
@@ -197,8 +202,12 @@ class ClickHouseSink:
             await self._producer.start()
         except Exception as exc:
             raise BrokerError(f"sink cannot reach Kafka at {self.bootstrap}: {exc}") from exc
+        if self.alerts is not None:
+            await self.alerts.start()
         try:
             while not self.stop.is_set():
+                if self.alerts is not None:
+                    await self.alerts.tick()
                 batches = await self._consumer.getmany(timeout_ms=100, max_records=self._poll_records)
                 for tp, messages in batches.items():
                     for msg in messages:
@@ -209,6 +218,8 @@ class ClickHouseSink:
                         and time.monotonic() - buf.first_at >= self.settings.sink_flush_s):
                     await self.flush()
             await self.flush(wait=True)
+            if self.alerts is not None:
+                await self.alerts.close()
         finally:
             log.info("sink stopping: %d inserts, %.2f s freeing insert data", self.stats.inserts, self.stats.gc_s)
             await self._consumer.stop()
@@ -300,6 +311,8 @@ class ClickHouseSink:
             progress_cols: dict[str, list[Any]] = {"partition": [p for _, p in keys], "stream": [s for s, _ in keys],
                              "final_upto": [buf.final[k] for k in keys], "updated_at": [now] * len(keys)}
             await asyncio.to_thread(self._insert, f"{db}.pipeline_progress", progress_cols, buf.token("progress"))
+        if self.alerts is not None:
+            await self.alerts.stored(buf.usage, buf.raw)
         self.stats.raw_events += buf.n_raw
         self.stats.usage_rows += buf.n_usage
         self.stats.dead_letters += buf.n_dead
