@@ -565,7 +565,7 @@ def sink(
 
         s = ClickHouseSink(settings, bootstrap, group_instance_id=settings.group_instance("sink", sink_id))
         metrics.serve("sink", s.counters, settings.metrics_port, settings.data_dir,
-                      gauges=frozenset({"final_upto_seconds"}))
+                      gauges=frozenset({"final_upto_seconds"}), host=settings.metrics_host, extra=s.live)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, s.stop.set)

@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     group_heartbeat_s: float | None = Field(None, gt=0, description="Consumer-group heartbeat interval, under a third of the session timeout; unset = 1 on the embedded broker, 3 on Kafka.")
     group_static: bool | None = Field(None, description="Static membership: --worker-id/--sink-id become the group instance id, so a restart within the session timeout moves no partition; unset = on with Kafka, off on the embedded broker.")
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this port (0 = any free port); unset = off.")
+    metrics_host: str = Field("127.0.0.1", description="The address the Prometheus metrics listen on (0.0.0.0: every interface, for a Prometheus on another machine).")
     alerts_file: Path | None = Field(None, description="A rules file (TOML, docs/alerts.md): the sink evaluates the rules on final minutes as it stores them and delivers alerts by webhook; unset = no alerts.")
     serve_port: int | None = Field(None, ge=1, le=65535, description="lictel up: the sink, which owns the warehouse, also serves the dashboard and API on this port (live data); unset = off.")
     serve_host: str = Field("127.0.0.1", description="The address the dashboard and API of lictel up listen on.")

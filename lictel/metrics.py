@@ -2,7 +2,8 @@
 
 A component hands over a function that returns its current counters; they are exposed as
 ``lictel_<component>_<name>_total`` when ``LICTEL_METRICS_PORT`` is set (0 picks a free port, whose
-number is written to ``<data_dir>/metrics-<component>.port``).
+number is written to ``<data_dir>/metrics-<component>.port``), on ``LICTEL_METRICS_HOST``. The sink
+adds the live gauges of :mod:`lictel.live`.
 """
 
 from __future__ import annotations
@@ -32,12 +33,16 @@ class _Counters(Collector):
 
 
 def serve(component: str, read: Callable[[], Mapping[str, float]], port: int | None, data_dir: Path,
-          gauges: frozenset[str] = frozenset()) -> int | None:
-    """Register the counters and, if ``port`` is not None, serve them; return the port."""
+          gauges: frozenset[str] = frozenset(), host: str = "127.0.0.1",
+          extra: Collector | None = None) -> int | None:
+    """Register the counters (and ``extra``) and, if ``port`` is not None, serve them on ``host``;
+    return the port."""
     REGISTRY.register(_Counters(component, read, gauges))
+    if extra is not None:
+        REGISTRY.register(extra)
     if port is None:
         return None
-    server, _ = start_http_server(port, addr="127.0.0.1")
+    server, _ = start_http_server(port, addr=host)
     actual = int(server.server_port)
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / f"metrics-{component}.port").write_text(str(actual))

@@ -47,6 +47,7 @@ from lictel.config import Settings, group_options
 from lictel.engine import MinuteRow
 from lictel.errors import BrokerError, SchemaError
 from lictel.events import HEARTBEAT
+from lictel.live import LiveGauges
 from lictel.partitioning import partition_name
 from lictel.serde import Serde, with_charged
 from lictel.timeutil import US
@@ -170,6 +171,9 @@ class ClickHouseSink:
         # --serve-port) reads through the same client, one statement at a time.
         self.lock = threading.Lock()
         self.alerts: Runner | None = None
+        self.live = LiveGauges(lambda: min(self.stats.final_upto.values()) if self.stats.final_upto else None)
+        self._gauges_at = -1e18
+        self._ents_at = -1e18
         if settings.alerts_file is not None:
             self.alerts = Runner(load_rules(settings.alerts_file), self.client, self.db, self.lock)
 
@@ -208,6 +212,7 @@ class ClickHouseSink:
             while not self.stop.is_set():
                 if self.alerts is not None:
                     await self.alerts.tick()
+                await self._gauges()
                 batches = await self._consumer.getmany(timeout_ms=100, max_records=self._poll_records)
                 for tp, messages in batches.items():
                     for msg in messages:
@@ -311,6 +316,7 @@ class ClickHouseSink:
             progress_cols: dict[str, list[Any]] = {"partition": [p for _, p in keys], "stream": [s for s, _ in keys],
                              "final_upto": [buf.final[k] for k in keys], "updated_at": [now] * len(keys)}
             await asyncio.to_thread(self._insert, f"{db}.pipeline_progress", progress_cols, buf.token("progress"))
+        self.live.stored(buf.usage)
         if self.alerts is not None:
             await self.alerts.stored(buf.usage, buf.raw)
         self.stats.raw_events += buf.n_raw
@@ -330,6 +336,28 @@ class ClickHouseSink:
         t = time.perf_counter()
         _release()
         self.stats.gc_s += time.perf_counter() - t
+
+    async def _gauges(self) -> None:
+        """Every few seconds: the consumer lag per topic; every five minutes: the counts entitled."""
+        now = time.monotonic()
+        if now - self._gauges_at < 5.0 or self._consumer is None:
+            return
+        self._gauges_at = now
+        lag: dict[str, int] = {}
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is not None:
+                lag[tp.topic] = lag.get(tp.topic, 0) + max(0, high - await self._consumer.position(tp))
+        self.live.lag = lag
+        if now - self._ents_at >= 300.0:
+            self._ents_at = now
+
+            def read() -> Any:
+                with self.lock:
+                    return self.client.query(f"SELECT org, server, feature, count, start, expiry FROM "
+                                             f"{self.db}.entitlements FINAL WHERE uncounted = 0").result_rows
+
+            self.live.set_entitlements(await asyncio.to_thread(read))
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit the offsets of partitions this sink still owns. Rows read from a partition that

@@ -125,7 +125,8 @@ def make_app(settings: Settings, bootstrap: str, instance_id: str | None = None)
     state.value_serializer = "raw"  # type: ignore[attr-defined]
     io = _FaustIO(app, settings, bootstrap, state, outputs)
     worker = PartitionWorker(settings, io)
-    metrics.serve("stream", lambda: worker.counters, settings.metrics_port, settings.data_dir)
+    metrics.serve("stream", lambda: worker.counters, settings.metrics_port, settings.data_dir,
+                  host=settings.metrics_host)
     inputs = {settings.topic("events"): "events", settings.topic("sessions"): "sessions"}
 
     def keys(tps: Iterable[TP]) -> list[Key]:

@@ -4,11 +4,13 @@ local webhook receiver started here (which refuses its first request, so a retry
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -87,7 +89,8 @@ def test_alerts_fire_and_resolve_once_each(lictel: Lictel, tmp_path: Path, recei
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     up = subprocess.Popen([sys.executable, "-m", "lictel.cli", "up", "--alerts", str(rules), "--serve-port",
-                           str(port)], env={**lictel.env, "LICTEL_API_TOKENS": TOKEN}, stdout=subprocess.PIPE,
+                           str(port)], env={**lictel.env, "LICTEL_API_TOKENS": TOKEN, "LICTEL_METRICS_PORT": "0"},
+                          stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
     try:
         _wait("the API", lambda: _get(base, "/healthz", None)[0] == 200, up)
@@ -105,10 +108,41 @@ def test_alerts_fire_and_resolve_once_each(lictel: Lictel, tmp_path: Path, recei
         assert sorted((r["rule"], r["state"], r["delivered"]) for r in history) == [
             ("busy", "firing", True), ("busy", "resolved", True), ("overdraft", "firing", True),
             ("overdraft", "resolved", True)]
+        _scrape_matches_the_grafana_dashboard(lictel.data_dir)
     finally:
         up.send_signal(signal.SIGTERM)
         out = up.communicate(timeout=60)[0]
     assert up.returncode == 0, out
+
+
+def _scrape_matches_the_grafana_dashboard(data: Path) -> None:
+    """The sink's Prometheus endpoint has the live gauges, and every metric the Grafana dashboard in
+    the repo queries."""
+    port = int((data / "metrics-sink.port").read_text())
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            return str(r.read().decode())
+
+    text = _wait_for(lambda: (lambda t: t if "lictel_feature_entitled{" in t else None)(scrape()))
+    assert 'lictel_feature_entitled{feature="F",org="acme",server=""} 10.0' in text
+    # The input ended with everything returned: nothing is in use now.
+    assert 'lictel_feature_in_use{feature="F",org="acme",server="lic01"} 0.0' in text
+    assert 'lictel_sink_consumer_lag{topic=' in text and "lictel_final_minute_age_seconds " in text
+    dashboard = (Path(__file__).resolve().parents[2] / "docs" / "grafana" / "lictel.json").read_text()
+    used = set(re.findall(r"lictel_[a-z_]+", " ".join(t["expr"] for p in json.loads(dashboard)["panels"]
+                                                       for t in p["targets"])))
+    assert used and all(f"\n{m}{{" in text or f"\n{m} " in text for m in used), used
+
+
+def _wait_for(check: Any, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.5)
+    raise AssertionError("timed out")
 
 
 def test_a_wrong_rules_file_stops_up_before_it_starts(lictel: Lictel, tmp_path: Path) -> None:
