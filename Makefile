@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/flexnet_parse.py
 	$(BIN)/python bench/reports.py
+	$(BIN)/python bench/api.py
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .ruff_cache .mypy_cache

@@ -48,7 +48,7 @@ class Warehouse:
     servers, features), re-read at most every few seconds so new data shows without a restart."""
 
     def __init__(self, client: Client, settings: Settings, lock: threading.Lock | None = None) -> None:
-        self.client, self.db = client, settings.clickhouse_database
+        self.client, self.db, self.settings = client, settings.clickhouse_database, settings
         self.models = parse_models(settings.license_models)
         self.lock = lock or threading.Lock()
         self._catalog: tuple[float, set[str], set[str], set[str]] | None = None

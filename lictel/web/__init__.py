@@ -105,6 +105,15 @@ def add_pages(app: FastAPI, wh: Any, token_ok: Callable[[Request], bool], check_
         return page("ud", request, org=org, feature=feature, data=script_json({"series": series}),
                     days=len(series))
 
+    @app.get("/vendor", include_in_schema=False)
+    def vendor_page(request: Request, org: str | None = None, days: int = 30) -> Response:
+        if (r := gate(request)) is not None:
+            return r
+        who = org or wh.settings.org
+        wh.check(who)
+        return page("vendor", request, org=who, **wh.run(lambda c, db: vendor_summary(c, db, who, wh.models,
+                                                                                        max(1, min(days, 400)))))
+
     @app.get("/data", include_in_schema=False)
     def data_page(request: Request) -> Response:
         if (r := gate(request)) is not None:
@@ -236,6 +245,38 @@ def _forecast(client: Client, db: str, scope: Scope, horizon: int = 90) -> dict[
     slope = 30 * fit.slope
     return {"note": f"trend {slope:+.1f} licenses per 30 days; band: 95 % of the past days' deviation from the fit "
                     f"(±{spread:.1f})", "points": points}
+
+
+# --------------------------------------------------------------------------- the vendor's view
+
+
+def vendor_summary(client: Client, db: str, org: str, models: dict[str, str], days: int) -> dict[str, Any]:
+    """Per server and feature, the largest daily figures the compliance upload will carry over the
+    last ``days`` days of data; and the vendor's imported figures against ours, when there are any."""
+    from lictel.vendor.diff import vendor_diff
+    from lictel.vendor.files import stored
+    from lictel.vendor.view import vendor_view
+
+    (last,), = client.query(f"SELECT toUnixTimestamp(max(minute)) FROM {db}.usage_minute WHERE org = {{org:String}} "
+                            f"AND level = 'pool' AND source = 'license'", parameters={"org": org}).result_rows
+    if not last:
+        return {"rows": [], "diff": None, "period": ""}
+    last_day = dt.datetime.fromtimestamp(int(last), dt.UTC).date()
+    first_day = last_day - dt.timedelta(days=days - 1)
+    best: dict[tuple[str, str], list[Any]] = {}
+    for r in vendor_view(client, db, models, org, None, None, first_day, last_day):
+        cell = best.setdefault((r.server, r.feature), [r.model, 0, "", 0, 0, r.installed])
+        if r.count_used_max > cell[1]:
+            cell[1], cell[2] = r.count_used_max, r.day.isoformat()
+        cell[3] = max(cell[3], r.ccu_devices)
+        cell[4] = max(cell[4], r.ud_licensees)
+        cell[5] = max(cell[5], r.installed)
+    rows = [[srv, f, *cell] for (srv, f), cell in sorted(best.items())]
+    samples = stored(client, db, org)
+    diff = vendor_diff(client, db, org, samples, models) if samples else None
+    return {"rows": rows, "period": f"{first_day} to {last_day} (UTC days)",
+            "diff": None if diff is None else {"notes": diff.notes, "columns": diff.columns, "rows": diff.rows[:500],
+                                               "more": max(0, len(diff.rows) - 500)}}
 
 
 # --------------------------------------------------------------------------- the data

@@ -240,3 +240,20 @@ def test_an_empty_data_dir_says_so(browser: Any, tmp_path: Path) -> None:
         pg.close()
     finally:
         s.stop()
+
+
+def test_vendor_view_page(page: Any, server: Server) -> None:
+    page.goto(server.base + "/vendor")
+    rows = page.locator("#vendor tbody tr")
+    days = server.api("/api/v1/vendor-view?org=acme")["rows"]
+    last = max(r["day"] for r in days)
+    first = (dt.date.fromisoformat(last) - dt.timedelta(days=29)).isoformat()
+    want: dict[tuple[str, str], int] = {}
+    for r in days:
+        if r["day"] >= first:
+            key = (r["server"], r["feature"])
+            want[key] = max(want.get(key, 0), r["count_used_max"])
+    got = {(c[0], c[1]): int(c[3]) for c in (rows.nth(k).locator("td").all_inner_texts() for k in range(rows.count()))}
+    assert got == want and len(got) == 2 * 3
+    assert page.locator("text=No vendor figures imported").count() == 1
+    _shot(page, "vendor")
