@@ -937,6 +937,8 @@ def _print_summary(settings: Settings, org: str | None = None) -> None:
     lictel_cmd, python_cmd = _commands()
     out.print(f"reports: {lictel_cmd} report sizing|overuse|denials|dormant|heatmap|forecast|ud|compliance|vendor-view "
               f"--data-dir {settings.data_dir} (docs/reports.md)")
+    out.print(f"see it: {lictel_cmd} serve --no-auth --data-dir {settings.data_dir}, then open http://127.0.0.1:8787 "
+              "(docs/api.md)")
     out.print(f"query it: {lictel_cmd} export usage --data-dir {settings.data_dir} --level estate "
               "--granularity hour --format csv")
     out.print(f"      or: {python_cmd} -c \"import chdb; print(chdb.query('SELECT * FROM "
