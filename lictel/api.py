@@ -40,12 +40,12 @@ from lictel.ud import parse_models, ud_report
 from lictel.vendor.view import DETAIL_COLUMNS, Boundary, vendor_view
 from lictel.web import COOKIE, add_pages
 
-_CATALOG_TTL_S = 5.0
+_CATALOG_TTL_S = 300.0
 
 
 class Warehouse:
     """The one client of this process, used by one request at a time, and what is stored (orgs,
-    servers, features), re-read at most every few seconds so new data shows without a restart."""
+    servers, features), re-read every few minutes and whenever a request names something it lacks."""
 
     def __init__(self, client: Client, settings: Settings, lock: threading.Lock | None = None) -> None:
         self.client, self.db, self.settings = client, settings.clickhouse_database, settings
@@ -60,9 +60,9 @@ class Warehouse:
             except LictelError as exc:
                 raise HTTPException(422, str(exc)) from None
 
-    def catalog(self) -> tuple[set[str], set[str], set[str]]:
+    def catalog(self, fresh: bool = False) -> tuple[set[str], set[str], set[str]]:
         now = time.monotonic()
-        if self._catalog is None or now - self._catalog[0] > _CATALOG_TTL_S:
+        if fresh or self._catalog is None or now - self._catalog[0] > _CATALOG_TTL_S:
             with self.lock:
                 rows = self.client.query(
                     f"SELECT DISTINCT org, server, feature FROM {self.db}.usage_minute WHERE level = 'pool' "
@@ -72,8 +72,11 @@ class Warehouse:
         return self._catalog[1:]
 
     def check(self, org: str | None = None, server: str | None = None, feature: str | None = None) -> None:
-        """404 for a filter that names nothing stored."""
+        """404 for a filter that names nothing stored (looked up again before saying so: new data
+        shows at once)."""
         orgs, servers, features = self.catalog()
+        if (org and org not in orgs) or (server and server not in servers) or (feature and feature not in features):
+            orgs, servers, features = self.catalog(fresh=True)
         for what, value, known in (("organisation", org, orgs), ("server", server, servers),
                                    ("feature", feature, features)):
             if value and value not in known:
