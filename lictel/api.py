@@ -19,12 +19,14 @@ import hmac
 import io
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from clickhouse_connect.driver.client import Client
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from lictel import __version__
 from lictel.alerts import history
@@ -41,6 +43,9 @@ from lictel.vendor.view import DETAIL_COLUMNS, Boundary, vendor_view
 from lictel.web import COOKIE, add_pages
 
 _CATALOG_TTL_S = 300.0
+_CACHED = ("/api/v1/", "/feature", "/ud", "/vendor", "/data")
+_CACHE_ENTRIES = 256
+_CACHE_MAX_BYTES = 16 << 20
 
 
 class Warehouse:
@@ -59,6 +64,15 @@ class Warehouse:
                 return fn(self.client, self.db)
             except LictelError as exc:
                 raise HTTPException(422, str(exc)) from None
+
+    def version(self) -> tuple[Any, ...]:
+        """What changes whenever stored data may have: the active parts of lictel's tables (any
+        insert, merge or deletion makes new ones), and the UTC day (answers speak of "today")."""
+        with self.lock:
+            row = self.client.query(
+                "SELECT max(modification_time), count(), groupBitXor(cityHash64(table, name)) FROM system.parts "
+                "WHERE database = {db:String} AND active", parameters={"db": self.db}).result_rows[0]
+        return (*row, dt.datetime.now(dt.UTC).date())
 
     def catalog(self, fresh: bool = False) -> tuple[set[str], set[str], set[str]]:
         now = time.monotonic()
@@ -115,6 +129,29 @@ def create_app(warehouse: Warehouse, tokens: list[str], pages: bool = True) -> F
 
     wh = warehouse
     auth = [Depends(authorised)]
+    cache: OrderedDict[str, tuple[tuple[Any, ...], bytes, dict[str, str]]] = OrderedDict()
+
+    @app.middleware("http")
+    async def answers_until_the_data_changes(request: Request, call_next: Any) -> Response:
+        """A repeated question is answered from memory while the stored data is unchanged (checked
+        on every request: a few milliseconds); only for a caller the route itself would admit."""
+        path = request.url.path
+        if request.method != "GET" or not (path == "/" or path.startswith(_CACHED)) or not token_ok(request):
+            return cast(Response, await call_next(request))
+        version = await run_in_threadpool(wh.version)
+        key = f"{path}?{request.url.query}"
+        hit = cache.get(key)
+        if hit is not None and hit[0] == version:
+            cache.move_to_end(key)
+            return Response(hit[1], headers=hit[2] | {"x-lictel-cache": "hit"})
+        resp = cast(StreamingResponse, await call_next(request))
+        body = b"".join([chunk async for chunk in resp.body_iterator])  # type: ignore[misc]
+        headers = {k: v for k, v in resp.headers.items() if k.lower() != "content-length"}
+        if resp.status_code == 200 and len(body) <= _CACHE_MAX_BYTES:
+            cache[key] = (version, body, headers)
+            while len(cache) > _CACHE_ENTRIES or sum(len(v[1]) for v in cache.values()) > 8 * _CACHE_MAX_BYTES:
+                cache.popitem(last=False)
+        return Response(body, status_code=resp.status_code, headers=headers)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -250,3 +250,13 @@ def test_serve_refuses_to_start_open_to_others(data: Path, tmp_path: Path) -> No
     assert proc.returncode == 2 and "shorter than 16 characters" in proc.stdout + proc.stderr
     proc = _cli(tmp_path / "nothing-here", "serve", "--no-auth", "--port", str(free_port()))
     assert proc.returncode == 2 and "no lictel data in" in proc.stdout + proc.stderr
+
+
+def test_a_repeated_question_is_answered_from_memory_but_never_without_a_token(api: Api) -> None:
+    path = "/api/v1/usage?level=pool&granularity=hour&feature=F"
+    code, first_headers, first = api.get(path)
+    code2, headers, again = api.get(path)
+    assert code == code2 == 200 and again == first
+    assert headers.get("x-lictel-cache") == "hit" and headers["content-type"] == first_headers["content-type"]
+    assert api.get(path, token=None)[0] == 401
+    assert api.get(path, token="wrong-token-of-the-same-size!")[0] == 401
