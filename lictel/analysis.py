@@ -481,39 +481,50 @@ def _oversized(client: Client, db: str, scope: Scope, models: dict[str, str], ra
 
 
 def _phantoms(client: Client, db: str, scope: Scope, held_hours: float) -> list[list[Any]]:
-    where, params = scope.where("o.ts", seconds=False, table="o.")
-    result = client.query(
-        f"SELECT o.org, o.server, o.feature, o.user, o.host, toUnixTimestamp64Micro(o.ts), "
-        f"toUnixTimestamp64Micro(i.ts), toUnixTimestamp64Micro(r.ts), (SELECT toUnixTimestamp64Micro(max(ts)) "
-        f"FROM {db}.raw_events) FROM "
-        f"(SELECT * FROM {db}.raw_events FINAL WHERE action = 'OUT') AS o "
-        f"ASOF LEFT JOIN (SELECT org, server, vendor, feature, user, host, handle, ts FROM {db}.raw_events FINAL "
-        f"WHERE action = 'IN') AS i ON o.org = i.org AND o.server = i.server AND o.vendor = i.vendor "
-        f"AND o.feature = i.feature AND o.user = i.user AND o.host = i.host "
-        f"AND ifNull(o.handle, '') = ifNull(i.handle, '') AND i.ts >= o.ts "
-        f"ASOF LEFT JOIN (SELECT org, server, vendor, ts FROM {db}.raw_events FINAL WHERE action = 'RESTART') AS r "
-        f"ON o.org = r.org AND o.server = r.server AND o.vendor = r.vendor AND r.ts >= o.ts "
-        f"WHERE {where}", parameters=params, settings={"join_use_nulls": 0})
+    """Checkouts begun in the scope that no check-in ended, held ``held_hours`` or more: from the
+    holding segments of :mod:`lictel.holdings` (the engine's rules: an IN closes the identity's
+    oldest open checkout, a restart closes them all), so a check-in is never counted twice."""
+    from lictel.holdings import read_rows, replay_start, segments
+
+    where, params = scope.where("ts", seconds=False)
+    servers = client.query(
+        f"SELECT org, server, toUnixTimestamp64Micro(max(ts)) FROM {db}.raw_events WHERE vendor != 'SESSIONS' "
+        f"AND {where} GROUP BY org, server ORDER BY org, server", parameters=params).result_rows
     limit = int(held_hours * 3600 * US)
     # (org, feature, who, server, how it ended) -> [checkouts, first checkout, longest held]
     groups: dict[tuple[str, str, str, str, str], list[int]] = {}
-    for o, server, f, user, host, out_ts, in_ts, restart_ts, newest in result.result_rows:
-        checked_in = in_ts is not None and in_ts > 0 and not (restart_ts and 0 < restart_ts < in_ts)
-        if checked_in:
-            continue  # a long job that ended with a check-in is use, not a phantom
-        forced = restart_ts is not None and restart_ts > 0
-        held = (restart_ts if forced else newest) - out_ts
-        if held < limit:
-            continue
-        how = "released only by a daemon restart" if forced else "never checked in (still held at the end of the data)"
-        g = groups.setdefault((o, f, f"{user}@{host}", server, how), [0, out_ts, 0])
-        g[0] += 1
-        g[1] = min(g[1], out_ts)
-        g[2] = max(g[2], held)
+    for o, server, _ in servers:
+        (newest,), = client.query(f"SELECT toUnixTimestamp64Micro(max(ts)) FROM {db}.raw_events WHERE "
+                                  f"org = {{org:String}} AND server = {{server:String}}",
+                                  parameters={"org": o, "server": server}).result_rows
+        features = [scope.feature] if scope.feature else None
+        since = None if scope.start is None else replay_start(client, db, o, server, features or _pool_features(
+            client, db, o, server), scope.start)
+        # Every later event counts (a checkout of the scope may be returned after it).
+        for seg in segments(read_rows(client, db, o, server, features, None, since)):
+            if seg.ended_by == "IN" or (scope.start is not None and seg.start < scope.start) or (
+                    scope.end is not None and seg.start >= scope.end):
+                continue  # ended with a check-in: use, however long; or begun outside the scope
+            forced = seg.ended_by == "RESTART"
+            held = (seg.end if forced and seg.end is not None else int(newest)) - seg.start
+            if held < limit:
+                continue
+            how = ("released only by a daemon restart" if forced
+                   else "never checked in (still held at the end of the data)")
+            g = groups.setdefault((o, seg.feature, f"{seg.user}@{seg.host}", server, how), [0, seg.start, 0])
+            g[0] += 1
+            g[1] = min(g[1], seg.start)
+            g[2] = max(g[2], held)
     rows = [["phantom", o, f, who, f"server {server}; {how}", iso_in(first, scope.tz), round(longest / DAY_US, 2), n]
             for (o, f, who, server, how), (n, first, longest) in groups.items()]
     rows.sort(key=lambda r: (r[1], r[2], r[5], r[3]))
     return rows
+
+
+def _pool_features(client: Client, db: str, org: str, server: str) -> list[str]:
+    return [str(f) for (f,) in client.query(
+        f"SELECT DISTINCT feature FROM {db}.usage_minute WHERE level = 'pool' AND org = {{org:String}} "
+        f"AND server = {{server:String}}", parameters={"org": org, "server": server}).result_rows]
 
 
 # --------------------------------------------------------------------------- heatmap

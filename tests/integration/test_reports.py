@@ -393,3 +393,24 @@ def test_denials_by_user_and_host_put_the_most_denied_first(warehouse: tuple[Set
         rep = denials(client, DB, Scope("acme"), by=by)
         assert [(r[2], r[3]) for r in rep.rows] == list(zip(names, [3, 2, 1], strict=True)), by
     assert denials(client, DB, Scope("acme"), by="feature").parts[0].rows == []  # no UNSUPPORTED requests
+
+
+def test_a_phantom_is_judged_by_the_engine_s_rules(warehouse: tuple[Settings, object]) -> None:
+    """ivy@pc9 checks out twice and in once: the check-in closes the older checkout (the engine's
+    rule), so the newer one is held until the daemon restarts at 20:00, a phantom: one check-in
+    never counts for two. zed's checkout ends at the restart too; the check-in after it is an orphan."""
+    _, c = warehouse
+    spec = [("2026-03-02T08:00", "OUT", "ivy", "pc9"), ("2026-03-02T08:30", "OUT", "ivy", "pc9"),
+            ("2026-03-02T09:00", "IN", "ivy", "pc9"), ("2026-03-02T06:00", "OUT", "zed", "pc8"),
+            ("2026-03-02T20:00", "RESTART", "", ""), ("2026-03-02T20:05", "IN", "zed", "pc8"),
+            ("2026-03-02T23:00", "OUT", "amy", "pc1"), ("2026-03-02T23:30", "IN", "amy", "pc1")]
+    events = [Event(f"lic01:p:{i}", parse_ts(f"{ts}:00Z"), "acme", "lic01", "V", "" if a == "RESTART" else "F", a, u,
+                    h, None, 1, None, "lic01:p", i) for i, (ts, a, u, h) in enumerate(spec)]
+    c.insert(f"{DB}.raw_events", [[getattr(e, col) for col in RAW_COLUMNS] for e in events],  # type: ignore[attr-defined]
+             column_names=RAW_COLUMNS)
+    write_minute_rows(c, DB, compute_rows(events), version=1)  # type: ignore[arg-type]
+    rows = [r for r in dormant(c, DB, Scope("acme"), {}, held_hours=10).rows if r[0] == "phantom"]  # type: ignore[arg-type]
+    assert [(r[3], r[4], r[5], r[6]) for r in rows] == [
+        ("zed@pc8", "server lic01; released only by a daemon restart", "2026-03-02T06:00:00Z", round(14 / 24, 2)),
+        ("ivy@pc9", "server lic01; released only by a daemon restart", "2026-03-02T08:30:00Z",
+         round(11.5 / 24, 2))]
