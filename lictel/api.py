@@ -136,7 +136,8 @@ def create_app(warehouse: Warehouse, tokens: list[str], pages: bool = True) -> F
         """A repeated question is answered from memory while the stored data is unchanged (checked
         on every request: a few milliseconds); only for a caller the route itself would admit."""
         path = request.url.path
-        if request.method != "GET" or not (path == "/" or path.startswith(_CACHED)) or not token_ok(request):
+        if (not wh.settings.api_cache or request.method != "GET" or not (path == "/" or path.startswith(_CACHED))
+                or not token_ok(request)):
             return cast(Response, await call_next(request))
         version = await run_in_threadpool(wh.version)
         key = f"{path}?{request.url.query}"

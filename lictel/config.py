@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     serve_port: int | None = Field(None, ge=1, le=65535, description="lictel up: the sink, which owns the warehouse, also serves the dashboard and API on this port (live data); unset = off.")
     serve_host: str = Field("127.0.0.1", description="The address the dashboard and API of lictel up listen on.")
     serve_no_auth: bool = Field(False, description="lictel up: serve without tokens (loopback addresses only).")
+    api_cache: bool = Field(True, description="lictel serve: answer a repeated question from memory while the stored data is unchanged.")
     api_tokens: SecretStr = Field(SecretStr(""), description="Bearer tokens `lictel serve` accepts, comma-separated (each compared in constant time); none = serve refuses to start unless --no-auth.")
 
     @field_validator("kafka_bootstrap", "clickhouse_url", "schema_registry_url", mode="before")
