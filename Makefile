@@ -10,6 +10,7 @@ PYTEST_ARGS ?=
 # The chart library the pages use, pinned in web/package-lock.json and served by lictel itself.
 ECHARTS := lictel/web/static/vendor/echarts.min.js
 CHROMIUM ?= /usr/bin/chromium
+APT_CHROMIUM = DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null
 
 .PHONY: run test test-long lint typecheck bench clean venv web browser
 
@@ -26,7 +27,8 @@ $(ECHARTS): web/package.json web/package-lock.json
 
 ## make browser: Debian's Chromium for the page tests (installed when missing and running as root)
 browser:
-	@test -x $(CHROMIUM) || { test "$$(id -u)" = 0 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null; } || { echo "the page tests need Chromium at $(CHROMIUM) (Debian: apt-get install chromium)"; exit 1; }
+	@test -x $(CHROMIUM) || { test "$$(id -u)" = 0 && { $(APT_CHROMIUM) || { apt-get update -q >/dev/null && $(APT_CHROMIUM); }; }; } || { echo "the page tests need Chromium at $(CHROMIUM) (Debian: apt-get install chromium)"; exit 1; }
+	@test -x $(CHROMIUM) || { echo "Chromium was installed but is not at $(CHROMIUM): set CHROMIUM=... and LICTEL_CHROMIUM=..."; exit 1; }
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
