@@ -36,7 +36,7 @@ from lictel.errors import LictelError
 from lictel.export import COLUMNS as USAGE_COLUMNS
 from lictel.export import bounds_s, to_csv, usage_rows
 from lictel.holders import distinct_per_day, holders_at, license_hours
-from lictel.reports import peak_summary
+from lictel.reports import IN_ORDER, peak_summary
 from lictel.timeutil import MINUTE_US, iso_in, iso_s, local_midnight_us, parse_ts, zone
 from lictel.ud import parse_models, ud_report
 from lictel.vendor.view import DETAIL_COLUMNS, Boundary, vendor_view
@@ -78,9 +78,10 @@ class Warehouse:
         now = time.monotonic()
         if fresh or self._catalog is None or now - self._catalog[0] > _CATALOG_TTL_S:
             with self.lock:
-                rows = self.client.query(
-                    f"SELECT DISTINCT org, server, feature FROM {self.db}.usage_minute WHERE level = 'pool' "
-                    f"UNION DISTINCT SELECT DISTINCT org, '', feature FROM {self.db}.entitlements").result_rows
+                rows = list(self.client.query(
+                    f"SELECT org, server, feature FROM {self.db}.usage_minute WHERE level = 'pool' "
+                    f"GROUP BY org, feature, server", settings=IN_ORDER).result_rows)
+                rows += self.client.query(f"SELECT DISTINCT org, '', feature FROM {self.db}.entitlements").result_rows
             self._catalog = (now, {str(r[0]) for r in rows}, {str(r[1]) for r in rows if r[1]},
                              {str(r[2]) for r in rows})
         return self._catalog[1:]
@@ -169,8 +170,8 @@ def create_app(warehouse: Warehouse, tokens: list[str], pages: bool = True) -> F
             scope = Scope(org)
             where, params = scope.where()
             rows = c.query(f"SELECT org, server, feature, toUnixTimestamp(min(minute)), toUnixTimestamp(max(minute)) "
-                           f"FROM {db}.usage_minute WHERE level = 'pool' AND {where} GROUP BY org, server, feature "
-                           f"ORDER BY org, server, feature", parameters=params).result_rows
+                           f"FROM {db}.usage_minute WHERE level = 'pool' AND {where} GROUP BY org, feature, server "
+                           f"ORDER BY org, server, feature", parameters=params, settings=IN_ORDER).result_rows
             ents = entitlements(c, db, org)
             today = dt.datetime.now(dt.UTC).date()
             return Report("Stored features", ["org", "server", "feature", "first_minute", "last_minute", "entitled"],

@@ -14,6 +14,11 @@ from lictel.timeutil import US, iso_s
 PEAK_AND_FIRST = "max(bitShiftLeft(toUInt64(peak), 32) + (4294967295 - toUnixTimestamp(minute)))"
 #: The same over the licenses charged (DUP_GROUP): what reports that compare with entitlements use.
 CHARGED_PEAK_AND_FIRST = PEAK_AND_FIRST.replace("(peak)", "(charged_peak)")
+#: For a query that groups ``usage_minute`` rows (without FINAL) by a prefix of its sort key after
+#: ``level`` (``org, feature, server``): aggregate part by part in key order, ten times faster than
+#: hashing 52 million rows (measured on the benchmark year: 0.12 s against 1.3 s). With FINAL it is
+#: slower, so FINAL queries do without.
+IN_ORDER = {"optimize_aggregation_in_order": 1}
 #: The DUP_GROUP rule(s) a group of minute rows was charged under: one name, or several joined by '+'.
 RULES_USED = "arrayStringConcat(arraySort(groupUniqArray(dup_group)), '+')"
 

@@ -41,6 +41,7 @@ from clickhouse_connect.driver.client import Client
 from lictel.errors import ConfigError
 from lictel.holdings import read_rows, replay_start, segments
 from lictel.identity import SQL_DEVICE, SQL_USER, normalize_device
+from lictel.reports import IN_ORDER
 from lictel.timeutil import US, from_us, to_us, zone
 from lictel.ud import UD, WINDOW_DAYS, Uses, license_model, slide
 
@@ -160,8 +161,8 @@ def vendor_view(client: Client, db: str, models: dict[str, str], org: str | None
     # The extent of each key: a replaced row keeps its key and minute, so no FINAL is needed.
     result = client.query(
         f"SELECT org, server, feature, toUnixTimestamp(min(minute)), toUnixTimestamp(max(minute)) "
-        f"FROM {db}.usage_minute WHERE {' AND '.join(cond)} GROUP BY org, server, feature "
-        f"ORDER BY org, server, feature", parameters=params)
+        f"FROM {db}.usage_minute WHERE {' AND '.join(cond)} GROUP BY org, feature, server "
+        f"ORDER BY org, server, feature", parameters=params, settings=IN_ORDER)
     servers: dict[tuple[str, str], list[Any]] = {}
     for o, s, f, lo, hi in result.result_rows:
         ext = servers.setdefault((o, s), [set(), int(lo) * US, int(hi) * US])
