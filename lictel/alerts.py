@@ -322,16 +322,15 @@ def sample(rules: Rules) -> list[Transition]:
 
 class Runner:
     """The alerts of a sink: evaluation on what each insert stored, the clock every few seconds,
-    delivery one at a time in order (so a resolved message never overtakes its firing), history."""
+    delivery one at a time in order (so a resolved message never overtakes its firing), history.
+    The sink hands it the entitlements it reads (:meth:`set_entitlements`)."""
 
     TICK_S = 5.0
-    ENTITLEMENTS_S = 300.0
 
     def __init__(self, rules: Rules, client: Any, db: str, lock: Any) -> None:
         self.rules, self.client, self.db, self.lock = rules, client, db, lock
         self.evaluator = Evaluator(rules)
         self._ents: dict[tuple[str, str], list[Any]] = {}
-        self._ents_at = -1e18
         self._last_tick = -1e18
         self._queue: asyncio.Queue[Transition | None] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -346,22 +345,19 @@ class Runner:
             f"FROM {self.db}.alerts FINAL GROUP BY rule, subject"))
         names = {r.name for r in self.rules.rules}
         self.evaluator.open = {(r, s): int(since) for r, s, state, since in rows if state == "firing" and r in names}
-        await self._refresh(force=True)
         self._worker = asyncio.create_task(self._deliver_all())
         log.info("alerts: %d rule(s) from %s, %d episode(s) open", len(self.rules.rules), self.rules.path,
                  len(self.evaluator.open))
 
-    async def _refresh(self, force: bool = False) -> None:
-        if not force and time.monotonic() - self._ents_at < self.ENTITLEMENTS_S:
-            return
+    def set_entitlements(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """The entitlements ``(org, server, feature, count, start, expiry)`` the sink read (the counts
+        of every server of a feature are the organisation's)."""
         from lictel.analysis import Entitled as Ent
 
-        rows = await asyncio.to_thread(self._query, (
-            f"SELECT org, feature, count, start, expiry FROM {self.db}.entitlements FINAL WHERE uncounted = 0"))
         ents: dict[tuple[str, str], list[Any]] = {}
-        for o, f, n, start, expiry in rows:
+        for o, _, f, n, start, expiry in rows:
             ents.setdefault((str(o), str(f)), []).append(Ent(str(f), int(n), start, expiry))
-        self._ents, self._ents_at = ents, time.monotonic()
+        self._ents = ents
 
     def entitled(self, org: str, feature: str, day: dt.date) -> int:
         from lictel.analysis import entitled_on
@@ -375,7 +371,6 @@ class Runner:
         rows = [(o, f, m * US, c, d) for lv, src, o, f, m, c, d in zip(
             usage["level"], usage["source"], usage["org"], usage["feature"], usage["minute"], usage["charged_peak"],
             usage["denials"], strict=True) if lv == "estate" and src == "license"]
-        await self._refresh()
         for t in self.evaluator.minutes(rows, self.entitled):
             self._queue.put_nowait(t)
 
@@ -383,7 +378,6 @@ class Runner:
         if time.monotonic() - self._last_tick < self.TICK_S:
             return
         self._last_tick = time.monotonic()
-        await self._refresh()
         expiring = [(o, f, e.expiry, e.count) for (o, f), items in self._ents.items() for e in items]
         for t in self.evaluator.clock(_now(), expiring):
             self._queue.put_nowait(t)

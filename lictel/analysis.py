@@ -484,21 +484,19 @@ def _phantoms(client: Client, db: str, scope: Scope, held_hours: float) -> list[
     """Checkouts begun in the scope that no check-in ended, held ``held_hours`` or more: from the
     holding segments of :mod:`lictel.holdings` (the engine's rules: an IN closes the identity's
     oldest open checkout, a restart closes them all), so a check-in is never counted twice."""
-    from lictel.holdings import read_rows, replay_start, segments
+    from lictel.holdings import read_rows, replay_start, segments, server_features
 
     where, params = scope.where("ts", seconds=False)
+    # The servers with checkouts in the scope, each with its newest event of all.
     servers = client.query(
-        f"SELECT org, server, toUnixTimestamp64Micro(max(ts)) FROM {db}.raw_events WHERE vendor != 'SESSIONS' "
-        f"AND {where} GROUP BY org, server ORDER BY org, server", parameters=params).result_rows
+        f"SELECT org, server, toUnixTimestamp64Micro(max(ts)) FROM {db}.raw_events GROUP BY org, server "
+        f"HAVING countIf(vendor != 'SESSIONS' AND {where}) > 0 ORDER BY org, server", parameters=params).result_rows
     limit = int(held_hours * 3600 * US)
     # (org, feature, who, server, how it ended) -> [checkouts, first checkout, longest held]
     groups: dict[tuple[str, str, str, str, str], list[int]] = {}
-    for o, server, _ in servers:
-        (newest,), = client.query(f"SELECT toUnixTimestamp64Micro(max(ts)) FROM {db}.raw_events WHERE "
-                                  f"org = {{org:String}} AND server = {{server:String}}",
-                                  parameters={"org": o, "server": server}).result_rows
+    for o, server, newest in servers:
         features = [scope.feature] if scope.feature else None
-        since = None if scope.start is None else replay_start(client, db, o, server, features or _pool_features(
+        since = None if scope.start is None else replay_start(client, db, o, server, features or server_features(
             client, db, o, server), scope.start)
         # Every later event counts (a checkout of the scope may be returned after it).
         for seg in segments(read_rows(client, db, o, server, features, None, since)):
@@ -519,12 +517,6 @@ def _phantoms(client: Client, db: str, scope: Scope, held_hours: float) -> list[
             for (o, f, who, server, how), (n, first, longest) in groups.items()]
     rows.sort(key=lambda r: (r[1], r[2], r[5], r[3]))
     return rows
-
-
-def _pool_features(client: Client, db: str, org: str, server: str) -> list[str]:
-    return [str(f) for (f,) in client.query(
-        f"SELECT DISTINCT feature FROM {db}.usage_minute WHERE level = 'pool' AND org = {{org:String}} "
-        f"AND server = {{server:String}}", parameters={"org": org, "server": server}).result_rows]
 
 
 # --------------------------------------------------------------------------- heatmap

@@ -34,10 +34,10 @@ from lictel.analysis import Report, Scope, denials, entitled_on, entitlements, f
 from lictel.config import Settings
 from lictel.errors import LictelError
 from lictel.export import COLUMNS as USAGE_COLUMNS
-from lictel.export import bounds_s, to_csv, usage_rows
+from lictel.export import bounds_s, json_row, to_csv, usage_rows
 from lictel.holders import distinct_per_day, holders_at, license_hours
 from lictel.reports import IN_ORDER, peak_summary
-from lictel.timeutil import MINUTE_US, iso_in, iso_s, local_midnight_us, parse_ts, zone
+from lictel.timeutil import MINUTE_US, WHEN_HINT, iso_in, iso_s, local_date, local_midnight_us, parse_when, zone
 from lictel.ud import parse_models, ud_report
 from lictel.vendor.view import DETAIL_COLUMNS, Boundary, vendor_view
 from lictel.web import COOKIE, add_pages
@@ -197,7 +197,7 @@ def create_app(warehouse: Warehouse, tokens: list[str], pages: bool = True) -> F
                                                source=source, measure=measure, tz=tz, server=server))
         if fmt == "csv":
             return PlainTextResponse(to_csv(rows), media_type="text/csv; charset=utf-8")
-        return JSONResponse({"columns": USAGE_COLUMNS, "rows": [_json_row(r) for r in rows]})
+        return JSONResponse({"columns": USAGE_COLUMNS, "rows": [json_row(r) for r in rows]})
 
     @app.get("/api/v1/peak", dependencies=auth, summary="Peaks per feature and server")
     def peak(org: str | None = None, fmt: Fmt = "json") -> Response:
@@ -246,7 +246,7 @@ def create_app(warehouse: Warehouse, tokens: list[str], pages: bool = True) -> F
         org = _one_org(wh, org)
         wh.check(org, None, feature)
         t1, t2 = _default_range(wh, org, start, end, tz, 30)
-        first, last = _local_day(t1, tz), _local_day(t2 - 1, tz)
+        first, last = local_date(t1, tz), local_date(t2 - 1, tz)
         rows = wh.run(lambda c, db: distinct_per_day(c, db, org, feature, first, last, tz))
         return _answer(Report("Distinct users and hosts per feature and day", ["feature", "day", "users", "hosts"],
                               [[f, d.isoformat(), u, h] for f, d, u, h in rows]), fmt)
@@ -334,9 +334,9 @@ def _zone(tz: str) -> None:
 
 def _instant(text: str, name: str, tz: str = "UTC") -> int:
     try:
-        return local_midnight_us(dt.date.fromisoformat(text), tz) if len(text) == 10 else parse_ts(text)
+        return parse_when(text, tz)
     except ValueError as exc:
-        raise HTTPException(422, f"{name} {text!r}: {exc} (write 2026-03-02 or 2026-03-02T09:00:00Z)") from None
+        raise HTTPException(422, f"{name} {text!r}: {exc} ({WHEN_HINT})") from None
 
 
 def _range(start: str | None, end: str | None, tz: str) -> tuple[int | None, int | None]:
@@ -358,14 +358,10 @@ def _default_range(wh: Warehouse, org: str, start: str | None, end: str | None, 
         (last,), = wh.run(lambda c, db: c.query(
             f"SELECT toUnixTimestamp(max(minute)) FROM {db}.usage_minute WHERE org = {{org:String}}",
             parameters={"org": org}).result_rows)
-        t2 = local_midnight_us(_local_day(int(last) * 1_000_000, tz) + dt.timedelta(days=1), tz)
+        t2 = local_midnight_us(local_date(int(last) * 1_000_000, tz) + dt.timedelta(days=1), tz)
     if t1 is None:
-        t1 = local_midnight_us(_local_day(t2 - 1, tz) - dt.timedelta(days=days - 1), tz)
+        t1 = local_midnight_us(local_date(t2 - 1, tz) - dt.timedelta(days=days - 1), tz)
     return t1, t2
-
-
-def _local_day(t: int, tz: str) -> dt.date:
-    return dt.datetime.fromtimestamp(t / 1_000_000, zone(tz)).date()
 
 
 def _one_org(wh: Warehouse, org: str | None) -> str:
@@ -376,10 +372,6 @@ def _one_org(wh: Warehouse, org: str | None) -> str:
     if len(orgs) != 1:
         raise HTTPException(422, f"org is required: {len(orgs)} organisations are stored ({', '.join(orgs)})")
     return orgs[0]
-
-
-def _json_row(r: dict[str, Any]) -> dict[str, Any]:
-    return {k: (float(v) if k in ("avg", "license_seconds") else v) for k, v in r.items()}
 
 
 def _plain(value: Any) -> Any:

@@ -79,12 +79,12 @@ def _scope(org: str | None, feature: str | None, start: str | None, end: str | N
 
 def _parse_time(text: str, option: str, tz: str = "UTC") -> int:
     """A date (midnight of ``tz``) or an ISO-8601 instant with its offset."""
-    from lictel.timeutil import local_midnight_us, parse_ts
+    from lictel.timeutil import WHEN_HINT, parse_when
 
     try:
-        return local_midnight_us(dt.date.fromisoformat(text), tz) if len(text) == 10 else parse_ts(text)
+        return parse_when(text, tz)
     except ValueError as exc:
-        raise LictelError(f"{option} {text!r}: {exc} (write 2026-03-02 or 2026-03-02T09:00:00Z)") from None
+        raise LictelError(f"{option} {text!r}: {exc} ({WHEN_HINT})") from None
 
 
 def _analysis(settings: Settings) -> tuple[Any, str, dict[str, str]]:

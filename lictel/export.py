@@ -159,8 +159,10 @@ def to_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str] = COLUMNS) -> 
     return buf.getvalue()
 
 
-def to_json(rows: Iterable[dict[str, Any]]) -> str:
-    def num(r: dict[str, Any]) -> dict[str, Any]:
-        return {k: (float(v) if k in ("avg", "license_seconds") else v) for k, v in r.items()}
+def json_row(r: dict[str, Any]) -> dict[str, Any]:
+    """An export row as JSON takes it: ``avg`` and ``license_seconds`` as numbers."""
+    return {k: (float(v) if k in ("avg", "license_seconds") else v) for k, v in r.items()}
 
-    return json.dumps([num(r) for r in rows], indent=None, ensure_ascii=False) + "\n"
+
+def to_json(rows: Iterable[dict[str, Any]]) -> str:
+    return json.dumps([json_row(r) for r in rows], indent=None, ensure_ascii=False) + "\n"

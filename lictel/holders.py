@@ -16,7 +16,15 @@ from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 
-from lictel.holdings import Segment, holders_at_peak, read_rows, replay_start, segments
+from lictel.holdings import (
+    Segment,
+    holders_at_peak,
+    last_event,
+    read_rows,
+    replay_start,
+    segments,
+    server_features,
+)
 from lictel.timeutil import MINUTE_US, US, local_midnight_us
 
 
@@ -75,8 +83,8 @@ def license_hours(client: Client, db: str, org: str, feature: str | None, start:
     hours: dict[str, float] = defaultdict(float)
     begun: dict[str, set[tuple[str, str, int]]] = defaultdict(set)
     for srv in servers_of(client, db, org, feature):
-        features = [feature] if feature else _features(client, db, org, srv)
-        last = _last_event(client, db, org, srv)
+        features = [feature] if feature else server_features(client, db, org, srv)
+        last = last_event(client, db, org, srv)
         for s in pool_segments(client, db, org, srv, features, start, end):
             stop = min(end, s.end if s.end is not None else max(last, s.start))
             name = s.user if by == "user" else s.host
@@ -95,7 +103,7 @@ def distinct_per_day(client: Client, db: str, org: str, feature: str | None, fir
     users: dict[tuple[str, int], set[str]] = defaultdict(set)
     hosts: dict[tuple[str, int], set[str]] = defaultdict(set)
     for srv in servers_of(client, db, org, feature):
-        features = [feature] if feature else _features(client, db, org, srv)
+        features = [feature] if feature else server_features(client, db, org, srv)
         for s in pool_segments(client, db, org, srv, features, edges[0], edges[-1]):
             k = max(0, bisect.bisect_right(edges, s.start) - 1)
             stop = s.end if s.end is not None else edges[-1]
@@ -105,16 +113,3 @@ def distinct_per_day(client: Client, db: str, org: str, feature: str | None, fir
                 k += 1
     keys = sorted(users, key=lambda x: (x[0], x[1]))
     return [(f, days[k], len(users[(f, k)]), len(hosts[(f, k)])) for f, k in keys]
-
-
-def _features(client: Client, db: str, org: str, server: str) -> list[str]:
-    return [str(f) for (f,) in client.query(
-        f"SELECT DISTINCT feature FROM {db}.raw_events WHERE org = {{org:String}} AND server = {{server:String}} "
-        f"AND action = 'OUT' AND vendor != 'SESSIONS'", parameters={"org": org, "server": server}).result_rows]
-
-
-def _last_event(client: Client, db: str, org: str, server: str) -> int:
-    (t,), = client.query(f"SELECT toUnixTimestamp64Micro(max(ts)) FROM {db}.raw_events WHERE org = {{org:String}} "
-                         f"AND server = {{server:String}}", parameters={"org": org, "server": server}).result_rows
-    return int(t)
-

@@ -114,6 +114,20 @@ def read_rows(client: Client, db: str, org: str, server: str, features: Iterable
     return result.result_rows
 
 
+def server_features(client: Client, db: str, org: str, server: str) -> list[str]:
+    """The features one server has checked out."""
+    return [str(f) for (f,) in client.query(
+        f"SELECT DISTINCT feature FROM {db}.raw_events WHERE org = {{org:String}} AND server = {{server:String}} "
+        f"AND action = 'OUT' AND vendor != 'SESSIONS'", parameters={"org": org, "server": server}).result_rows]
+
+
+def last_event(client: Client, db: str, org: str, server: str) -> int:
+    """The time (µs) of one server's newest stored event."""
+    (t,), = client.query(f"SELECT toUnixTimestamp64Micro(max(ts)) FROM {db}.raw_events WHERE org = {{org:String}} "
+                         f"AND server = {{server:String}}", parameters={"org": org, "server": server}).result_rows
+    return int(t)
+
+
 def replay_start(client: Client, db: str, org: str, server: str, features: Iterable[str], at_us: int) -> int | None:
     """Where a replay of one server's events (of ``features``) may start and still give, at every
     instant from ``at_us`` on, what the whole history gives; ``None``: only from the first event.

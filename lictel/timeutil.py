@@ -96,3 +96,12 @@ def local_date(ts_us: int, tz: str = "UTC") -> dt.date:
     if tz == "UTC":
         return us_date(ts_us)
     return from_us(ts_us).astimezone(ZoneInfo(tz)).date()
+
+
+WHEN_HINT = "write 2026-03-02 or 2026-03-02T09:00:00Z"
+
+
+def parse_when(text: str, tz: str = "UTC") -> int:
+    """A date (midnight of ``tz``) or an ISO-8601 instant with its offset, in µs; ``ValueError``
+    says what is wrong (add :data:`WHEN_HINT`)."""
+    return local_midnight_us(dt.date.fromisoformat(text), tz) if len(text) == 10 else parse_ts(text)

@@ -210,9 +210,9 @@ class ClickHouseSink:
             await self.alerts.start()
         try:
             while not self.stop.is_set():
+                await self._gauges()  # first: alerts judge against the entitlements it reads
                 if self.alerts is not None:
                     await self.alerts.tick()
-                await self._gauges()
                 batches = await self._consumer.getmany(timeout_ms=100, max_records=self._poll_records)
                 for tp, messages in batches.items():
                     for msg in messages:
@@ -338,7 +338,8 @@ class ClickHouseSink:
         self.stats.gc_s += time.perf_counter() - t
 
     async def _gauges(self) -> None:
-        """Every few seconds: the consumer lag per topic; every five minutes: the counts entitled."""
+        """Every few seconds: the consumer lag per topic; every five minutes: the counts entitled, for
+        the gauges and the alerts."""
         now = time.monotonic()
         if now - self._gauges_at < 5.0 or self._consumer is None:
             return
@@ -357,7 +358,10 @@ class ClickHouseSink:
                     return self.client.query(f"SELECT org, server, feature, count, start, expiry FROM "
                                              f"{self.db}.entitlements FINAL WHERE uncounted = 0").result_rows
 
-            self.live.set_entitlements(await asyncio.to_thread(read))
+            rows = await asyncio.to_thread(read)
+            self.live.set_entitlements(rows)
+            if self.alerts is not None:
+                self.alerts.set_entitlements(rows)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit the offsets of partitions this sink still owns. Rows read from a partition that
