@@ -352,7 +352,7 @@ class Runner:
     def set_entitlements(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """The entitlements ``(org, server, feature, count, start, expiry)`` the sink read (the counts
         of every server of a feature are the organisation's)."""
-        from lictel.analysis import Entitled as Ent
+        from lictel.reports.common import Entitled as Ent
 
         ents: dict[tuple[str, str], list[Any]] = {}
         for o, _, f, n, start, expiry in rows:
@@ -360,7 +360,7 @@ class Runner:
         self._ents = ents
 
     def entitled(self, org: str, feature: str, day: dt.date) -> int:
-        from lictel.analysis import entitled_on
+        from lictel.reports.common import entitled_on
 
         return entitled_on(self._ents.get((org, feature), []), day)
 
@@ -414,7 +414,7 @@ def _now() -> int:
 
 def history(client: Any, db: str, limit: int = 100) -> Any:
     """The newest ``limit`` transitions, newest first, as a report."""
-    from lictel.analysis import Report
+    from lictel.reports.common import Report
 
     rows = client.query(
         f"SELECT toUnixTimestamp64Micro(at), rule, kind, subject, state, toUnixTimestamp64Micro(since), message, "

@@ -13,10 +13,8 @@ serves one process, so the routes share one client, one query at a time.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hmac
-import io
 import threading
 import time
 from collections import OrderedDict
@@ -30,13 +28,18 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from lictel import __version__
 from lictel.alerts import history
-from lictel.analysis import Report, Scope, denials, entitled_on, entitlements, forecast, overuse, sizing
 from lictel.config import Settings
 from lictel.errors import LictelError
 from lictel.export import COLUMNS as USAGE_COLUMNS
 from lictel.export import bounds_s, json_row, to_csv, usage_rows
 from lictel.holders import distinct_per_day, holders_at, license_hours
-from lictel.reports import IN_ORDER, peak_summary
+from lictel.render.text import api_document, report_csv
+from lictel.reports.common import IN_ORDER, Report, Scope, entitled_on, entitlements
+from lictel.reports.denials import denials
+from lictel.reports.forecast import forecast
+from lictel.reports.overuse import overuse
+from lictel.reports.sizing import sizing
+from lictel.reports.summary import peak_summary
 from lictel.timeutil import MINUTE_US, WHEN_HINT, iso_in, iso_s, local_date, local_midnight_us, parse_when, zone
 from lictel.ud import parse_models, ud_report
 from lictel.vendor.view import DETAIL_COLUMNS, Boundary, vendor_view
@@ -374,20 +377,8 @@ def _one_org(wh: Warehouse, org: str | None) -> str:
     return orgs[0]
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dt.date | dt.datetime):
-        return value.isoformat()
-    return value
-
-
 def _answer(rep: Report, fmt: str) -> Response:
     if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(rep.columns)
-        w.writerows([[_plain(v) for v in r] for r in rep.rows])
-        return PlainTextResponse(buf.getvalue(), media_type="text/csv; charset=utf-8")
-    return JSONResponse({"title": rep.title, "columns": rep.columns,
-                         "rows": [{c: _plain(v) for c, v in zip(rep.columns, r, strict=True)} for r in rep.rows],
-                         "notes": rep.notes})
+        return PlainTextResponse(report_csv(rep), media_type="text/csv; charset=utf-8")
+    return JSONResponse(api_document(rep))
 

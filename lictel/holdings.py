@@ -45,45 +45,71 @@ class Segment(NamedTuple):
     ended_by: str | None  # IN, RESTART, or None while still held
 
 
+class Checkouts:
+    """The open checkouts of every identity, kept by the engine's rules one event at a time; what
+    :func:`segments` and the chargeback's replay (:mod:`lictel.reports.chargeback`) build on.
+
+    ``held[identity]`` lists its open checkouts oldest first, each ``[licenses, since]``; an identity
+    with none is not in it."""
+
+    def __init__(self) -> None:
+        self.held: dict[Identity, deque[list[int]]] = {}
+        self._by_daemon: dict[tuple[str, str, str], set[Identity]] = {}
+
+    def check_out(self, ident: Identity, count: int, t: int) -> None:
+        q = self.held.get(ident)
+        if q is None:
+            q = self.held[ident] = deque()
+            self._by_daemon.setdefault(ident[:3], set()).add(ident)  # type: ignore[arg-type]
+        q.append([count, t])
+
+    def check_in(self, ident: Identity, count: int) -> list[tuple[int, int]]:
+        """Close ``count`` licenses of the identity's oldest open checkouts: the ``(licenses, since)``
+        taken from each, oldest first (empty for an orphan check-in)."""
+        q = self.held.get(ident)
+        if not q:
+            return []
+        taken = []
+        n = count
+        while n and q:
+            held, since = q[0]
+            take = held if held <= n else n
+            taken.append((take, since))
+            n -= take
+            if take == held:
+                q.popleft()
+            else:
+                q[0][0] = held - take
+        if not q:
+            del self.held[ident]
+            self._by_daemon[ident[:3]].discard(ident)  # type: ignore[index]
+        return taken
+
+    def restart(self, daemon: tuple[str, str, str]) -> list[tuple[Identity, deque[list[int]]]]:
+        """Close every open checkout of ``(org, server, vendor)``: each identity with what it held."""
+        return [(ident, self.held.pop(ident)) for ident in self._by_daemon.pop(daemon, ())]
+
+
 def segments(rows: Iterable[Sequence[Any]]) -> Iterator[Segment]:
     """Replay ``(org, server, vendor, feature, action, user, host, handle, count, ts)`` rows given in
     ``(ts, seq)`` order, without duplicates, and yield every holding segment as it closes, then the
     ones still open."""
-    open_: dict[Identity, deque[list[int]]] = {}
-    by_daemon: dict[tuple[str, str, str], set[Identity]] = {}
+    books = Checkouts()
     for o, server, vendor, f, action, user, host, handle, count, t in rows:
         if action == "RESTART":
-            for ident in by_daemon.pop((o, server, vendor), ()):
-                for n, since in open_.pop(ident, ()):
+            for ident, q in books.restart((o, server, vendor)):
+                for n, since in q:
                     if t > since:
                         yield Segment(*ident, n, since, t, "RESTART")
             continue
         ident = (o, server, vendor, f, user, host, handle or "")
         if action == "OUT":
-            q = open_.get(ident)
-            if q is None:
-                q = open_[ident] = deque()
-                by_daemon.setdefault((o, server, vendor), set()).add(ident)
-            q.append([int(count), t])
+            books.check_out(ident, int(count), t)
         elif action == "IN":
-            q = open_.get(ident)
-            if not q:
-                continue  # an orphan check-in
-            n = int(count)
-            while n and q:
-                held, since = q[0]
-                take = held if held <= n else n
+            for take, since in books.check_in(ident, int(count)):
                 if t > since:
                     yield Segment(*ident, take, since, t, "IN")
-                n -= take
-                if take == held:
-                    q.popleft()
-                else:
-                    q[0][0] = held - take
-            if not q:
-                del open_[ident]
-                by_daemon[(o, server, vendor)].discard(ident)
-    for ident, q in open_.items():
+    for ident, q in books.held.items():
         for n, since in q:
             yield Segment(*ident, n, since, None, None)
 

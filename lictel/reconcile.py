@@ -19,12 +19,14 @@ Two rules keep a recompute from fighting the stream:
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from lictel import rollups
 from lictel.dupgroup import DupRules
 from lictel.engine import SessionRule, compute_rows
 from lictel.events import LICENSE_SOURCE, SOURCES, Event
@@ -131,6 +133,12 @@ def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | No
     if rows:
         write_minute_rows(client, db, rows, version=version)
     final_end = max([start, *by_end])
+    mark = rollups.watermark(client, db)
+    if mark is not None and final_end > start:
+        # The day rollups of the days rewritten, where they are kept already.
+        first, last = rollups.day_of(start), rollups.day_of(final_end - 1)
+        rollups.recompute(client, db, (first + dt.timedelta(days=k) for k in range((last - first).days + 1)
+                                       if first + dt.timedelta(days=k) < mark), replace=True)
     return ReconcileResult(start, end, len(events), len(old), len(new), changed, final_end)
 
 

@@ -40,7 +40,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from clickhouse_connect.driver.client import Client
 
-from lictel import limits
+from lictel import limits, rollups
 from lictel.alerts import Runner
 from lictel.alerts import load as load_rules
 from lictel.config import Settings, group_options
@@ -75,6 +75,7 @@ class SinkStats:
     undecodable: int = 0
     refused: int = 0  # raw events outside lictel.limits (the stream worker dead-letters them)
     gc_s: float = 0.0  # time spent freeing what the inserts held (_release)
+    rollup_s: float = 0.0  # time spent on day rollups (lictel.rollups)
     first_message_at: float | None = None  # time.monotonic() of the first message taken
     final_upto: dict[tuple[str, int], int] = field(default_factory=dict)
 
@@ -316,6 +317,8 @@ class ClickHouseSink:
             progress_cols: dict[str, list[Any]] = {"partition": [p for _, p in keys], "stream": [s for s, _ in keys],
                              "final_upto": [buf.final[k] for k in keys], "updated_at": [now] * len(keys)}
             await asyncio.to_thread(self._insert, f"{db}.pipeline_progress", progress_cols, buf.token("progress"))
+        if buf.n_usage or buf.final:
+            await asyncio.to_thread(self._roll_up, buf.usage["minute"])
         self.live.stored(buf.usage)
         if self.alerts is not None:
             await self.alerts.stored(buf.usage, buf.raw)
@@ -398,6 +401,20 @@ class ClickHouseSink:
         final = {partition_name(stream, int(p)): int(f) for stream, p, f in rows}
         await self._producer.send_and_wait(self.settings.topic("progress"), json.dumps(
             {"final_upto": final, "offsets": offsets, "stored": {}}).encode())
+
+    def _roll_up(self, minutes: list[int]) -> None:
+        """Day rollups (lictel.rollups): once every partition of a stream is final past a day's end,
+        that day is rolled up; a day already rolled up that received rows now is rolled up again."""
+        touched = {rollups.day_of(m * US) for m in set(minutes)}
+        with self.lock:
+            rows = self.client.query(
+                f"SELECT stream, count(), toUnixTimestamp64Micro(min(final_upto)) FROM {self.db}.pipeline_progress "
+                f"FINAL GROUP BY stream").result_rows
+            if not any(n >= self.settings.partitions for _, n, _ in rows):
+                return  # some partition has not said how far it is final yet
+            t = time.perf_counter()
+            rollups.advance(self.client, self.db, min(int(f) for _, _, f in rows), touched)
+        self.stats.rollup_s += time.perf_counter() - t
 
     def _insert(self, table: str, columns: dict[str, list[Any]], token: str) -> None:
         with self.lock:

@@ -41,7 +41,7 @@ from clickhouse_connect.driver.client import Client
 from lictel.errors import ConfigError
 from lictel.holdings import read_rows, replay_start, segments
 from lictel.identity import SQL_DEVICE, SQL_USER, normalize_device
-from lictel.reports import IN_ORDER
+from lictel.reports.common import IN_ORDER
 from lictel.timeutil import US, from_us, to_us, zone
 from lictel.ud import UD, WINDOW_DAYS, Uses, license_model, slide
 

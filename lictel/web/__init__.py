@@ -24,10 +24,12 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from lictel.analysis import DAYS, Scope, daily_peaks, denials, entitled_on, entitlements, fit_trend, heatmap
 from lictel.export import usage_rows
 from lictel.holders import license_hours
-from lictel.reports import CHARGED_PEAK_AND_FIRST, peak_and_first
+from lictel.reports.common import CHARGED_PEAK_AND_FIRST, DAYS, Scope, entitled_on, entitlements, peak_and_first
+from lictel.reports.denials import denials
+from lictel.reports.forecast import daily_peaks, fit_trend
+from lictel.reports.heatmap import heatmap
 from lictel.timeutil import MINUTE_US, US, iso_s
 from lictel.ud import UD, license_model, ud_report
 

@@ -19,23 +19,21 @@ from pathlib import Path
 
 import pytest
 
-from lictel.analysis import (
-    Scope,
-    backtest,
-    chargeback,
-    denials,
-    dormant,
-    fit_trend,
-    heatmap,
-    overuse,
-    sizing,
-    usage,
-)
 from lictel.config import Settings
 from lictel.engine import compute_rows
 from lictel.entitlements import parse_contract_csv, store
 from lictel.events import Event
 from lictel.identity import SQL_USER, normalize_user
+from lictel.render.svg import svg as render_svg
+from lictel.reports.chargeback import chargeback
+from lictel.reports.common import HourOfWeekChart, Scope
+from lictel.reports.denials import denials
+from lictel.reports.dormant import dormant
+from lictel.reports.forecast import backtest, fit_trend
+from lictel.reports.heatmap import heatmap
+from lictel.reports.overuse import overuse
+from lictel.reports.sizing import sizing
+from lictel.reports.usage import usage
 from lictel.timeutil import parse_ts
 from lictel.vendor.diff import vendor_diff
 from lictel.vendor.files import Sample
@@ -160,7 +158,10 @@ def test_heatmap_hour_of_week(client: object) -> None:
     assert (avg[("Mon", 10)], peak[("Mon", 10)]) == (round(130 / 60, 2), 3)
     assert (avg[("Mon", 9)], peak[("Mon", 9)]) == (1.0, 1)
     assert (avg[("Tue", 14)], peak[("Tue", 14)]) == (round(1 / 60, 2), 1) and avg[("Sun", 3)] == 0.0
-    svg = rep.charts["acme-F_CCU"]
+    chart = rep.charts["acme-F_CCU"]
+    assert isinstance(chart, HourOfWeekChart)  # data; the rendering layer draws it
+    assert (round(chart.grid[(0, 10)][0], 2), chart.grid[(0, 10)][1]) == (avg[("Mon", 10)], peak[("Mon", 10)])
+    svg = render_svg(chart)
     assert svg.startswith("<svg") and svg.count("<rect") == 168
     # In the site's zone (Berlin is UTC+1 in March) the same use falls an hour later.
     berlin = heatmap(client, DB, Scope("acme", "F_CCU", MON, WED, "Europe/Berlin"))
@@ -257,7 +258,7 @@ def test_cli_formats_and_compliance(data_dir: Path, tmp_path: Path) -> None:
     assert json.loads(again)["rows"][0]["feature"] == "F_CCU"
     # Every field that can hold a name is pseudonymised from one normalisation: reasons keep only
     # their error code, and one person has one pseudonym in every table.
-    from lictel.analysis import Pseudonyms
+    from lictel.reports.pseudonyms import Pseudonyms
 
     doc = json.loads(again)
     reasons = [r["top_reasons"] for p in doc["parts"] if p["title"].startswith("Denials") for r in p["rows"]]
@@ -331,8 +332,8 @@ def test_user_names_compare_the_same_in_sql_and_python(client: object) -> None:
 
 
 def test_reports_that_compare_with_entitlements_use_licenses_charged(warehouse: tuple[Settings, object]) -> None:
-    from lictel.analysis import compliance
     from lictel.dupgroup import DupRules
+    from lictel.reports.compliance import compliance
 
     _, client = warehouse
     # ann opens three sessions of F_UH on pc1 (three checkouts, one license under UH) for an hour;
@@ -414,3 +415,57 @@ def test_a_phantom_is_judged_by_the_engine_s_rules(warehouse: tuple[Settings, ob
         ("zed@pc8", "server lic01; released only by a daemon restart", "2026-03-02T06:00:00Z", round(14 / 24, 2)),
         ("ivy@pc9", "server lic01; released only by a daemon restart", "2026-03-02T08:30:00Z",
          round(11.5 / 24, 2))]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_chargeback_adds_up_to_the_engine_s_licenses_charged(warehouse: tuple[Settings, object], seed: int) -> None:
+    """Random checkouts (counts 1-3, partial check-ins, orphans, restarts, simultaneous events) on two
+    servers under NONE, UH, H and SITE: with every user in one group, the chargeback's license-hours
+    of a feature are the engine's charged license-seconds, its peak the engine's charged estate peak,
+    and the group holds the whole peak at that instant."""
+    from lictel.dupgroup import DupRules
+
+    _, c = warehouse
+    rng = random.Random(seed)
+    rules = {"F_NONE": "NONE", "F_UH": "UH", "F_H": "H", "F_SITE": "SITE"}
+    users, hosts = ["ann", "bob", "cy"], ["pc1", "pc2"]
+    events = []
+    for i in range(400):
+        t = MON + rng.randrange(0, 20 * 3600) * 1_000_000 // 30 * 30  # on 30 s steps: simultaneous events happen
+        server = rng.choice(["lic01", "lic02"])
+        if rng.random() < 0.02:
+            events.append(Event(f"{server}:r:{i}", t, "acme", server, "V", "", "RESTART", "", "", None, 1, None,
+                                f"{server}:r", i))
+            continue
+        action = "OUT" if rng.random() < 0.55 else "IN"
+        events.append(Event(f"{server}:e:{i}", t, "acme", server, "V", rng.choice(list(rules)), action,
+                            rng.choice(users), rng.choice(hosts), None, rng.randint(1, 3), None, f"{server}:e", i))
+    rows = compute_rows(events, rules=DupRules(rules))
+    write_minute_rows(c, DB, rows, version=1)  # type: ignore[arg-type]
+    c.insert(f"{DB}.raw_events", [[getattr(e, col) for col in RAW_COLUMNS] for e in events],  # type: ignore[attr-defined]
+             column_names=RAW_COLUMNS)
+    cb = chargeback(c, DB, Scope("acme"), dict.fromkeys(users, "all"))  # type: ignore[arg-type]
+    estate = [r for r in rows if r.server == "" and r.source == "license"]
+    assert estate and {r[1] for r in cb.rows} == {r.feature for r in estate if r.charged_license_us}
+    for r in cb.rows:
+        mine = [m for m in estate if m.feature == r[1]]
+        assert r[2] == "all" and r[3] == pytest.approx(sum(m.charged_license_us for m in mine) / 3.6e9, abs=1e-3)
+        assert r[7] == max(m.charged_peak for m in mine) == r[5], r
+        assert r[9] == rules[r[1]]
+
+
+def test_chargeback_forgets_what_a_restart_released(warehouse: tuple[Settings, object]) -> None:
+    """Under rule NONE, ann's two licenses end at the daemon's restart; bob's three later are the
+    peak, held by ops alone."""
+    _, c = warehouse
+    spec = [("09:00", "OUT", "ann", 2), ("10:00", "RESTART", "", 1), ("11:00", "OUT", "bob", 3),
+            ("12:00", "IN", "bob", 3)]
+    events = [Event(f"lic01:n:{i}", parse_ts(f"2026-03-02T{ts}:00Z"), "acme", "lic01", "V",
+                    "" if a == "RESTART" else "F_N", a, u, "pc1", None, n, None, "lic01:n", i)
+              for i, (ts, a, u, n) in enumerate(spec)]
+    write_minute_rows(c, DB, compute_rows(events), version=1)  # type: ignore[arg-type]
+    c.insert(f"{DB}.raw_events", [[getattr(e, col) for col in RAW_COLUMNS] for e in events],  # type: ignore[attr-defined]
+             column_names=RAW_COLUMNS)
+    cb = chargeback(c, DB, Scope("acme"), {"ann": "eng", "bob": "ops"})  # type: ignore[arg-type]
+    assert [r[2:9] for r in cb.rows] == [["eng", 2.0, 0.4, 0, 0.0, 3, "2026-03-02T11:00:00Z"],
+                                        ["ops", 3.0, 0.6, 3, 1.0, 3, "2026-03-02T11:00:00Z"]]

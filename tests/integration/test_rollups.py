@@ -96,7 +96,7 @@ def test_rollups_equal_recomputation_from_minutes(warehouse: tuple[Settings, Any
 def test_estate_minutes_missing_a_servers_share_are_found(warehouse: tuple[Settings, Any]) -> None:
     from lictel.engine import compute_rows
     from lictel.events import Event
-    from lictel.reports import estate_gaps
+    from lictel.reports.summary import estate_gaps
 
     _, client = warehouse
     t0 = parse_ts("2026-03-02T10:00:00Z")

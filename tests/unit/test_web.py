@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from lictel.cli_serve import loopback, tokens_of
+from lictel.cli.serve import loopback, tokens_of
 from lictel.web import _local, script_json, sparkline
 
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lictel.cli_common import (
+from lictel.cli.common import (
     DataDir,
     FeatureOpt,
     Force,
@@ -71,7 +71,7 @@ def report_vendor_view(
 ) -> None:
     """What the license server's compliance upload will tell the vendor, per server, feature and day:
     count_used_max, ccu_devices, ud_licensees, installed; computed from our own data."""
-    from lictel.analysis import Report
+    from lictel.reports.common import Report
     from lictel.ud import parse_models
     from lictel.vendor.files import to_xml
     from lictel.vendor.view import CSV_COLUMNS, DETAIL_COLUMNS, Boundary, vendor_view
@@ -177,7 +177,7 @@ def ids_scramble(
 ) -> None:
     """The vendor's scrambled form of a name: base64 of the first 16 bytes of SHA-256 of the clear
     text (UTF-8, as written; --all-forms for the other plausible forms)."""
-    from lictel.analysis import Report
+    from lictel.reports.common import Report
     from lictel.vendor.ids import DEVICE, ENCODINGS, USER, forms, scramble
 
     if kind not in (USER, DEVICE):
@@ -214,7 +214,7 @@ def ids_match(
 ) -> None:
     """Which of our users and devices the vendor's scrambled IDs are, and in which form the server
     hashed them. Runs locally over the names in the warehouse; nothing is sent anywhere."""
-    from lictel.analysis import Report
+    from lictel.reports.common import Report
     from lictel.vendor.ids import DEVICE, USER, Dictionary
     from lictel.warehouse import open_warehouse
 
@@ -289,7 +289,7 @@ def vendor_import(
 def vendor_list(data_dir: DataDir = None, org: OrgOpt = None,
                 fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table") -> None:
     """The imported vendor files: origin, kind, servers, features and days."""
-    from lictel.analysis import Report
+    from lictel.reports.common import Report
     from lictel.warehouse import open_warehouse
 
     settings = settings_for(data_dir)

@@ -1,8 +1,9 @@
 """What every ``lictel`` command shares: the consoles, the common options, settings from the
 environment, report scopes, and one way to print or write a report (table, CSV or JSON).
 
-Command modules (``lictel.cli``, ``lictel.cli_vendor``) import from here, never from each other, so
-a command family can live in its own module.
+Each command family is a module of this package (``stack``, ``produce``, ``report``, ``vendor``, ...);
+they import from here (and the run summary from ``summary``, the input readers from ``produce``), so
+a family can change without touching the others. ``lictel.cli`` puts them together.
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape as rich_escape
-from rich.table import Table
-from rich.text import Text
 
 from lictel import limits
 from lictel.config import Settings
 from lictel.errors import LictelError
+from lictel.render.text import visible
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
@@ -63,7 +63,7 @@ TzOpt = Annotated[str, typer.Option("--tz", envvar="LICTEL_TZ", help="The zone (
 
 
 def _scope(org: str | None, feature: str | None, start: str | None, end: str | None, tz: str = "UTC") -> Any:
-    from lictel.analysis import Scope
+    from lictel.reports.common import Scope
     from lictel.timeutil import zone
 
     try:
@@ -87,7 +87,7 @@ def _parse_time(text: str, option: str, tz: str = "UTC") -> int:
         raise LictelError(f"{option} {text!r}: {exc} ({WHEN_HINT})") from None
 
 
-def _analysis(settings: Settings) -> tuple[Any, str, dict[str, str]]:
+def _report_inputs(settings: Settings) -> tuple[Any, str, dict[str, str]]:
     from lictel.ud import parse_models
     from lictel.warehouse import open_warehouse
 
@@ -96,27 +96,16 @@ def _analysis(settings: Settings) -> tuple[Any, str, dict[str, str]]:
 
 def _emit(report: Any, fmt: str, part: int | None = None, output: Path | None = None, force: bool = False) -> None:
     """Print a report as a table (with its further tables and notes), CSV (one table) or JSON."""
-    import json
+    from lictel.render.text import report_csv, report_json, tables
 
     _check_format(fmt)
     if fmt == "csv":
-        chosen = report if part is None else report.parts[part]
-        buf = _csv_text([chosen.columns, *chosen.rows])
-        _deliver(buf, output, force)
+        _deliver(report_csv(report, part), output, force)
     elif fmt == "json":
-        doc: dict[str, Any] = {"report": report.title, "notes": report.notes, "rows": report.dicts()}
-        if report.parts:
-            doc["parts"] = [{"title": p.title, "notes": p.notes, "rows": p.dicts()} for p in report.parts]
-        _deliver(json.dumps(doc, indent=1, ensure_ascii=False, default=str) + "\n", output, force)
+        _deliver(report_json(report), output, force)
     else:
-        for r in (report, *report.parts):
-            table = Table(title=esc(r.title), title_justify="left")
-            for k, c in enumerate(r.columns):
-                numeric = r.rows and all(isinstance(row[k], int | float) or row[k] is None for row in r.rows)
-                table.add_column(c, justify="right" if numeric else "left")
-            for row in r.rows:
-                table.add_row(*[_cell(v) for v in row])
-            if not r.rows:
+        for r, table in tables(report):
+            if table is None:
                 out.print(f"[bold]{esc(r.title)}[/]: none")
             else:
                 out.print(table)
@@ -124,41 +113,9 @@ def _emit(report: Any, fmt: str, part: int | None = None, output: Path | None = 
                 out.print(f"[dim]{esc(n)}[/]")
 
 
-def _cell(value: Any) -> Text | str:
-    """A table cell: integers with thousands separators, fractions rounded for reading (csv and json
-    keep full precision), text as plain text (a name like ``[/]`` or ``[link=...]`` is shown as
-    written, never read as markup) with control characters made visible."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:,.2f}" if abs(value) >= 0.01 or value == 0 else f"{value:.2g}"
-    return Text(visible(limits.storable(str(value)) or ""))
-
-_CONTROLS = {c: f"\\x{c:02x}" for c in limits.CONTROL if c != 0x0A}
-
-
-def visible(text: str) -> str:
-    """Text with control characters (terminal escapes, NUL, ...) shown as ``\\xNN``: data never drives
-    the terminal."""
-    return text.translate(_CONTROLS)
-
-
 def esc(value: object) -> str:
     """Data inside a rich message: control characters made visible, markup escaped."""
     return rich_escape(visible(limits.storable(str(value)) or ""))
-
-
-def _csv_text(lines: list[list[Any]]) -> str:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(["" if v is None else v for v in line] for line in lines)
-    return buf.getvalue()
 
 
 def _deliver(text: str, output: Path | None, force: bool = False) -> None:
@@ -210,3 +167,39 @@ def _parse_day(text: str, option: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise LictelError(f"{option} {text!r} is not a date like 2026-03-02") from None
+
+
+Workers = Annotated[int, typer.Option("--workers", envvar="LICTEL_WORKERS", min=1,
+                                      help="Stream worker processes.")]
+DupGroup = Annotated[list[str] | None, typer.Option(
+    "--dup-group", metavar="FEATURE=RULE",
+    help="Charge FEATURE's checkouts under this DUP_GROUP rule (NONE, SITE, U, H, UH, UHD, ...; '*' = every "
+         "feature without a more specific rule); repeatable; added to LICTEL_DUP_GROUP and overriding the "
+         "imported license files for the features it names.")]
+Users = Annotated[int, typer.Option(envvar="LICTEL_SIM_USERS", min=1, help="Simulated users.")]
+Servers = Annotated[int, typer.Option(envvar="LICTEL_SIM_SERVERS", min=1, help="Simulated license servers.")]
+Days = Annotated[int, typer.Option(envvar="LICTEL_SIM_DAYS", min=1, help="Simulated days.")]
+Seed = Annotated[int, typer.Option(envvar="LICTEL_SIM_SEED", help="Simulation seed (same seed, same events).")]
+Start = Annotated[str, typer.Option(envvar="LICTEL_SIM_START", help="First simulated UTC day (YYYY-MM-DD).")]
+
+
+def with_dup_group(settings: Settings, dup_group: list[str] | None) -> Settings:
+    """``--dup-group`` options on top of ``LICTEL_DUP_GROUP`` (a later entry for a feature wins)."""
+    if not dup_group:
+        return settings
+    from lictel import dupgroup
+
+    rules = dupgroup.parse(settings.dup_group)
+    for item in dup_group:
+        rules |= dupgroup.parse(item, "--dup-group")
+    return settings.model_copy(update={"dup_group": dupgroup.render(rules)})
+
+
+def _sim_spec(org: str, users: int, servers: int, days: int, seed: int, start: str) -> Any:
+    from producers.simulate import SimSpec
+
+    try:
+        first = dt.date.fromisoformat(start)
+    except ValueError:
+        raise LictelError(f"--start {start!r} is not a date like 2026-03-02") from None
+    return SimSpec(org=org, users=users, servers=servers, days=days, seed=seed, start=first)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from lictel.cli_common import DataDir, Fmt, _check_format, _emit, esc, out, settings_for
+from lictel.cli.common import DataDir, Fmt, _check_format, _emit, esc, out, settings_for
 
 alerts_app = typer.Typer(no_args_is_help=True, help="Alerts: rules evaluated on final minutes as they are "
                                                     "stored (lictel up --alerts FILE), delivered by webhook.")

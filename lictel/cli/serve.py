@@ -12,7 +12,7 @@ import typer
 import uvicorn
 from clickhouse_connect.driver.client import Client
 
-from lictel.cli_common import DataDir, console, esc, settings_for
+from lictel.cli.common import DataDir, console, esc, settings_for
 from lictel.config import Settings
 from lictel.errors import ConfigError
 

@@ -1,4 +1,5 @@
-"""Readable reports over the stored minute usage. Every query is parameterised."""
+"""What a run prints: peaks per feature and server, estate minutes that miss a server, and the
+sessions series against the license series."""
 
 from __future__ import annotations
 
@@ -6,48 +7,9 @@ from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 
+from lictel import rollups
+from lictel.reports.common import CHARGED_PEAK_AND_FIRST, PEAK_AND_FIRST, peak_and_first
 from lictel.timeutil import US, iso_s
-
-#: One aggregate giving a key's highest minute peak and the first minute that reached it: the peak in
-#: the high 32 bits, the minute counted down in the low ones (so the earliest wins). Three times
-#: faster than argMax over a (peak, -minute) tuple on a year of rows.
-PEAK_AND_FIRST = "max(bitShiftLeft(toUInt64(peak), 32) + (4294967295 - toUnixTimestamp(minute)))"
-#: The same over the licenses charged (DUP_GROUP): what reports that compare with entitlements use.
-CHARGED_PEAK_AND_FIRST = PEAK_AND_FIRST.replace("(peak)", "(charged_peak)")
-#: For a query that groups ``usage_minute`` rows (without FINAL) by a prefix of its sort key after
-#: ``level`` (``org, feature, server``): aggregate part by part in key order, ten times faster than
-#: hashing 52 million rows (measured on the benchmark year: 0.12 s against 1.3 s). With FINAL it is
-#: slower, so FINAL queries do without.
-IN_ORDER = {"optimize_aggregation_in_order": 1}
-#: The DUP_GROUP rule(s) a group of minute rows was charged under: one name, or several joined by '+'.
-RULES_USED = "arrayStringConcat(arraySort(groupUniqArray(dup_group)), '+')"
-
-
-def ruled(client: Client, db: str, where: str, params: dict[str, object],
-          keys: tuple[str, ...] = ("source", "level", "org", "feature", "server"),
-          extra: str = "") -> dict[tuple[str, ...], tuple[str, ...]]:
-    """For each key (``keys`` of ``usage_minute``) that has minutes charged under a DUP_GROUP rule
-    other than NONE inside ``where``: its rule(s) (:data:`RULES_USED`) and the ``extra`` aggregates.
-    A key not returned was charged as NONE throughout, so its charged figures are its checkout
-    figures. Finding the ruled keys reads only the rule column's dictionary, so reports pay for the
-    second measure only where a rule is known."""
-    cols = ", ".join(keys)
-    found = client.query(f"SELECT DISTINCT {cols} FROM {db}.usage_minute WHERE dup_group != 'NONE' AND {where}",
-                         parameters=params).result_rows
-    if not found:
-        return {}
-    tuple_type = f"Array(Tuple({', '.join(['String'] * len(keys))}))"
-    result = client.query(
-        f"SELECT {cols}, {RULES_USED}{', ' + extra if extra else ''} FROM {db}.usage_minute FINAL "
-        f"WHERE ({cols}) IN {{ruled:{tuple_type}}} AND {where} GROUP BY {cols}",
-        parameters={**params, "ruled": [tuple(str(v) for v in r) for r in found]})
-    n = len(keys)
-    return {tuple(str(v) for v in r[:n]): tuple(r[n:]) for r in result.result_rows}
-
-
-def peak_and_first(encoded: int) -> tuple[int, int]:
-    """Decode :data:`PEAK_AND_FIRST`: (peak, first minute reaching it, in µs)."""
-    return int(encoded) >> 32, (4294967295 - (int(encoded) & 0xFFFFFFFF)) * US
 
 
 @dataclass(frozen=True)
@@ -77,31 +39,37 @@ def peak_summary(client: Client, db: str, org: str | None = None) -> PeakSummary
     ``avg`` is time-weighted over the whole stored period (first to last stored minute), so a
     feature idle most of the week shows a low average next to its peak.
     """
-    params: dict[str, object] = {}
-    where = ""
+    cut = rollups.split(client, db, None, None)
+    minutes, params = rollups.minute_condition(cut.minute_ranges)
+    org_sql = ""
     if org:
-        where = "WHERE org = {org:String}"
+        org_sql = "AND org = {org:String}"
         params["org"] = org
-    bounds = client.query(
-        f"SELECT toUnixTimestamp(min(minute)), toUnixTimestamp(max(minute)) + 60, count() "
-        f"FROM {db}.usage_minute FINAL {where}", parameters=params).result_rows[0]
-    if not bounds[2]:
-        return PeakSummary("(empty)", [])
-    start, end = int(bounds[0]), int(bounds[1])
-    seconds = max(end - start, 60)
+    keys = "source, level, org, feature, server"
+    days = (f"SELECT {keys}, minutes AS n, first_minute AS a, last_minute AS b, peak_first AS pf, "
+            f"charged_peak_first AS cpf, license_us AS lic, denials AS den, rules AS r FROM {db}.usage_daily FINAL "
+            f"WHERE day < {{dhi:Date}} {org_sql} UNION ALL ") if cut.days else ""
+    params["dhi"] = cut.day_hi
     result = client.query(
-        f"SELECT level, org, feature, server, {PEAK_AND_FIRST}, "
-        f"sum(license_us), sum(denials), source FROM {db}.usage_minute FINAL {where} "
-        f"GROUP BY source, level, org, feature, server "
-        f"ORDER BY org, feature, source, level = 'pool', server", parameters=params)
-    charged = ruled(client, db, where.removeprefix("WHERE ") or "1", params, extra="max(charged_peak)")
+        f"SELECT level, org, feature, server, max(pf), sum(lic), sum(den), source, max(cpf), "
+        f"arraySort(groupUniqArrayArray(r)), sum(n), toUnixTimestamp(min(a)), toUnixTimestamp(max(b)) FROM ("
+        f"{days}SELECT {keys}, count() AS n, min(minute) AS a, max(minute) AS b, toUInt64({PEAK_AND_FIRST}) AS pf, "
+        f"toUInt64({CHARGED_PEAK_AND_FIRST}) AS cpf, sum(license_us) AS lic, sum(denials) AS den, "
+        f"groupUniqArray(dup_group) AS r FROM {db}.usage_minute FINAL "
+        f"WHERE {minutes} {org_sql} GROUP BY {keys}) GROUP BY {keys} HAVING sum(n) > 0 "
+        f"ORDER BY org, feature, source, level = 'pool', server", parameters=params).result_rows
+    if not result:
+        return PeakSummary("(empty)", [])
+    start, end = min(int(r[11]) for r in result), max(int(r[12]) for r in result) + 60
+    seconds = max(end - start, 60)
     rows = []
-    for level, o, feature, server, encoded, lic_us, denials, source in result.result_rows:
+    for level, o, feature, server, encoded, lic_us, denials, source, charged, rules, *_ in result:
         peak, peak_at = peak_and_first(encoded)
-        rules, top = charged.get((source, level, o, feature, server), ("NONE", peak))
+        named = "+".join(rules) if list(rules) != ["NONE"] else "NONE"
+        top = peak if named == "NONE" else peak_and_first(charged)[0]
         rows.append(PeakRow(o, feature, "(estate)" if level == "estate" else server, peak,
                             iso_s(peak_at), int(lic_us) / US / seconds,
-                            int(lic_us) / US / 3600, int(denials), source, int(top), str(rules)))
+                            int(lic_us) / US / 3600, int(denials), source, int(top), named))
     return PeakSummary(f"{iso_s(start * US)} to {iso_s(end * US)}", rows)
 
 
