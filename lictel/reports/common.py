@@ -256,3 +256,11 @@ def cover(dist: list[tuple[int, int]], total: int, share: float) -> int:
         if acc >= need:
             return peak
     return dist[-1][0]
+
+
+def sql_local_iso(col: str) -> str:
+    """SQL for Unix seconds ``col`` as ISO-8601 local time of the query's ``{tz:String}`` with its
+    offset (``Z`` for UTC), formatted in ClickHouse (reports may be export-sized)."""
+    local = f"formatDateTime(toDateTime({col}, {{tz:String}}), '%Y-%m-%dT%H:%i:%S%z', {{tz:String}})"
+    return (f"if({{tz:String}} = 'UTC', formatDateTime(toDateTime({col}, 'UTC'), '%Y-%m-%dT%H:%i:%SZ', 'UTC'), "
+            f"concat(substring({local}, 1, 22), ':', substring({local}, 23, 2)))")

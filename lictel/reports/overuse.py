@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -17,9 +17,10 @@ from lictel.reports.common import (
     entitled_on,
     entitlement_segments,
     entitlements,
+    sql_local_iso,
     stored_range,
 )
-from lictel.timeutil import DAY_US, MINUTE_US, US, date_us, iso_in, us_date
+from lictel.timeutil import DAY_US, date_us, us_date
 from lictel.ud import UD, license_model, ud_report
 
 
@@ -38,9 +39,8 @@ def overuse(client: Client, db: str, scope: Scope, models: dict[str, str]) -> Re
         if rng is None:
             continue
         for a, b, n in entitlement_segments(items, *rng):
-            minutes = _minutes_above(client, db, o, f, a, b, n)
-            for run in _runs([(int(m) * US, int(p), n) for m, p in minutes], MINUTE_US):
-                rows.append(_overuse_row(o, f, "concurrent", run, MINUTE_US, scope.tz))
+            for first, end, minutes, top, in_band in _periods_above(client, db, o, f, a, b, n, scope.tz):
+                rows.append(_period_row(o, f, "concurrent", first, end, minutes, top, n, in_band, str))
     rows.sort(key=lambda r: (r[0], r[1], r[3]))
     return Report("Overuse: use above the entitlement",
                   ["org", "feature", "model", "start", "end", "duration", "max_use", "entitlement", "max_excess",
@@ -50,10 +50,13 @@ def overuse(client: Client, db: str, scope: Scope, models: dict[str, str]) -> Re
                    "the whole period stays inside it.", CHARGED_NOTE])
 
 
-def _minutes_above(client: Client, db: str, org: str, feature: str, start: int, end: int,
-                   n: int) -> list[tuple[int, int]]:
-    """(minute, licenses charged) of the estate minutes in ``[start, end)`` above ``n``: only the days
-    whose rolled-up peak is above ``n`` are read minute by minute (lictel.rollups)."""
+def _periods_above(client: Client, db: str, org: str, feature: str, start: int, end: int, n: int,
+                   tz: str) -> list[tuple[str, str, int, int, int]]:
+    """The runs of consecutive estate minutes in ``[start, end)`` with more than ``n`` licenses charged:
+    (start and end, ISO-8601 in ``tz``; minutes, highest use, minutes inside the overdraft band), in
+    time order. Runs are found and formatted in ClickHouse (a year can hold 100,000 of them): a
+    minute minus 60 s times its rank is constant along a run. Only the days whose rolled-up peak is
+    above ``n`` are read minute by minute (lictel.rollups)."""
     cut = rollups.split(client, db, start, end)
     days = []
     if cut.days:
@@ -65,13 +68,16 @@ def _minutes_above(client: Client, db: str, org: str, feature: str, start: int, 
     if not cut.minute_ranges and not days:
         return []
     minutes, params = rollups.minute_condition(cut.minute_ranges)
-    minutes = f"({minutes} OR toDate(minute) IN {{days:Array(Date)}})"
-    params["days"] = days
-    return [(int(m), int(p)) for m, p in client.query(
-        f"SELECT toUnixTimestamp(minute), charged_peak FROM {db}.usage_minute FINAL WHERE level = 'estate' "
-        f"AND source = 'license' AND org = {{org:String}} AND feature = {{feature:String}} "
-        f"AND charged_peak > {{n:UInt32}} AND {minutes} ORDER BY minute",
-        parameters={**params, "org": org, "feature": feature, "n": n}).result_rows]
+    params |= {"days": days, "org": org, "feature": feature, "n": n, "band": n * (1 + OVERDRAFT_BAND), "tz": tz}
+    result = client.query(
+        f"SELECT {sql_local_iso('min(m)')}, {sql_local_iso('max(m) + 60')}, count(), max(p), "
+        f"countIf(p <= {{band:Float64}}) FROM ("
+        f"SELECT toInt64(toUnixTimestamp(minute)) AS m, charged_peak AS p, "
+        f"m - 60 * toInt64(row_number() OVER (ORDER BY minute)) AS run FROM {db}.usage_minute FINAL "
+        f"WHERE level = 'estate' AND source = 'license' AND org = {{org:String}} AND feature = {{feature:String}} "
+        f"AND charged_peak > {{n:UInt32}} AND ({minutes} OR toDate(minute) IN {{days:Array(Date)}})) "
+        f"GROUP BY run ORDER BY run", parameters=params)
+    return [(a, b, int(k), int(top), int(inside)) for a, b, k, top, inside in result.result_rows]
 
 
 def _ud_overuse(client: Client, db: str, org: str, feature: str, items: list[Entitled], models: dict[str, str],
@@ -84,7 +90,10 @@ def _ud_overuse(client: Client, db: str, org: str, feature: str, items: list[Ent
         n = entitled_on(items, r.day)
         if r.vendor_rule > n:
             over.append((date_us(r.day), r.vendor_rule, n))
-    return [_overuse_row(org, feature, "user/device", run, DAY_US) for run in _runs(over, DAY_US)]
+    band = OVERDRAFT_BAND
+    return [_period_row(org, feature, "user/device", run[0][0], run[-1][0] + DAY_US, len(run),
+                        max(v for _, v, _ in run), run[0][2], sum(1 for _, v, n in run if v <= n * (1 + band)),
+                        lambda t: us_date(t).isoformat()) for run in _runs(over, DAY_US)]
 
 
 def _runs(points: list[tuple[int, int, int]], step: int) -> Iterable[list[tuple[int, int, int]]]:
@@ -99,14 +108,10 @@ def _runs(points: list[tuple[int, int, int]], step: int) -> Iterable[list[tuple[
         yield run
 
 
-def _overuse_row(org: str, feature: str, model: str, run: list[tuple[int, int, int]], step: int,
-                 tz: str = "UTC") -> list[Any]:
-    ent = run[0][2]
+def _period_row(org: str, feature: str, model: str, start: Any, end: Any, length: int, top: int, ent: int,
+                in_band: int, fmt: Callable[[Any], str]) -> list[Any]:
+    """One overuse period: ``length`` minutes or days from ``start`` to ``end`` (as ``fmt`` writes
+    them), the highest use, the entitlement, and how many steps stayed inside the overdraft band."""
     band = ent * (1 + OVERDRAFT_BAND)
-    top = max(v for _, v, _ in run)
-    in_band = sum(1 for _, v, _ in run if v <= band)
-    fmt = (lambda t: iso_in(t, tz)) if step == MINUTE_US else (lambda t: us_date(t).isoformat())
-    return [org, feature, model, fmt(run[0][0]), fmt(run[-1][0] + step), len(run), top, ent, top - ent, in_band,
-            len(run) - in_band, "overdraft" if top <= band else "overuse"]
-
-
+    return [org, feature, model, fmt(start), fmt(end), length, top, ent, top - ent, in_band, length - in_band,
+            "overdraft" if top <= band else "overuse"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from clickhouse_connect.driver.client import Client
 
 from lictel.export import rollup_query
-from lictel.reports.common import Report, Scope
+from lictel.reports.common import Report, Scope, sql_local_iso
 from lictel.timeutil import US
 
 
@@ -17,7 +17,7 @@ def usage(client: Client, db: str, scope: Scope, level: str = "estate", granular
                                   None if scope.start is None else scope.start // US,
                                   None if scope.end is None else scope.end // US, source, measure, scope.tz)
     result = client.query(
-        f"SELECT org, if(server = '', '(estate)', server), feature, {_sql_local_iso('start')}, top, bottom, "
+        f"SELECT org, if(server = '', '(estate)', server), feature, {sql_local_iso('start')}, top, bottom, "
         f"round(lic / (secs * 1e6), 6), round(lic / 3.6e9, 6) FROM ({rollup}) ORDER BY org, server, feature, start",
         parameters=params)
     what = "licenses charged" if measure == "charged" else "checkouts"
@@ -26,13 +26,3 @@ def usage(client: Client, db: str, scope: Scope, level: str = "estate", granular
                   [list(r) for r in result.result_rows],
                   [f"{granularity}s of {scope.tz}; avg is time-weighted over the whole period (minutes without a "
                    "row count as 0); low is 0 when some minute of the period had nothing out."])
-
-
-def _sql_local_iso(col: str) -> str:
-    """SQL for Unix seconds ``col`` as ISO-8601 local time of the query's ``{tz:String}`` with its
-    offset (``Z`` for UTC), formatted in ClickHouse (reports may be export-sized)."""
-    local = f"formatDateTime(toDateTime({col}, {{tz:String}}), '%Y-%m-%dT%H:%i:%S%z', {{tz:String}})"
-    return (f"if({{tz:String}} = 'UTC', formatDateTime(toDateTime({col}, 'UTC'), '%Y-%m-%dT%H:%i:%SZ', 'UTC'), "
-            f"concat(substring({local}, 1, 22), ':', substring({local}, 23, 2)))")
-
-

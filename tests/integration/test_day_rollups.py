@@ -23,7 +23,7 @@ from lictel.reports.dormant import dormant
 from lictel.reports.overuse import overuse
 from lictel.reports.sizing import sizing
 from lictel.reports.summary import peak_summary
-from lictel.timeutil import DAY_US, MINUTE_US, parse_ts
+from lictel.timeutil import DAY_US, MINUTE_US, iso_s, parse_ts
 from lictel.warehouse import connect
 from sinks.clickhouse import write_minute_rows
 
@@ -71,6 +71,25 @@ def _answers(client: Any, orgs: tuple[str, str] = ("acme", "beta")) -> list[Any]
     return out
 
 
+def _overuse_by_hand(rows: list[MinuteRow], entitled: dict[tuple[str, str], int]) -> list[list[Any]]:
+    """Runs of consecutive estate minutes above the entitlement, from the rows in Python."""
+    out = []
+    for (org, feature), n in sorted(entitled.items()):
+        above = sorted((r.minute, r.charged_peak) for r in rows
+                       if r.level == "estate" and (r.org, r.feature) == (org, feature) and r.charged_peak > n)
+        runs: list[list[tuple[int, int]]] = []
+        for m, p in above:
+            if runs and m == runs[-1][-1][0] + MINUTE_US:
+                runs[-1].append((m, p))
+            else:
+                runs.append([(m, p)])
+        for run in runs:
+            top, inside = max(p for _, p in run), sum(1 for _, p in run if p <= n * 1.1)
+            out.append([org, feature, "concurrent", iso_s(run[0][0]), iso_s(run[-1][0] + MINUTE_US), len(run), top,
+                        n, top - n, inside, len(run) - inside, "overdraft" if top <= n * 1.1 else "overuse"])
+    return sorted(out, key=lambda r: (r[0], r[1], r[3]))
+
+
 def _without_rollups(client: Any, orgs: tuple[str, str] = ("acme", "beta")) -> list[Any]:
     mark = rollups.watermark(client, DB)
     client.command(f"TRUNCATE TABLE {DB}.rollup_watermark")
@@ -86,13 +105,15 @@ def _without_rollups(client: Any, orgs: tuple[str, str] = ("acme", "beta")) -> l
 def test_rolled_up_days_give_the_answers_of_the_minutes(warehouse: tuple[Settings, Any]) -> None:
     _, client = warehouse
     rnd = random.Random(11)
-    write_minute_rows(client, DB, _rows(rnd), version=1)
+    rows = _rows(rnd)
+    write_minute_rows(client, DB, rows, version=1)
     store(client, DB, parse_contract_csv("feature,count,start,expiry,vendor,note\nF,12,2026-01-01,,V,\n"
                                          "G,7,2026-01-01,,V,\n", org="acme", source="c.csv"))
     store(client, DB, parse_contract_csv("feature,count,start,expiry,vendor,note\nF,13,2026-01-01,,V,\n",
                                          org="beta", source="c.csv"))
     reference = _without_rollups(client)
     assert reference[0].rows and any(reference[6 + 8 * k] for k in range(4)), "the data must have overuse"
+    assert reference[8] == _overuse_by_hand(rows, {("acme", "F"): 12, ("acme", "G"): 7, ("beta", "F"): 13})
     # Final up to 2026-03-05 10:00: the days 03-01 .. 03-04 are rolled up, the rest read by minute.
     mark = rollups.advance(client, DB, parse_ts("2026-03-05T10:00:00Z"))
     assert mark == dt.date(2026, 3, 5)
