@@ -13,6 +13,7 @@ Usage: python bench/_quix_worker.py BOOTSTRAP
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from confluent_kafka import Producer
 from quixstreams import Application, message_context
 
-from lictel.config import Settings
+from lictel.config import Settings, group_options
 from streams.partitions import PartitionWorker
 
 
@@ -47,9 +48,9 @@ class QuixIO:
 
     async def send(self, topic: str, value: bytes, partition: int | None) -> None:
         if partition is None:
-            self.producer.produce(self.settings.topic(topic), value=value)
+            self.producer.produce(topic, value=value)
         else:
-            self.producer.produce(self.settings.topic(topic), value=value, partition=partition)
+            self.producer.produce(topic, value=value, partition=partition)
         self.producer.poll(0)
 
     async def flush(self) -> None:
@@ -71,9 +72,13 @@ def main() -> None:
     io = QuixIO(settings, bootstrap)
     worker = PartitionWorker(settings, io)
     loop = asyncio.new_event_loop()
+    timing = group_options(settings)  # the group timing the Faust worker uses on this broker
     app = Application(broker_address=bootstrap, consumer_group=f"{settings.topic_prefix}-quix",
                       auto_offset_reset="earliest", auto_create_topics=False, use_changelog_topics=False,
-                      commit_interval=settings.snapshot_s, loglevel="WARNING")
+                      commit_interval=settings.snapshot_s, state_dir=settings.data_dir / "quix-state",
+                      loglevel=os.environ.get("LICTEL_LOGLEVEL", "WARNING"),
+                      consumer_extra_config={"session.timeout.ms": timing["session_timeout_ms"],
+                                             "heartbeat.interval.ms": timing["heartbeat_interval_ms"]})
     events = app.topic(settings.topic("events"), value_deserializer="bytes")
 
     def apply(value: bytes) -> None:
