@@ -59,6 +59,7 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/engine_throughput.py
 	$(BIN)/python bench/stream_worker.py
+	$(BIN)/python bench/peer_quix.py
 	$(BIN)/python bench/stream_scaling.py
 	$(BIN)/python bench/run_workers.py
 	$(BIN)/python bench/sink_rows.py
@@ -69,4 +70,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/api.py
 
 clean:
-	rm -rf $(VENV) $(DATA) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .venv-peer $(DATA) .pytest_cache .ruff_cache .mypy_cache

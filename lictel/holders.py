@@ -12,18 +12,20 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 
 from lictel.holdings import (
     Segment,
+    features_by_server,
     holders_at_peak,
-    last_event,
+    last_events,
     read_rows,
     replay_start,
+    replay_starts,
     segments,
-    server_features,
 )
 from lictel.timeutil import MINUTE_US, US, local_midnight_us
 
@@ -34,6 +36,20 @@ def pool_segments(client: Client, db: str, org: str, server: str, features: list
     since = replay_start(client, db, org, server, features, start)
     return [s for s in segments(read_rows(client, db, org, server, features, end, since))
             if s.start < end and (s.end is None or s.end > start)]
+
+
+def org_segments(client: Client, db: str, org: str, feature: str | None, start: int,
+                 end: int) -> Iterator[Segment]:
+    """The segments of ``feature`` (every feature when None) on every server of ``org`` that overlap
+    ``[start, end)`` (µs): where each server's replay may start, and its features, found for all
+    servers at once."""
+    servers = servers_of(client, db, org, feature)
+    features = {s: [feature] for s in servers} if feature else features_by_server(client, db, org, servers)
+    starts = replay_starts(client, db, org, features, start)
+    for srv in servers:
+        if features.get(srv):
+            yield from (s for s in segments(read_rows(client, db, org, srv, features[srv], end, starts[srv]))
+                        if s.start < end and (s.end is None or s.end > start))
 
 
 def servers_of(client: Client, db: str, org: str, feature: str | None) -> list[str]:
@@ -82,15 +98,15 @@ def license_hours(client: Client, db: str, org: str, feature: str | None, start:
     (name, license-hours, checkouts begun in the range)."""
     hours: dict[str, float] = defaultdict(float)
     begun: dict[str, set[tuple[str, str, int]]] = defaultdict(set)
-    for srv in servers_of(client, db, org, feature):
-        features = [feature] if feature else server_features(client, db, org, srv)
-        last = last_event(client, db, org, srv)
-        for s in pool_segments(client, db, org, srv, features, start, end):
-            stop = min(end, s.end if s.end is not None else max(last, s.start))
-            name = s.user if by == "user" else s.host
-            hours[name] += s.count * max(0, stop - max(start, s.start)) / US / 3600
-            if s.start >= start:
-                begun[name].add((s.server, s.feature, s.start))
+    last: dict[str, int] | None = None
+    for s in org_segments(client, db, org, feature, start, end):
+        if s.end is None and last is None:
+            last = last_events(client, db, org, servers_of(client, db, org, feature))
+        stop = min(end, s.end if s.end is not None else max(last.get(s.server, 0) if last else 0, s.start))
+        name = s.user if by == "user" else s.host
+        hours[name] += s.count * max(0, stop - max(start, s.start)) / US / 3600
+        if s.start >= start:
+            begun[name].add((s.server, s.feature, s.start))
     return sorted(((n, h, len(begun[n])) for n, h in hours.items()), key=lambda x: (-x[1], x[0]))
 
 
@@ -102,14 +118,12 @@ def distinct_per_day(client: Client, db: str, org: str, feature: str | None, fir
     edges = [local_midnight_us(d, tz) for d in days] + [local_midnight_us(last + dt.timedelta(days=1), tz)]
     users: dict[tuple[str, int], set[str]] = defaultdict(set)
     hosts: dict[tuple[str, int], set[str]] = defaultdict(set)
-    for srv in servers_of(client, db, org, feature):
-        features = [feature] if feature else server_features(client, db, org, srv)
-        for s in pool_segments(client, db, org, srv, features, edges[0], edges[-1]):
-            k = max(0, bisect.bisect_right(edges, s.start) - 1)
-            stop = s.end if s.end is not None else edges[-1]
-            while k < len(days) and edges[k] < stop:
-                users[(s.feature, k)].add(s.user)
-                hosts[(s.feature, k)].add(s.host.lower())
-                k += 1
+    for s in org_segments(client, db, org, feature, edges[0], edges[-1]):
+        k = max(0, bisect.bisect_right(edges, s.start) - 1)
+        stop = s.end if s.end is not None else edges[-1]
+        while k < len(days) and edges[k] < stop:
+            users[(s.feature, k)].add(s.user)
+            hosts[(s.feature, k)].add(s.host.lower())
+            k += 1
     keys = sorted(users, key=lambda x: (x[0], x[1]))
     return [(f, days[k], len(users[(f, k)]), len(hosts[(f, k)])) for f, k in keys]

@@ -27,6 +27,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from clickhouse_connect.driver.client import Client
 
+from lictel import rollups
+
 Identity = tuple[str, str, str, str, str, str, str]
 _MINUTE = 60_000_000
 
@@ -142,16 +144,31 @@ def read_rows(client: Client, db: str, org: str, server: str, features: Iterable
 
 def server_features(client: Client, db: str, org: str, server: str) -> list[str]:
     """The features one server has checked out."""
-    return [str(f) for (f,) in client.query(
-        f"SELECT DISTINCT feature FROM {db}.raw_events WHERE org = {{org:String}} AND server = {{server:String}} "
-        f"AND action = 'OUT' AND vendor != 'SESSIONS'", parameters={"org": org, "server": server}).result_rows]
+    return features_by_server(client, db, org, [server]).get(server, [])
+
+
+def features_by_server(client: Client, db: str, org: str, servers: Iterable[str]) -> dict[str, list[str]]:
+    """The features each of ``servers`` has checked out, in one query."""
+    out: dict[str, list[str]] = {}
+    for server, f in client.query(
+            f"SELECT DISTINCT server, feature FROM {db}.raw_events WHERE org = {{org:String}} AND server IN "
+            f"{{servers:Array(String)}} AND action = 'OUT' AND vendor != 'SESSIONS' ORDER BY server, feature",
+            parameters={"org": org, "servers": sorted(set(servers))}).result_rows:
+        out.setdefault(str(server), []).append(str(f))
+    return out
 
 
 def last_event(client: Client, db: str, org: str, server: str) -> int:
     """The time (µs) of one server's newest stored event."""
-    (t,), = client.query(f"SELECT toUnixTimestamp64Micro(max(ts)) FROM {db}.raw_events WHERE org = {{org:String}} "
-                         f"AND server = {{server:String}}", parameters={"org": org, "server": server}).result_rows
-    return int(t)
+    return last_events(client, db, org, [server]).get(server, 0)
+
+
+def last_events(client: Client, db: str, org: str, servers: Iterable[str]) -> dict[str, int]:
+    """The time (µs) of each server's newest stored event, in one query."""
+    return {str(s): int(t) for s, t in client.query(
+        f"SELECT server, toUnixTimestamp64Micro(max(ts)) FROM {db}.raw_events WHERE org = {{org:String}} "
+        f"AND server IN {{servers:Array(String)}} GROUP BY server",
+        parameters={"org": org, "servers": sorted(set(servers))}).result_rows}
 
 
 def replay_start(client: Client, db: str, org: str, server: str, features: Iterable[str], at_us: int) -> int | None:
@@ -168,39 +185,59 @@ def replay_start(client: Client, db: str, org: str, server: str, features: Itera
     A minute without a row held nothing only up to the server's last stored minute: past it the
     stream has not made minutes final yet, and what was held at the end of the rows may be held
     still, so the run is looked for from there."""
-    (known_end, stored), = client.query(
-        f"SELECT toInt64(toUnixTimestamp(max(minute))) + 60, count() > 0 FROM {db}.usage_minute WHERE level = 'pool' "
-        f"AND source = 'license' AND org = {{org:String}} AND server = {{server:String}}",
-        parameters={"org": org, "server": server}).result_rows
-    first = at_us - at_us % _MINUTE
-    if stored:
-        first = min(first, int(known_end) * 1_000_000)
-    pending = sorted(set(features))
-    since = first
+    return replay_starts(client, db, org, {server: list(features)}, at_us)[server]
+
+
+def replay_starts(client: Client, db: str, org: str, features: dict[str, list[str]],
+                  at_us: int) -> dict[str, int | None]:
+    """:func:`replay_start` of several servers (server -> its features) at once: one query for their
+    last stored minutes, then one per span looked back."""
+    servers = sorted(features)
+    # The last stored minute of each: from the day rollups below their watermark, the minutes after it.
+    mark = rollups.watermark(client, db)
+    known = {str(s): int(end) for s, end in client.query(
+        f"SELECT server, toInt64(toUnixTimestamp(max(m))) + 60 FROM (SELECT server, last_minute AS m "
+        f"FROM {db}.usage_daily WHERE level = 'pool' AND source = 'license' AND org = {{org:String}} AND server IN "
+        f"{{servers:Array(String)}} AND day < {{mark:Date}} UNION ALL SELECT server, minute AS m "
+        f"FROM {db}.usage_minute WHERE level = 'pool' AND source = 'license' AND org = {{org:String}} "
+        f"AND server IN {{servers:Array(String)}} AND minute >= toDateTime({{since:Int64}}, 'UTC')) GROUP BY server",
+        parameters={"org": org, "servers": servers, "mark": mark or rollups.day_of(0),
+                    "since": rollups.day_us(mark) // 1_000_000 if mark else 0}).result_rows}
+    at_minute = at_us - at_us % _MINUTE
+    first = {s: min(at_minute, known[s] * 1_000_000) if s in known else at_minute for s in servers}
+    since: dict[str, int | None] = dict(first)
+    pending = sorted({(s, str(f)) for s in servers for f in features[s]})
     span = 2 * 1440 * _MINUTE
     while pending:
         if span > 1024 * 1440 * _MINUTE:
-            return None
-        lo = first - span
-        held: dict[str, list[int]] = {str(f): list(m) for f, m in client.query(
-            f"SELECT feature, arraySort(groupArray(toInt64(toUnixTimestamp(minute)))) FROM {db}.usage_minute FINAL "
-            f"WHERE level = 'pool' AND source = 'license' AND org = {{org:String}} AND server = {{server:String}} "
-            f"AND feature IN {{features:Array(String)}} AND peak > 0 AND minute >= toDateTime({{a:Int64}}, 'UTC') "
-            f"AND minute < toDateTime({{b:Int64}}, 'UTC') GROUP BY feature",
-            parameters={"org": org, "server": server, "features": pending, "a": lo // 1_000_000,
-                        "b": first // 1_000_000}).result_rows}
+            for s, _ in pending:
+                since[s] = None
+            break
+        lo = {s: first[s] - span for s, _ in pending}
+        held: dict[tuple[str, str], list[int]] = {(str(s), str(f)): list(m) for s, f, m in client.query(
+            f"SELECT server, feature, arraySort(groupArray(toInt64(toUnixTimestamp(minute)))) FROM {db}.usage_minute "
+            f"FINAL WHERE level = 'pool' AND source = 'license' AND org = {{org:String}} AND (server, feature) IN "
+            f"{{keys:Array(Tuple(String, String))}} AND peak > 0 AND minute >= toDateTime({{a:Int64}}, 'UTC') "
+            f"AND minute < toDateTime({{b:Int64}}, 'UTC') GROUP BY server, feature",
+            parameters={"org": org, "keys": pending, "a": min(lo.values()) // 1_000_000,
+                        "b": max(first[s] for s, _ in pending) // 1_000_000}).result_rows}
         still = []
-        for f in pending:
-            ms = np.asarray(held.get(f, []), dtype=np.int64) * 1_000_000
-            if not len(ms) or ms[-1] < first - _MINUTE:
+        for s, f in pending:
+            ms = np.asarray(held.get((s, f), []), dtype=np.int64) * 1_000_000
+            ms = ms[(ms >= lo[s]) & (ms < first[s])]
+            if not len(ms) or ms[-1] < first[s] - _MINUTE:
                 continue  # nothing held in the minute before: the replay may start at ``first``
             breaks = np.flatnonzero(np.diff(ms) > _MINUTE)
+            start = None
             if len(breaks):
-                since = min(since, int(ms[breaks[-1] + 1]))
-            elif ms[0] > lo:
-                since = min(since, int(ms[0]))
-            else:
-                still.append(f)  # held throughout the span: look further back
+                start = int(ms[breaks[-1] + 1])
+            elif ms[0] > lo[s]:
+                start = int(ms[0])
+            cur = since[s]
+            if start is None:
+                still.append((s, f))  # held throughout the span: look further back
+            elif cur is not None:
+                since[s] = min(cur, start)
         pending = still
         span *= 8
     return since
