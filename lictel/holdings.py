@@ -61,9 +61,10 @@ class Checkouts:
     def check_out(self, ident: Identity, count: int, t: int) -> None:
         q = self.held.get(ident)
         if q is None:
-            q = self.held[ident] = deque()
+            self.held[ident] = deque(([count, t],))
             self._by_daemon.setdefault(ident[:3], set()).add(ident)  # type: ignore[arg-type]
-        q.append([count, t])
+        else:
+            q.append([count, t])
 
     def check_in(self, ident: Identity, count: int) -> list[tuple[int, int]]:
         """Close ``count`` licenses of the identity's oldest open checkouts: the ``(licenses, since)``
@@ -71,6 +72,10 @@ class Checkouts:
         q = self.held.get(ident)
         if not q:
             return []
+        if len(q) == 1 and q[0][0] <= count:  # the common case: one checkout, returned whole
+            del self.held[ident]
+            self._by_daemon[ident[:3]].discard(ident)  # type: ignore[index]
+            return [(q[0][0], q[0][1])]
         taken = []
         n = count
         while n and q:
@@ -86,6 +91,34 @@ class Checkouts:
             del self.held[ident]
             self._by_daemon[ident[:3]].discard(ident)  # type: ignore[index]
         return taken
+
+    def change(self, action: str, ident: Identity, count: int, t: int) -> int:
+        """Apply an OUT or IN of ``count`` licenses; return by how much the identity's holding changed
+        (what :meth:`check_out` and :meth:`check_in` do, for a caller that needs only the total)."""
+        held = self.held
+        q = held.get(ident)
+        if action == "OUT":
+            if q is None:
+                held[ident] = deque(([count, t],))
+                self._by_daemon.setdefault(ident[:3], set()).add(ident)  # type: ignore[arg-type]
+            else:
+                q.append([count, t])
+            return count
+        if not q:
+            return 0
+        n = count
+        while n and q:
+            first = q[0]
+            if first[0] <= n:
+                n -= first[0]
+                q.popleft()
+            else:
+                first[0] -= n
+                n = 0
+        if not q:
+            del held[ident]
+            self._by_daemon[ident[:3]].discard(ident)  # type: ignore[index]
+        return n - count
 
     def restart(self, daemon: tuple[str, str, str]) -> list[tuple[Identity, deque[list[int]]]]:
         """Close every open checkout of ``(org, server, vendor)``: each identity with what it held."""

@@ -165,16 +165,23 @@ class _ChargeReplay:
                 self._recharge(key, t)
             return
         ident = (o, server, vendor, f, user, host, handle)
-        if action == "OUT":
-            books.check_out(ident, int(count), t)
-            delta = int(count)
-        else:
-            taken = books.check_in(ident, int(count))
-            if not taken:
-                return  # an orphan check-in changes nothing
-            delta = -sum(n for n, _ in taken)
+        delta = books.change(action, ident, int(count), t)
+        if not delta:
+            return  # an orphan check-in changes nothing
         if self._all_alone or self._by(o, server, f) == "":
-            self._alone(ident, delta, t)
+            # Rule NONE, as _alone does, inline: this runs once per checkout and check-in.
+            g = self.group_of(user)
+            k3 = (o, f, g)
+            start = self.start
+            last = self.since.get(k3, start)
+            if t > last:
+                self.hours[k3] += self.rate[k3] * (t - (last if last > start else start)) / _HOUR_US
+            self.since[k3] = t if t > start else start
+            self.rate[k3] += delta
+            key2 = (o, f)
+            self.level[key2] += delta
+            self.now[key2][g] += delta
+            self.dirty.add(key2)
             return
         key = self._key(ident)
         if delta > 0:
