@@ -23,7 +23,6 @@ from lictel.holdings import (
     holders_at_peak,
     last_events,
     read_rows,
-    replay_start,
     replay_starts,
     segments,
 )
@@ -33,22 +32,24 @@ from lictel.timeutil import MINUTE_US, US, local_midnight_us
 def pool_segments(client: Client, db: str, org: str, server: str, features: list[str], start: int,
                   end: int) -> list[Segment]:
     """The segments of ``features`` on one server that overlap ``[start, end)`` (µs)."""
-    since = replay_start(client, db, org, server, features, start)
-    return [s for s in segments(read_rows(client, db, org, server, features, end, since))
-            if s.start < end and (s.end is None or s.end > start)]
+    return list(_overlapping(client, db, org, {server: features}, start, end))
 
 
-def org_segments(client: Client, db: str, org: str, feature: str | None, start: int,
+def org_segments(client: Client, db: str, org: str, servers: list[str], feature: str | None, start: int,
                  end: int) -> Iterator[Segment]:
-    """The segments of ``feature`` (every feature when None) on every server of ``org`` that overlap
-    ``[start, end)`` (µs): where each server's replay may start, and its features, found for all
+    """The segments of ``feature`` (every feature when None) on ``servers`` of ``org`` that overlap
+    ``[start, end)`` (µs); each server's features and where its replay may start are found for all
     servers at once."""
-    servers = servers_of(client, db, org, feature)
     features = {s: [feature] for s in servers} if feature else features_by_server(client, db, org, servers)
+    return _overlapping(client, db, org, features, start, end)
+
+
+def _overlapping(client: Client, db: str, org: str, features: dict[str, list[str]], start: int,
+                 end: int) -> Iterator[Segment]:
     starts = replay_starts(client, db, org, features, start)
-    for srv in servers:
-        if features.get(srv):
-            yield from (s for s in segments(read_rows(client, db, org, srv, features[srv], end, starts[srv]))
+    for srv, feats in features.items():
+        if feats:
+            yield from (s for s in segments(read_rows(client, db, org, srv, feats, end, starts[srv]))
                         if s.start < end and (s.end is None or s.end > start))
 
 
@@ -98,10 +99,11 @@ def license_hours(client: Client, db: str, org: str, feature: str | None, start:
     (name, license-hours, checkouts begun in the range)."""
     hours: dict[str, float] = defaultdict(float)
     begun: dict[str, set[tuple[str, str, int]]] = defaultdict(set)
+    servers = servers_of(client, db, org, feature)
     last: dict[str, int] | None = None
-    for s in org_segments(client, db, org, feature, start, end):
+    for s in org_segments(client, db, org, servers, feature, start, end):
         if s.end is None and last is None:
-            last = last_events(client, db, org, servers_of(client, db, org, feature))
+            last = last_events(client, db, org, servers)  # only when a checkout is still open
         stop = min(end, s.end if s.end is not None else max(last.get(s.server, 0) if last else 0, s.start))
         name = s.user if by == "user" else s.host
         hours[name] += s.count * max(0, stop - max(start, s.start)) / US / 3600
@@ -118,7 +120,7 @@ def distinct_per_day(client: Client, db: str, org: str, feature: str | None, fir
     edges = [local_midnight_us(d, tz) for d in days] + [local_midnight_us(last + dt.timedelta(days=1), tz)]
     users: dict[tuple[str, int], set[str]] = defaultdict(set)
     hosts: dict[tuple[str, int], set[str]] = defaultdict(set)
-    for s in org_segments(client, db, org, feature, edges[0], edges[-1]):
+    for s in org_segments(client, db, org, servers_of(client, db, org, feature), feature, edges[0], edges[-1]):
         k = max(0, bisect.bisect_right(edges, s.start) - 1)
         stop = s.end if s.end is not None else edges[-1]
         while k < len(days) and edges[k] < stop:

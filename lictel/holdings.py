@@ -69,56 +69,40 @@ class Checkouts:
     def check_in(self, ident: Identity, count: int) -> list[tuple[int, int]]:
         """Close ``count`` licenses of the identity's oldest open checkouts: the ``(licenses, since)``
         taken from each, oldest first (empty for an orphan check-in)."""
-        q = self.held.get(ident)
-        if not q:
-            return []
-        if len(q) == 1 and q[0][0] <= count:  # the common case: one checkout, returned whole
-            del self.held[ident]
-            self._by_daemon[ident[:3]].discard(ident)  # type: ignore[index]
-            return [(q[0][0], q[0][1])]
-        taken = []
-        n = count
-        while n and q:
-            held, since = q[0]
-            take = held if held <= n else n
-            taken.append((take, since))
-            n -= take
-            if take == held:
-                q.popleft()
-            else:
-                q[0][0] = held - take
-        if not q:
-            del self.held[ident]
-            self._by_daemon[ident[:3]].discard(ident)  # type: ignore[index]
+        taken: list[tuple[int, int]] = []
+        self._close(ident, count, taken)
         return taken
 
     def change(self, action: str, ident: Identity, count: int, t: int) -> int:
         """Apply an OUT or IN of ``count`` licenses; return by how much the identity's holding changed
-        (what :meth:`check_out` and :meth:`check_in` do, for a caller that needs only the total)."""
-        held = self.held
-        q = held.get(ident)
+        (for a caller that needs only the total, without the pieces :meth:`check_in` lists)."""
         if action == "OUT":
-            if q is None:
-                held[ident] = deque(([count, t],))
-                self._by_daemon.setdefault(ident[:3], set()).add(ident)  # type: ignore[arg-type]
-            else:
-                q.append([count, t])
+            self.check_out(ident, count, t)
             return count
+        return -self._close(ident, count, None)
+
+    def _close(self, ident: Identity, count: int, taken: list[tuple[int, int]] | None) -> int:
+        """The one check-in rule: close up to ``count`` licenses of the oldest open checkouts first;
+        return how many were closed, and list each piece in ``taken`` when one is given."""
+        q = self.held.get(ident)
         if not q:
             return 0
         n = count
         while n and q:
             first = q[0]
-            if first[0] <= n:
-                n -= first[0]
+            held = first[0]
+            take = held if held <= n else n
+            if taken is not None:
+                taken.append((take, first[1]))
+            n -= take
+            if take == held:
                 q.popleft()
             else:
-                first[0] -= n
-                n = 0
+                first[0] = held - take
         if not q:
-            del held[ident]
+            del self.held[ident]
             self._by_daemon[ident[:3]].discard(ident)  # type: ignore[index]
-        return n - count
+        return count - n
 
     def restart(self, daemon: tuple[str, str, str]) -> list[tuple[Identity, deque[list[int]]]]:
         """Close every open checkout of ``(org, server, vendor)``: each identity with what it held."""
@@ -189,11 +173,6 @@ def features_by_server(client: Client, db: str, org: str, servers: Iterable[str]
             parameters={"org": org, "servers": sorted(set(servers))}).result_rows:
         out.setdefault(str(server), []).append(str(f))
     return out
-
-
-def last_event(client: Client, db: str, org: str, server: str) -> int:
-    """The time (µs) of one server's newest stored event."""
-    return last_events(client, db, org, [server]).get(server, 0)
 
 
 def last_events(client: Client, db: str, org: str, servers: Iterable[str]) -> dict[str, int]:

@@ -136,9 +136,8 @@ def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | No
     mark = rollups.watermark(client, db)
     if mark is not None and final_end > start:
         # The day rollups of the days rewritten, where they are kept already.
-        first, last = rollups.day_of(start), rollups.day_of(final_end - 1)
-        rollups.recompute(client, db, (first + dt.timedelta(days=k) for k in range((last - first).days + 1)
-                                       if first + dt.timedelta(days=k) < mark), replace=True)
+        last = min(mark, rollups.day_of(final_end - 1) + dt.timedelta(days=1))
+        rollups.recompute(client, db, rollups.days_from(rollups.day_of(start), last), replace=True)
     return ReconcileResult(start, end, len(events), len(old), len(new), changed, final_end)
 
 

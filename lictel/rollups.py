@@ -25,20 +25,30 @@ from clickhouse_connect.driver.client import Client
 
 from lictel.timeutil import DAY_US, US
 
+#: One aggregate giving a key's highest minute peak and the first minute that reached it: the peak in
+#: the high 32 bits, the minute counted down in the low ones (so the earliest wins). Three times
+#: faster than argMax over a (peak, -minute) tuple on a year of rows.
+PEAK_AND_FIRST = "max(bitShiftLeft(toUInt64(peak), 32) + (4294967295 - toUnixTimestamp(minute)))"
+#: The same over the licenses charged (DUP_GROUP): what reports that compare with entitlements use.
+CHARGED_PEAK_AND_FIRST = PEAK_AND_FIRST.replace("(peak)", "(charged_peak)")
+
 NAME = "usage_daily"
 _EPOCH = dt.date(1970, 1, 1)
 
-#: One day's rollup of each key, from the minute rows in ``{lo}``..``{hi}`` (Unix seconds).
-_RECOMPUTE = (
-    "INSERT INTO {db}.usage_daily SELECT level, org, feature, server, source, toDate(minute) AS day, count(), "
-    "min(minute), max(minute), "
-    "max(bitShiftLeft(toUInt64(peak), 32) + (4294967295 - toUnixTimestamp(minute))), "
-    "max(bitShiftLeft(toUInt64(charged_peak), 32) + (4294967295 - toUnixTimestamp(minute))), "
-    "sum(license_us), sum(charged_license_us), sum(denials), arraySort(groupUniqArray(dup_group)), "
-    "(sumMap([charged_peak], [toUInt64(1)]) AS lv).1, lv.2, max(version) "
-    "FROM {db}.usage_minute FINAL WHERE minute >= toDateTime({{lo:Int64}}, 'UTC') "
-    "AND minute < toDateTime({{hi:Int64}}, 'UTC') {days} GROUP BY level, org, feature, server, source, day"
-)
+def _recompute_sql(db: str, days: str) -> str:
+    """One day's rollup of each key, from the minute rows in ``{lo}``..``{hi}`` (Unix seconds) and the
+    condition ``days``."""
+    return (f"INSERT INTO {db}.usage_daily SELECT level, org, feature, server, source, toDate(minute) AS day, "
+            f"count(), min(minute), max(minute), {PEAK_AND_FIRST}, {CHARGED_PEAK_AND_FIRST}, sum(license_us), "
+            f"sum(charged_license_us), sum(denials), arraySort(groupUniqArray(dup_group)), "
+            f"(sumMap([charged_peak], [toUInt64(1)]) AS lv).1, lv.2, max(version) FROM {db}.usage_minute FINAL "
+            f"WHERE minute >= toDateTime({{lo:Int64}}, 'UTC') AND minute < toDateTime({{hi:Int64}}, 'UTC') {days} "
+            f"GROUP BY level, org, feature, server, source, day")
+
+
+def peak_and_first(encoded: int) -> tuple[int, int]:
+    """Decode :data:`PEAK_AND_FIRST`: (peak, first minute reaching it, in µs)."""
+    return int(encoded) >> 32, (4294967295 - (int(encoded) & 0xFFFFFFFF)) * US
 
 
 def day_of(us: int) -> dt.date:
@@ -47,6 +57,11 @@ def day_of(us: int) -> dt.date:
 
 def day_us(day: dt.date) -> int:
     return (day - _EPOCH).days * DAY_US
+
+
+def days_from(first: dt.date, end: dt.date) -> list[dt.date]:
+    """The days ``first`` .. ``end`` - 1."""
+    return [first + dt.timedelta(days=k) for k in range((end - first).days)]
 
 
 def watermark(client: Client, db: str) -> dt.date | None:
@@ -71,7 +86,7 @@ def recompute(client: Client, db: str, days: Iterable[dt.date], replace: bool = 
         params["days"] = wanted
     if replace:
         client.command(f"DELETE FROM {db}.usage_daily WHERE day IN {{days:Array(Date)}}", parameters={"days": wanted})
-    client.command(_RECOMPUTE.format(db=db, days=cond), parameters=params)
+    client.command(_recompute_sql(db, cond), parameters=params)
     return len(wanted)
 
 
@@ -93,7 +108,7 @@ def advance(client: Client, db: str, final_us: int, touched: Iterable[dt.date] =
                                    parameters={"hi": day_us(upto) // US}).result_rows
         start = day_of(int(first) * US) if n else upto
     if start < upto:
-        recompute(client, db, (start + dt.timedelta(days=k) for k in range((upto - start).days)))
+        recompute(client, db, days_from(start, upto))
     client.insert(f"{db}.rollup_watermark", [[NAME, upto, dt.datetime.now(dt.UTC)]],
                   column_names=["name", "upto", "updated_at"])
     return upto

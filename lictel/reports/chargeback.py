@@ -169,19 +169,7 @@ class _ChargeReplay:
         if not delta:
             return  # an orphan check-in changes nothing
         if self._all_alone or self._by(o, server, f) == "":
-            # Rule NONE, as _alone does, inline: this runs once per checkout and check-in.
-            g = self.group_of(user)
-            k3 = (o, f, g)
-            start = self.start
-            last = self.since.get(k3, start)
-            if t > last:
-                self.hours[k3] += self.rate[k3] * (t - (last if last > start else start)) / _HOUR_US
-            self.since[k3] = t if t > start else start
-            self.rate[k3] += delta
-            key2 = (o, f)
-            self.level[key2] += delta
-            self.now[key2][g] += delta
-            self.dirty.add(key2)
+            self._alone(ident, delta, t)
             return
         key = self._key(ident)
         if delta > 0:
@@ -231,10 +219,12 @@ class _ChargeReplay:
         self.dirty.add((o, f))
 
     def _settle(self, k3: tuple[str, str, str], t: int) -> None:
-        last = self.since.get(k3, self.start)
+        """The hours ``k3`` accumulated at its rate since it last changed, counted from ``start``."""
+        start = self.start
+        last = self.since.get(k3, start)
         if t > last:
-            self.hours[k3] += self.rate[k3] * (t - max(last, self.start)) / (3600 * US)
-        self.since[k3] = max(t, self.start)
+            self.hours[k3] += self.rate[k3] * (t - (last if last > start else start)) / _HOUR_US
+        self.since[k3] = t if t > start else start
 
     def begin(self) -> None:
         """At the first instant of the range: what is held then counts as a candidate peak."""

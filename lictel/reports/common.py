@@ -1,5 +1,5 @@
-"""What every report shares: the report, its scope, entitlements, the DUP_GROUP rules a figure was
-charged under, and the aggregates that find a peak."""
+"""What every report shares: the report, its scope, entitlements, and the DUP_GROUP rules a figure was
+charged under (the aggregates that find a peak are in :mod:`lictel.rollups`, which keeps them per day)."""
 
 from __future__ import annotations
 
@@ -118,12 +118,6 @@ def stored_range(client: Client, db: str, scope: Scope) -> tuple[int, int] | Non
     return start, end
 
 
-#: One aggregate giving a key's highest minute peak and the first minute that reached it: the peak in
-#: the high 32 bits, the minute counted down in the low ones (so the earliest wins). Three times
-#: faster than argMax over a (peak, -minute) tuple on a year of rows.
-PEAK_AND_FIRST = "max(bitShiftLeft(toUInt64(peak), 32) + (4294967295 - toUnixTimestamp(minute)))"
-#: The same over the licenses charged (DUP_GROUP): what reports that compare with entitlements use.
-CHARGED_PEAK_AND_FIRST = PEAK_AND_FIRST.replace("(peak)", "(charged_peak)")
 #: For a query that groups ``usage_minute`` rows (without FINAL) by a prefix of its sort key after
 #: ``level`` (``org, feature, server``): aggregate part by part in key order, ten times faster than
 #: hashing 52 million rows (measured on the benchmark year: 0.12 s against 1.3 s). With FINAL it is
@@ -153,14 +147,6 @@ def ruled(client: Client, db: str, where: str, params: dict[str, object],
         parameters={**params, "ruled": [tuple(str(v) for v in r) for r in found]})
     n = len(keys)
     return {tuple(str(v) for v in r[:n]): tuple(r[n:]) for r in result.result_rows}
-
-
-def peak_and_first(encoded: int) -> tuple[int, int]:
-    """Decode :data:`PEAK_AND_FIRST`: (peak, first minute reaching it, in µs)."""
-    return int(encoded) >> 32, (4294967295 - (int(encoded) & 0xFFFFFFFF)) * US
-
-
-
 
 
 @dataclass(frozen=True)
@@ -196,8 +182,6 @@ def entitlement_segments(items: list[Entitled], start: int, end: int) -> list[tu
                     cuts.add(t)
     bounds = sorted(cuts)
     return [(a, b, entitled_on(items, us_date(a))) for a, b in itertools.pairwise(bounds)]
-
-
 
 
 def key_ranges(client: Client, db: str, scope: Scope,

@@ -10,13 +10,11 @@ from clickhouse_connect.driver.client import Client
 from lictel.errors import ConfigError
 from lictel.reports.common import (
     CHARGED_NOTE,
-    CHARGED_PEAK_AND_FIRST,
     LineChart,
     Report,
     Scope,
     entitled_on,
     entitlements,
-    peak_and_first,
     rules_used,
     stored_range,
 )
@@ -27,6 +25,7 @@ from lictel.reports.heatmap import heatmap
 from lictel.reports.overuse import overuse
 from lictel.reports.pseudonyms import Pseudonyms, reason_code
 from lictel.reports.sizing import sizing
+from lictel.rollups import CHARGED_PEAK_AND_FIRST, peak_and_first
 from lictel.timeutil import iso_in, us_date
 from lictel.ud import UD, license_model, ud_report
 from lictel.vendor.evidence import vendor_evidence

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -40,7 +40,7 @@ def overuse(client: Client, db: str, scope: Scope, models: dict[str, str]) -> Re
             continue
         for a, b, n in entitlement_segments(items, *rng):
             for first, end, minutes, top, in_band in _periods_above(client, db, o, f, a, b, n, scope.tz):
-                rows.append(_period_row(o, f, "concurrent", first, end, minutes, top, n, in_band, str))
+                rows.append(_period_row(o, f, "concurrent", first, end, minutes, top, n, in_band))
     rows.sort(key=lambda r: (r[0], r[1], r[3]))
     return Report("Overuse: use above the entitlement",
                   ["org", "feature", "model", "start", "end", "duration", "max_use", "entitlement", "max_excess",
@@ -91,9 +91,9 @@ def _ud_overuse(client: Client, db: str, org: str, feature: str, items: list[Ent
         if r.vendor_rule > n:
             over.append((date_us(r.day), r.vendor_rule, n))
     band = OVERDRAFT_BAND
-    return [_period_row(org, feature, "user/device", run[0][0], run[-1][0] + DAY_US, len(run),
-                        max(v for _, v, _ in run), run[0][2], sum(1 for _, v, n in run if v <= n * (1 + band)),
-                        lambda t: us_date(t).isoformat()) for run in _runs(over, DAY_US)]
+    return [_period_row(org, feature, "user/device", us_date(run[0][0]).isoformat(),
+                        us_date(run[-1][0] + DAY_US).isoformat(), len(run), max(v for _, v, _ in run), run[0][2],
+                        sum(1 for _, v, n in run if v <= n * (1 + band))) for run in _runs(over, DAY_US)]
 
 
 def _runs(points: list[tuple[int, int, int]], step: int) -> Iterable[list[tuple[int, int, int]]]:
@@ -108,10 +108,10 @@ def _runs(points: list[tuple[int, int, int]], step: int) -> Iterable[list[tuple[
         yield run
 
 
-def _period_row(org: str, feature: str, model: str, start: Any, end: Any, length: int, top: int, ent: int,
-                in_band: int, fmt: Callable[[Any], str]) -> list[Any]:
-    """One overuse period: ``length`` minutes or days from ``start`` to ``end`` (as ``fmt`` writes
-    them), the highest use, the entitlement, and how many steps stayed inside the overdraft band."""
+def _period_row(org: str, feature: str, model: str, start: str, end: str, length: int, top: int, ent: int,
+                in_band: int) -> list[Any]:
+    """One overuse period: ``length`` minutes or days from ``start`` to ``end``, the highest use, the
+    entitlement, and how many steps stayed inside the overdraft band."""
     band = ent * (1 + OVERDRAFT_BAND)
-    return [org, feature, model, fmt(start), fmt(end), length, top, ent, top - ent, in_band, length - in_band,
+    return [org, feature, model, start, end, length, top, ent, top - ent, in_band, length - in_band,
             "overdraft" if top <= band else "overuse"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from clickhouse_connect.driver.client import Client
 
 from lictel import rollups
-from lictel.reports.common import CHARGED_PEAK_AND_FIRST, PEAK_AND_FIRST, peak_and_first
+from lictel.rollups import CHARGED_PEAK_AND_FIRST, PEAK_AND_FIRST, peak_and_first
 from lictel.timeutil import US, iso_s
 
 
@@ -65,7 +65,7 @@ def peak_summary(client: Client, db: str, org: str | None = None) -> PeakSummary
     rows = []
     for level, o, feature, server, encoded, lic_us, denials, source, charged, rules, *_ in result:
         peak, peak_at = peak_and_first(encoded)
-        named = "+".join(rules) if list(rules) != ["NONE"] else "NONE"
+        named = "+".join(rules)
         top = peak if named == "NONE" else peak_and_first(charged)[0]
         rows.append(PeakRow(o, feature, "(estate)" if level == "estate" else server, peak,
                             iso_s(peak_at), int(lic_us) / US / seconds,

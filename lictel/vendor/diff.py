@@ -37,7 +37,8 @@ from lictel.dupgroup import DupRules
 from lictel.engine import compute_rows
 from lictel.events import Event
 from lictel.holdings import replay_start
-from lictel.reports.common import CHARGED_PEAK_AND_FIRST, Report, peak_and_first
+from lictel.reports.common import Report
+from lictel.rollups import CHARGED_PEAK_AND_FIRST, peak_and_first
 from lictel.timeutil import US, iso_s
 from lictel.ud import UD, license_model, ud_report
 from lictel.vendor.files import BUNDLE, Sample

@@ -12,8 +12,9 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from lictel.holdings import holders_at_peak, read_rows, replay_start, segments
-from lictel.reports.common import CHARGED_PEAK_AND_FIRST, PEAK_AND_FIRST, Report, Scope, peak_and_first
+from lictel.reports.common import Report, Scope
 from lictel.reports.pseudonyms import Pseudonyms
+from lictel.rollups import CHARGED_PEAK_AND_FIRST, PEAK_AND_FIRST, peak_and_first
 from lictel.timeutil import iso_in, local_date, to_us
 from lictel.vendor.diff import match_server
 from lictel.vendor.files import stored

@@ -26,10 +26,11 @@ from markupsafe import Markup
 
 from lictel.export import usage_rows
 from lictel.holders import license_hours
-from lictel.reports.common import CHARGED_PEAK_AND_FIRST, DAYS, Scope, entitled_on, entitlements, peak_and_first
+from lictel.reports.common import DAYS, Scope, entitled_on, entitlements
 from lictel.reports.denials import denials
 from lictel.reports.forecast import daily_peaks, fit_trend
 from lictel.reports.heatmap import heatmap
+from lictel.rollups import CHARGED_PEAK_AND_FIRST, peak_and_first
 from lictel.timeutil import MINUTE_US, US, iso_s
 from lictel.ud import UD, license_model, ud_report
 
