@@ -269,8 +269,26 @@ def create_app(warehouse: Warehouse, tokens: list[str], pages: bool = True) -> F
                  lambda c, db, s: denials(c, db, s))
     report_route("sizing", "Licenses that would have covered each share of the time (as `lictel report sizing`)",
                  lambda c, db, s: sizing(c, db, s))
-    report_route("overuse", "Stretches above the entitlement (as `lictel report overuse`)",
-                 lambda c, db, s: overuse(c, db, s, wh.models))
+
+    @app.get("/api/v1/overuse", dependencies=auth, summary="Stretches above the entitlement, a page at a time")
+    def overuse_route(request: Request, org: str | None = None, feature: str | None = None, start: From = None,
+                      end: To = None, tz: str = "UTC",
+                      limit: Annotated[int, Query(ge=1, le=1_000_000, description="Periods per page")] = 1000,
+                      offset: Annotated[int, Query(ge=0, description="Periods to skip")] = 0,
+                      fmt: Fmt = "json") -> Response:
+        """As ``lictel report overuse``, in order of org, feature and start: ``limit`` periods from
+        ``offset`` (a busy year holds 100,000 of them). When more follow, the answer has a
+        ``Link: <...>; rel="next"`` header; the features past a page are not computed for it."""
+        wh.check(org, None, feature)
+        _zone(tz)
+        t1, t2 = _range(start, end, tz)
+        rep = wh.run(lambda c, db: overuse(c, db, Scope(org, feature, t1, t2, tz), wh.models, offset + limit + 1))
+        more = len(rep.rows) > offset + limit
+        rep.rows = rep.rows[offset:offset + limit]
+        answer = _answer(rep, fmt)
+        if more:
+            answer.headers["Link"] = f'<{request.url.include_query_params(offset=offset + limit)}>; rel="next"'
+        return answer
     report_route("forecast", "Daily peak trend and when it reaches the entitlement (as `lictel report forecast`)",
                  lambda c, db, s: forecast(c, db, s))
 

@@ -24,13 +24,17 @@ from lictel.timeutil import DAY_US, date_us, us_date
 from lictel.ud import UD, license_model, ud_report
 
 
-def overuse(client: Client, db: str, scope: Scope, models: dict[str, str]) -> Report:
+def overuse(client: Client, db: str, scope: Scope, models: dict[str, str], limit: int | None = None) -> Report:
     """Periods where use exceeds the entitlement: concurrent features minute by minute (estate
-    peak), user/device features day by day (licenses assigned under the vendor's rule)."""
+    peak), user/device features day by day (licenses assigned under the vendor's rule), in order of
+    org, feature and start. With ``limit``, the first ``limit`` periods only: the features after
+    them are not computed (a year of a busy estate can hold 100,000 periods)."""
     ents = entitlements(client, db, scope.org)
     rows: list[list[Any]] = []
     rng = stored_range(client, db, scope)
     for (o, f), items in sorted(ents.items()):
+        if limit is not None and len(rows) >= limit:
+            break
         if scope.feature and f != scope.feature:
             continue
         if license_model(f, models) == UD:
@@ -39,9 +43,13 @@ def overuse(client: Client, db: str, scope: Scope, models: dict[str, str]) -> Re
         if rng is None:
             continue
         for a, b, n in entitlement_segments(items, *rng):
-            for first, end, minutes, top, in_band in _periods_above(client, db, o, f, a, b, n, scope.tz):
+            left = None if limit is None else limit - len(rows)
+            for first, end, minutes, top, in_band in _periods_above(client, db, o, f, a, b, n, scope.tz, left):
                 rows.append(_period_row(o, f, "concurrent", first, end, minutes, top, n, in_band))
-    rows.sort(key=lambda r: (r[0], r[1], r[3]))
+    # Generated in order of (org, feature) and, within a feature, of time (which the ISO text of a
+    # zone with summer time would not sort right).
+    if limit is not None:
+        del rows[limit:]
     return Report("Overuse: use above the entitlement",
                   ["org", "feature", "model", "start", "end", "duration", "max_use", "entitlement", "max_excess",
                    "in_overdraft_band", "above_band", "kind"], rows,
@@ -51,12 +59,14 @@ def overuse(client: Client, db: str, scope: Scope, models: dict[str, str]) -> Re
 
 
 def _periods_above(client: Client, db: str, org: str, feature: str, start: int, end: int, n: int,
-                   tz: str) -> list[tuple[str, str, int, int, int]]:
+                   tz: str, limit: int | None = None) -> list[tuple[str, str, int, int, int]]:
     """The runs of consecutive estate minutes in ``[start, end)`` with more than ``n`` licenses charged:
     (start and end, ISO-8601 in ``tz``; minutes, highest use, minutes inside the overdraft band), in
     time order. Runs are found and formatted in ClickHouse (a year can hold 100,000 of them): a
     minute minus 60 s times its rank is constant along a run. Only the days whose rolled-up peak is
-    above ``n`` are read minute by minute (lictel.rollups)."""
+    above ``n`` are read minute by minute (lictel.rollups). ``limit``: the first periods only."""
+    if limit is not None and limit <= 0:
+        return []
     cut = rollups.split(client, db, start, end)
     days = []
     if cut.days:
@@ -76,7 +86,8 @@ def _periods_above(client: Client, db: str, org: str, feature: str, start: int, 
         f"m - 60 * toInt64(row_number() OVER (ORDER BY minute)) AS run FROM {db}.usage_minute FINAL "
         f"WHERE level = 'estate' AND source = 'license' AND org = {{org:String}} AND feature = {{feature:String}} "
         f"AND charged_peak > {{n:UInt32}} AND ({minutes} OR toDate(minute) IN {{days:Array(Date)}})) "
-        f"GROUP BY run ORDER BY run", parameters=params)
+        f"GROUP BY run ORDER BY run{'' if limit is None else ' LIMIT {limit:UInt64}'}",
+        parameters=params if limit is None else params | {"limit": limit})
     return [(a, b, int(k), int(top), int(inside)) for a, b, k, top, inside in result.result_rows]
 
 

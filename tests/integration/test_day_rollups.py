@@ -120,6 +120,11 @@ def test_rolled_up_days_give_the_answers_of_the_minutes(warehouse: tuple[Setting
     (days,), = client.query(f"SELECT uniqExact(day) FROM {DB}.usage_daily FINAL").result_rows
     assert days == 4
     assert _answers(client) == reference
+    # A page of overuse (the API's limit) is the start of the whole answer, across features and orgs.
+    periods = reference[8]
+    first_feature = sum(1 for r in periods if r[:2] == periods[0][:2])
+    for k in sorted({1, first_feature, first_feature + 1, len(periods) - 1, len(periods), len(periods) + 5}):
+        assert overuse(client, DB, Scope(), {}, k).rows == periods[:k], k
     # A rewrite of 03-03 (reconcile: new version, fewer rows, other figures, and nothing left of beta's
     # keys that day), then its rollup again.
     lo, hi = parse_ts("2026-03-03T00:00:00Z"), parse_ts("2026-03-04T00:00:00Z")

@@ -121,6 +121,45 @@ def test_overuse_periods_and_band(client: object) -> None:
         ["acme", "F_UD", "user/device", "2026-03-02", "2026-03-03", 1, 2, 1, 1, 0, 1, "overuse"]]
 
 
+def test_overuse_answers_a_page_at_a_time_over_http(data_dir: Path) -> None:
+    import threading
+    import time
+    import urllib.request
+
+    import uvicorn
+
+    from lictel.api import Warehouse, create_app
+    from lictel.broker import free_port
+
+    settings = Settings(data_dir=data_dir)
+    c = connect(settings)
+    server = uvicorn.Server(uvicorn.Config(create_app(Warehouse(c, settings), [], pages=False), host="127.0.0.1",
+                                           port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
+            time.sleep(0.05)
+        url: str | None = f"http://127.0.0.1:{server.config.port}/api/v1/overuse?org=acme&from=2026-03-02&to=2026-03-04&limit=1"
+        pages = []
+        while url:
+            with urllib.request.urlopen(url, timeout=30) as r:
+                pages.append(json.loads(r.read())["rows"])
+                link = r.headers.get("Link")
+            url = link[1:link.index(">")] if link else None
+        assert [[(row["feature"], row["start"]) for row in page] for page in pages] == [
+            [("F_CCU", "2026-03-02T10:10:00Z")], [("F_UD", "2026-03-02")]]
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.config.port}/api/v1/overuse?org=acme&from=2026-03-02"
+                                    f"&to=2026-03-04&offset=1&format=csv", timeout=30) as r:
+            assert r.headers.get("Link") is None and r.read().decode().splitlines()[1].startswith("acme,F_UD,")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        c.close()
+
+
 def test_denials_true_and_by_user(client: object) -> None:
     rep = denials(client, DB, TWO_DAYS)
     assert rep.rows == [["acme", "F_CCU", 2, 1, "Licensed number of users already reached"]]
