@@ -8,12 +8,13 @@ RUN npm ci --ignore-scripts --no-audit --no-fund
 FROM python:3.11-slim
 WORKDIR /app
 COPY requirements.lock pyproject.toml README.md ./
-RUN pip install --no-cache-dir -r requirements.lock
 COPY lictel lictel
 COPY producers producers
 COPY streams streams
 COPY sinks sinks
 COPY schemas schemas
 COPY --from=web /web/node_modules/echarts/dist/echarts.min.js /web/node_modules/echarts/LICENSE lictel/web/static/vendor/
-RUN pip install --no-cache-dir --no-deps .
+# The core package at the pinned versions, without the embedded extra (chDB, Tansu): a deployment
+# talks to a Kafka cluster and a ClickHouse server.
+RUN pip install --no-cache-dir -c requirements.lock .
 ENTRYPOINT ["lictel"]

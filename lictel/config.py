@@ -37,6 +37,25 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("lictel-data"), description="Where chDB, checkpoints and the embedded broker's address live.")
     org: str = Field("acme", description="Organisation name stamped on simulated events.")
     kafka_bootstrap: str | None = Field(None, description="host:port[,host:port] of a Kafka cluster; unset = the embedded Tansu broker.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field("PLAINTEXT", description="How every Kafka client connects: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS: Confluent Cloud, MSK, Strimzi).")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = Field(None, description="SASL mechanism (with SASL_PLAINTEXT or SASL_SSL): PLAIN (Confluent Cloud API keys), SCRAM-SHA-256/512 (MSK, Strimzi) or OAUTHBEARER.")
+    kafka_sasl_username: str | None = Field(None, description="SASL user (PLAIN, SCRAM): a Confluent Cloud API key, a SCRAM user.")
+    kafka_sasl_password: SecretStr = Field(SecretStr(""), description="SASL password (PLAIN, SCRAM): a Confluent Cloud API secret, a SCRAM password.")
+    kafka_oauth_token_url: str | None = Field(None, description="OAUTHBEARER: the OAuth 2 token endpoint, asked with the client-credentials grant.")
+    kafka_oauth_client_id: str | None = Field(None, description="OAUTHBEARER: the client id at the token endpoint.")
+    kafka_oauth_client_secret: SecretStr = Field(SecretStr(""), description="OAUTHBEARER: the client secret at the token endpoint.")
+    kafka_oauth_scope: str | None = Field(None, description="OAUTHBEARER: the scope to ask the token endpoint for, if it needs one.")
+    kafka_oauth_token_file: Path | None = Field(None, description="OAUTHBEARER: a file holding the token, read again at every authentication (a token a sidecar renews); instead of the token URL.")
+    kafka_ssl_cafile: Path | None = Field(None, description="PEM file of the CA certificates that signed the brokers' (beside the system's trusted ones).")
+    kafka_ssl_certfile: Path | None = Field(None, description="PEM client certificate, for brokers that require mutual TLS.")
+    kafka_ssl_keyfile: Path | None = Field(None, description="PEM private key of the client certificate (unset: it is in the certificate file).")
+    kafka_ssl_key_password: SecretStr = Field(SecretStr(""), description="Password of the private key, if it is encrypted.")
+    kafka_ssl_check_hostname: bool = Field(True, description="Check that a broker's certificate names the host connected to.")
+    kafka_client_id: str = Field("lictel", description="Client id every Kafka client sends (broker logs, quotas, ACL audit).")
+    kafka_replication_factor: int = Field(1, ge=1, le=32, description="Replicas of each topic lictel creates (Faust's included): 3 on a production cluster (Confluent Cloud and MSK across 3 zones need 3).")
+    kafka_topic_config: str = Field("", description="Configs of the topics lictel creates, key=value comma-separated, e.g. min.insync.replicas=2 (docs/deploy.md).")
+    kafka_compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] | None = Field(None, description="Compression of what producers send; unset = lz4 on a Kafka cluster, none on the embedded broker.")
+    kafka_create_topics: bool = Field(True, description="Create missing topics at start (false, or --no-create-topics: a cluster whose ACLs forbid it; create the topics of docs/deploy.md first).")
     clickhouse_url: str | None = Field(None, description="http(s)://user:pass@host:8123 of ClickHouse; unset = chDB in <data_dir>/warehouse.")
     clickhouse_database: str = Field("lictel", description="ClickHouse database that holds lictel's tables.")
     schema_registry_url: str | None = Field(None, description="Confluent Schema Registry URL; unset = Avro single-object encoding.")
@@ -73,7 +92,10 @@ class Settings(BaseSettings):
     api_cache: bool = Field(True, description="lictel serve: answer a repeated question from memory while the stored data is unchanged.")
     api_tokens: SecretStr = Field(SecretStr(""), description="Bearer tokens `lictel serve` accepts, comma-separated (each compared in constant time); none = serve refuses to start unless --no-auth.")
 
-    @field_validator("kafka_bootstrap", "clickhouse_url", "schema_registry_url", mode="before")
+    @field_validator("kafka_bootstrap", "clickhouse_url", "schema_registry_url", "kafka_sasl_mechanism",
+                     "kafka_sasl_username", "kafka_oauth_token_url", "kafka_oauth_client_id", "kafka_oauth_scope",
+                     "kafka_oauth_token_file", "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",
+                     "kafka_compression", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -89,6 +111,31 @@ class Settings(BaseSettings):
     def _tz_known(cls, value: str) -> str:
         zone(value)
         return value
+
+    @model_validator(mode="after")
+    def _kafka_auth_complete(self) -> Settings:
+        protocol, mech = self.kafka_security_protocol, self.kafka_sasl_mechanism
+        if protocol.startswith("SASL_"):
+            if mech is None:
+                raise ValueError(f"kafka_security_protocol {protocol} needs kafka_sasl_mechanism (PLAIN, "
+                                 "SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER)")
+            if mech == "OAUTHBEARER":
+                if self.kafka_oauth_token_file is None and not (self.kafka_oauth_token_url and
+                                                                self.kafka_oauth_client_id):
+                    raise ValueError("kafka_sasl_mechanism OAUTHBEARER needs kafka_oauth_token_file, or "
+                                     "kafka_oauth_token_url with kafka_oauth_client_id and kafka_oauth_client_secret")
+            elif not self.kafka_sasl_username or not self.kafka_sasl_password.get_secret_value():
+                raise ValueError(f"kafka_sasl_mechanism {mech} needs kafka_sasl_username and kafka_sasl_password")
+        elif mech is not None:
+            raise ValueError(f"kafka_sasl_mechanism {mech} needs kafka_security_protocol SASL_SSL or SASL_PLAINTEXT "
+                             f"(it is {protocol})")
+        if protocol not in ("SSL", "SASL_SSL") and (self.kafka_ssl_cafile or self.kafka_ssl_certfile):
+            raise ValueError(f"kafka_ssl_cafile and kafka_ssl_certfile need kafka_security_protocol SSL or SASL_SSL "
+                             f"(it is {protocol})")
+        if protocol != "PLAINTEXT" and self.kafka_bootstrap is None:
+            raise ValueError(f"kafka_security_protocol {protocol} needs kafka_bootstrap: the embedded broker is "
+                             "plaintext on loopback")
+        return self
 
     @model_validator(mode="after")
     def _heartbeat_fits(self) -> Settings:

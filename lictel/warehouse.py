@@ -18,7 +18,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from lictel.config import Settings
-from lictel.errors import ConfigError, WarehouseError
+from lictel.errors import ConfigError, WarehouseError, embedded_needed
 from lictel.identity import SQL_DEVICE, SQL_USER
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "sinks" / "migrations"
@@ -33,8 +33,11 @@ def connect(settings: Settings) -> Client:
     try:
         if settings.clickhouse_url:
             return clickhouse_connect.get_client(dsn=settings.clickhouse_url)
+        embedded_needed("chdb", "the embedded warehouse (chDB)", "LICTEL_CLICKHOUSE_URL")
         settings.warehouse_dir.mkdir(parents=True, exist_ok=True)
         return clickhouse_connect.get_client(dsn=f"chdb://{settings.warehouse_dir.resolve()}")
+    except ConfigError:
+        raise
     except Exception as exc:
         where = settings.clickhouse_url or f"chDB at {settings.warehouse_dir}"
         hint = (" (is a sink or `lictel up` running on this data dir? chDB allows one process: stop it, "

@@ -27,7 +27,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from lictel import limits
+from lictel import kafka, limits
 from lictel.config import Settings
 from lictel.errors import BrokerError, InputError
 from lictel.events import BROADCAST, HEARTBEAT, SESSION_VENDOR, Event, event_to_line, heartbeat
@@ -101,7 +101,7 @@ class EventProducer:
 
     async def start(self) -> EventProducer:
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
+            bootstrap_servers=self.bootstrap, **kafka.producer_options(self.settings), acks="all", linger_ms=5,
             max_batch_size=1 << 20, max_request_size=16 << 20, request_timeout_ms=60_000,
             retry_backoff_ms=200)
         try:

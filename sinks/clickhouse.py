@@ -40,7 +40,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from clickhouse_connect.driver.client import Client
 
-from lictel import limits, rollups
+from lictel import kafka, limits, rollups
 from lictel.alerts import Runner
 from lictel.alerts import load as load_rules
 from lictel.config import Settings, group_options
@@ -196,11 +196,12 @@ class ClickHouseSink:
         gc.collect()
         gc.freeze()
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+            bootstrap_servers=self.bootstrap, **kafka.client_options(self.settings),
             group_id=f"{self.settings.topic_prefix}-sink", enable_auto_commit=False,
             auto_offset_reset="earliest", max_partition_fetch_bytes=16 << 20,
             fetch_max_bytes=64 << 20, **group_options(self.settings), group_instance_id=self.group_instance_id)
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, **kafka.producer_options(self.settings),
+                                          acks="all")
         try:
             await self._consumer.start()
             self._consumer.subscribe(list(self.topics), listener=_Announce(self))

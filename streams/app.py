@@ -24,7 +24,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
-from lictel import metrics
+from lictel import kafka, metrics
 from lictel.config import Settings, group_options
 from streams.partitions import CatchUpError, Key, PartitionWorker
 
@@ -71,7 +71,8 @@ class _FaustIO:
 
     async def read(self, stream: str, partition: int, start: int, upto: int) -> AsyncIterator[tuple[int, bytes]]:
         if self._reader is None:
-            self._reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+            self._reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, **kafka.client_options(self.settings),
+                                            enable_auto_commit=False,
                                             max_partition_fetch_bytes=16 << 20)
             await self._reader.start()
         tp = TopicPartition(self.settings.topic(stream), partition)
@@ -94,7 +95,8 @@ def make_app(settings: Settings, bootstrap: str, instance_id: str | None = None)
         store=settings.stream_store,
         datadir=str(settings.data_dir / "streams"),
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        # Connection (TLS, SASL), client id, replication and creation of its topics, compression.
+        **kafka.faust_options(settings),
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         producer_max_request_size=16 << 20,

@@ -32,6 +32,11 @@ out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar="LICTEL_DATA_DIR",
                                               help="Data directory (chDB, logs, embedded broker).")]
 
+CreateTopics = Annotated[bool | None, typer.Option(
+    "--create-topics/--no-create-topics", show_default=False,
+    help="Create missing topics at start (default: LICTEL_KAFKA_CREATE_TOPICS, on). --no-create-topics for a "
+         "cluster whose ACLs forbid it: the topics of docs/deploy.md must exist.")]
+
 Force = Annotated[bool, typer.Option("--force", help="Replace the --output file if it exists.")]
 
 

@@ -19,6 +19,7 @@ from rich.progress import (
 )
 
 from lictel.cli.common import (
+    CreateTopics,
     DataDir,
     Days,
     Seed,
@@ -43,11 +44,12 @@ def produce_jsonl_cmd(
     files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="JSON Lines files.")],
     data_dir: DataDir = None,
     final: Annotated[bool, typer.Option(help="End with closing heartbeats: the input is complete.")] = True,
+    create_topics: CreateTopics = None,
 ) -> None:
     """Send canonical LicenseEvent JSON Lines to the events topic."""
     from producers.jsonl import produce_jsonl
 
-    settings = settings_for(data_dir)
+    settings = settings_for(data_dir, kafka_create_topics=create_topics)
 
     async def feed(producer: Any, advance: Callable[[int], None]) -> None:
         await produce_jsonl(producer, files, on_progress=advance)
@@ -96,13 +98,14 @@ def produce_flexnet_cmd(
     date: Annotated[str | None, typer.Option(help="Date of lines before any date line (YYYY-MM-DD).")] = None,
     data_dir: DataDir = None,
     final: Annotated[bool, typer.Option(help="End with closing heartbeats: the input is complete.")] = True,
+    create_topics: CreateTopics = None,
     follow: Annotated[bool, typer.Option("--follow", help="Keep reading the (one) log as it grows, across "
                                          "rotation and truncation, until Ctrl-C; resumes where it stopped.")] = False,
 ) -> None:
     """Parse FlexNet (FLEXlm) debug logs and send their events to the events topic."""
     from producers.flexnet import produce_flexnet
 
-    settings = settings_for(data_dir)
+    settings = settings_for(data_dir, kafka_create_topics=create_topics)
     parser = _flexnet_parser(settings, files, server, org, tz, date, follow)
     if follow:
         if len(files) != 1:
@@ -196,12 +199,13 @@ def produce_sessions_cmd(
     tz: Annotated[str, typer.Option(help="Zone of CSV times without an offset (IANA name).")] = "UTC",
     data_dir: DataDir = None,
     final: Annotated[bool, typer.Option(help="End with closing heartbeats: the input is complete.")] = True,
+    create_topics: CreateTopics = None,
 ) -> None:
     """Send the sessions of broker exports to the sessions topic; the stream derives the concurrent
     licenses they imply (series ``sessions``, LICTEL_SESSIONS_UNIT / LICTEL_SESSIONS_DISCONNECTED_HOLDS)."""
     from producers.sessions import produce_sessions
 
-    settings = settings_for(data_dir)
+    settings = settings_for(data_dir, kafka_create_topics=create_topics)
     reader = _sessions_reader(settings, site, org, feature, tz)
 
     async def feed(producer: Any, advance: Callable[[int], None]) -> None:
@@ -232,12 +236,12 @@ def _print_sessions(reader: Any) -> None:
 @produce_app.command("simulate")
 def produce_simulate_cmd(
     data_dir: DataDir = None, users: Users = 2000, servers: Servers = 3, days: Days = 7,
-    seed: Seed = 42, start: Start = "2026-03-02",
+    seed: Seed = 42, start: Start = "2026-03-02", create_topics: CreateTopics = None,
 ) -> None:
     """Send a simulated estate's events to the events topic."""
     from producers.simulate import simulate
 
-    settings = settings_for(data_dir)
+    settings = settings_for(data_dir, kafka_create_topics=create_topics)
     spec = _sim_spec(settings.org, users, servers, days, seed, start)
 
     async def feed(producer: Any, advance: Callable[[int], None]) -> None:

@@ -22,6 +22,7 @@ from rich.progress import (
 )
 
 from lictel.cli.common import (
+    CreateTopics,
     DataDir,
     Days,
     DupGroup,
@@ -219,6 +220,7 @@ def stream(
              "a worker restarted within the session timeout takes its partitions back without a rebalance.")] = None,
     loglevel: Annotated[str, typer.Option(envvar="LICTEL_LOGLEVEL")] = "WARNING",
     dup_group: DupGroup = None,
+    create_topics: CreateTopics = None,
 ) -> None:
     """Run one stream worker (Faust) until stopped."""
     import socket
@@ -227,7 +229,8 @@ def stream(
     from lictel.pipeline import with_license_rules
     from streams.app import run_worker
 
-    settings = with_license_rules(with_dup_group(settings_for(data_dir), dup_group)).with_group_defaults()
+    settings = with_license_rules(with_dup_group(settings_for(data_dir, kafka_create_topics=create_topics),
+                                                 dup_group)).with_group_defaults()
     bootstrap = resolve_bootstrap(settings)
     name = f"worker-{worker_id}" if worker_id is not None else f"worker-{socket.gethostname()}"
     per_worker = settings.model_copy(update={"data_dir": settings.data_dir / name, "kafka_bootstrap": bootstrap})
