@@ -109,3 +109,19 @@ def test_a_setting_that_cannot_work_is_named_before_connecting(secured: tuple[Se
     path.write_text("".join(event_to_line(e) + "\n" for e in list(simulate(SimSpec(users=2, servers=1, days=1)))[:5]))
     proc = Lictel(tmp_path / "data", _env(tmp_path, front, ca, **change))("produce", "jsonl", str(path), check=False)
     assert proc.returncode == 2 and words in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_topics_are_created_with_their_configs_or_named_when_creating_is_off(lictel: Lictel,
+                                                                              tmp_path: Path) -> None:
+    path = tmp_path / "one.jsonl"
+    path.write_text("".join(event_to_line(e) + "\n" for e in list(simulate(SimSpec(users=2, servers=1, days=1)))[:5]))
+    refused = lictel("produce", "jsonl", str(path), "--no-create-topics", check=False)
+    prefix = lictel.env["LICTEL_TOPIC_PREFIX"]
+    assert refused.returncode == 2 and f"topics missing on {lictel.env['LICTEL_KAFKA_BOOTSTRAP']}: {prefix}.events" \
+        in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+    lictel.env["LICTEL_KAFKA_TOPIC_CONFIG"] = "retention.ms=-1"
+    made = lictel("produce", "jsonl", str(path))
+    assert made.stdout.startswith("sent 5 events"), made.stdout
+    # Once they exist, creating is not needed.
+    again = lictel("produce", "jsonl", str(path), "--no-create-topics")
+    assert again.stdout.startswith("sent 5 events"), again.stdout
