@@ -51,7 +51,7 @@ from lictel.live import LiveGauges
 from lictel.partitioning import partition_name
 from lictel.serde import Serde, with_charged
 from lictel.timeutil import US
-from lictel.warehouse import connect, migrate
+from lictel.warehouse import connect, ensure_schema
 
 log = logging.getLogger("lictel.sink")
 
@@ -190,7 +190,7 @@ class ClickHouseSink:
 
     async def run(self) -> None:
         with self.lock:
-            migrate(self.client, self.settings)
+            ensure_schema(self.client, self.settings)
         # What is loaded by now lives as long as the process: keep it out of every collection, so
         # that _release only looks at what the buffers made.
         gc.collect()

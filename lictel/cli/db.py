@@ -10,6 +10,7 @@ import typer
 from lictel.cli.common import (
     DataDir,
     DupGroup,
+    esc,
     out,
     settings_for,
     with_dup_group,
@@ -22,20 +23,32 @@ db_app = typer.Typer(no_args_is_help=True, help="ClickHouse schema.")
 @db_app.command("migrate")
 def db_migrate(
     data_dir: DataDir = None,
-    cluster: Annotated[str | None, typer.Option(help="Emit ON CLUSTER / Replicated DDL for this cluster.")] = None,
-    print_only: Annotated[bool, typer.Option("--print", help="Print the DDL instead of applying it.")] = False,
+    cluster: Annotated[str | None, typer.Option(
+        help="A ClickHouse cluster (remote_servers): ON CLUSTER DDL and Replicated engines, one shard with "
+             "every replica holding the whole history (docs/deploy.md).")] = None,
+    print_only: Annotated[bool, typer.Option(
+        "--print", help="Print the whole script (database, migration table, every migration and its record) "
+                        "instead of applying it; it is idempotent, so applying it to a partly migrated "
+                        "database is harmless.")] = False,
 ) -> None:
-    """Apply pending ClickHouse migrations (idempotent)."""
-    from lictel.warehouse import connect, migrate, migration_files, render
+    """Apply pending ClickHouse migrations. The only command that changes a ClickHouse server's
+    schema: run it before starting sinks of a new lictel version (they refuse a schema behind them)."""
+    from lictel.warehouse import connect, migrate, script, where
 
     settings = settings_for(data_dir)
     if print_only:
-        for _, _, path in migration_files():
-            for stmt in render(path, settings, cluster):
-                out.print(stmt + ";\n")
+        # Plain print: rich would wrap long lines and read [..] as markup.
+        print(f"-- lictel schema for {settings.clickhouse_database}" + (f" on cluster {cluster}" if cluster else ""))
+        for stmt in script(settings, cluster):
+            print(stmt + ";\n")
         return
-    applied = migrate(connect(settings), settings, cluster)
-    out.print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+    client = connect(settings)
+    try:
+        applied = migrate(client, settings, cluster)
+    finally:
+        client.close()
+    out.print(esc(f"{where(settings)}: applied {', '.join(applied)}" if applied
+                  else f"{where(settings)}: the schema is up to date"))
 
 
 def reconcile(

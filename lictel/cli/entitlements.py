@@ -36,12 +36,12 @@ def entitlements_import(
 ) -> None:
     """Import entitlements; importing a file again replaces what it gave before."""
     from lictel.entitlements import load_file, store
-    from lictel.warehouse import connect, migrate
+    from lictel.warehouse import connect, ensure_schema
 
     settings = settings_for(data_dir)
     found = [e for f in files for e in load_file(f, org or settings.org, server or "")]
     client = connect(settings)
-    migrate(client, settings)
+    ensure_schema(client, settings)
     store(client, settings.clickhouse_database, found)
     out.print(f"imported {len(found):,} entitlement(s) from {len(files)} file(s)")
 

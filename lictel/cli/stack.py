@@ -246,7 +246,7 @@ def sink(
 ) -> None:
     """Run the ClickHouse sink until stopped (SIGTERM/SIGINT flush and exit)."""
     from lictel.broker import resolve_bootstrap
-    from lictel.warehouse import migrate
+    from lictel.warehouse import ensure_schema
     from sinks.clickhouse import ClickHouseSink
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -268,7 +268,7 @@ def sink(
             from lictel.cli.serve import api_server
 
             with s.lock:
-                migrate(s.client, settings)
+                ensure_schema(s.client, settings)
             server = api_server(s.client, settings, s.lock)
             web = asyncio.create_task(server.serve())
             logging.getLogger("lictel.sink").info("serving the dashboard and API on http://%s:%d",

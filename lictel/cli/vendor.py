@@ -271,12 +271,12 @@ def vendor_import(
     """Store the vendor side's figures with the file they came from; importing a file again replaces
     what it gave before."""
     from lictel.vendor import files
-    from lictel.warehouse import connect, migrate
+    from lictel.warehouse import connect, ensure_schema
 
     settings = settings_for(data_dir)
     found = {p: files.read(p, org or settings.org, server) for p in paths}
     client = connect(settings)
-    migrate(client, settings)
+    ensure_schema(client, settings)
     for p, samples in found.items():
         files.store(client, settings.clickhouse_database, samples)
         days = sorted({s.day for s in samples})

@@ -4,12 +4,12 @@
 -- added without a default first (the only way a new column may enter a sorting key), then given
 -- the default, which is also what rows written before this migration read as.
 ALTER TABLE {db}.usage_minute {on_cluster}
-    ADD COLUMN source LowCardinality(String) AFTER level,
+    ADD COLUMN IF NOT EXISTS source LowCardinality(String) AFTER level,
     MODIFY ORDER BY (level, org, feature, server, minute, source);
 ALTER TABLE {db}.usage_minute {on_cluster} MODIFY COLUMN source LowCardinality(String) DEFAULT 'license';
 
 -- Progress per input stream (events, sessions) and partition.
 ALTER TABLE {db}.pipeline_progress {on_cluster}
-    ADD COLUMN stream LowCardinality(String) AFTER partition,
+    ADD COLUMN IF NOT EXISTS stream LowCardinality(String) AFTER partition,
     MODIFY ORDER BY (partition, stream);
 ALTER TABLE {db}.pipeline_progress {on_cluster} MODIFY COLUMN stream LowCardinality(String) DEFAULT 'events';
