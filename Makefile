@@ -12,8 +12,9 @@ PYTEST_ARGS ?=
 ECHARTS := lictel/web/static/vendor/echarts.min.js
 CHROMIUM ?= /usr/bin/chromium
 APT_CHROMIUM = DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null
+APT_COMPOSE = DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose >/dev/null
 
-.PHONY: run test test-long lint typecheck bench clean venv web browser
+.PHONY: run test test-long lint typecheck bench clean venv web browser compose
 
 venv: $(STAMP) $(ECHARTS)
 
@@ -31,6 +32,10 @@ browser:
 	@test -x $(CHROMIUM) || { test "$$(id -u)" = 0 && { $(APT_CHROMIUM) || { apt-get update -q >/dev/null && $(APT_CHROMIUM); }; }; } || { echo "the page tests need Chromium at $(CHROMIUM) (Debian: apt-get install chromium)"; exit 1; }
 	@test -x $(CHROMIUM) || { echo "Chromium was installed but is not at $(CHROMIUM): set CHROMIUM=... and LICTEL_CHROMIUM=..."; exit 1; }
 
+## make compose: Debian's docker-compose, which validates docker-compose.yml in the tests (no engine needed)
+compose:
+	@command -v docker-compose >/dev/null || { test "$$(id -u)" = 0 && { $(APT_COMPOSE) || { apt-get update -q >/dev/null && $(APT_COMPOSE); }; }; } || { echo "the deployment tests need docker-compose (Debian: apt-get install docker-compose)"; exit 1; }
+
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -43,7 +48,7 @@ run: $(STAMP) $(ECHARTS)
 	$(BIN)/lictel run --data-dir $(DATA) $(ARGS)
 
 ## make test: lint, then the whole suite (unit + integration against real Tansu and chDB)
-test: $(STAMP) $(ECHARTS) browser lint typecheck
+test: $(STAMP) $(ECHARTS) browser compose lint typecheck
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 ## make test-long: the long-running tests (crash, scale)

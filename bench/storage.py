@@ -75,7 +75,8 @@ def main() -> None:
             scaled = rows * year
         gib = scaled * comp / rows / GIB
         total += gib
-        lines.append(f"| {table} | {rows:,} | {comp / rows:.2f} | {raw / max(comp, 1):.1f} | {scaled:,.0f} | {gib:.1f} |")
+        lines.append(f"| {table} | {rows:,} | {comp / rows:.2f} | {raw / max(comp, 1):.1f} | {scaled:,.0f} "
+                     f"| {gib:.1f} |")
     lines += ["", f"In all about {total:.0f} GiB per year of compressed data per replica (raw events scale with "
               "checkouts: multiply their line by your checkouts per year / the measured rows x 365 / days)."]
     record("storage", "ClickHouse storage per year", "bench/storage.py", lines)

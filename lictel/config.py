@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     group_session_timeout_s: float | None = Field(None, ge=6, le=1800, description="Consumer-group session timeout of stream workers and sink: a member silent this long is dropped and its partitions move; unset = 10 on the embedded broker, 45 on Kafka (docs/operations.md, 'Consumer groups').")
     group_heartbeat_s: float | None = Field(None, gt=0, description="Consumer-group heartbeat interval, under a third of the session timeout; unset = 1 on the embedded broker, 3 on Kafka.")
     group_static: bool | None = Field(None, description="Static membership: --worker-id/--sink-id become the group instance id, so a restart within the session timeout moves no partition; unset = on with Kafka, off on the embedded broker.")
+    log_level: str | None = Field(None, pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$", description="Log level of every long-running component (DEBUG, INFO, WARNING, ERROR); unset = INFO, WARNING for stream workers.")
+    log_format: Literal["text", "json"] = Field("text", description="Log lines as text, or json: one object per line (ts, level, component, logger, message, exc) for a log shipper.")
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this port (0 = any free port); unset = off.")
     metrics_host: str = Field("127.0.0.1", description="The address the Prometheus metrics listen on (0.0.0.0: every interface, for a Prometheus on another machine).")
     alerts_file: Path | None = Field(None, description="A rules file (TOML, docs/alerts.md): the sink evaluates the rules on final minutes as it stores them and delivers alerts by webhook; unset = no alerts.")

@@ -113,7 +113,12 @@ class Stack:
         if not self.bootstrap:
             self.broker = EmbeddedBroker(self.settings.data_dir).start()
             self.bootstrap = self.broker.bootstrap
-        self.settings = self.settings.model_copy(update={"kafka_bootstrap": self.bootstrap})
+        update: dict[str, Any] = {"kafka_bootstrap": self.bootstrap}
+        if self.settings.metrics_port is None:
+            # Every component serves /metrics and /healthz on a free port it writes into its data
+            # dir, where `lictel status` finds it.
+            update["metrics_port"] = 0
+        self.settings = self.settings.model_copy(update=update)
         asyncio.run(ensure_topics(self.bootstrap, self.settings))
         self.start_sink()
         for i in range(self.workers):
@@ -159,6 +164,9 @@ class Stack:
         for name in [n for n in self.procs if n.startswith("stream")]:
             self.stop_process(name)
         self.stop_process("sink")
+        data = self.settings.data_dir
+        for path in [*data.glob("metrics-*.port"), *data.glob("worker-*/metrics-*.port")]:
+            path.unlink(missing_ok=True)  # nothing answers there any more
         if self.broker is not None:
             self.broker.stop()
             self.broker = None

@@ -75,8 +75,8 @@ def open_warehouse(settings: Settings) -> Client:
                           "AND name = 'schema_migrations'", parameters={"db": db}).result_rows[0][0]
     if not exists:
         client.close()
-        raise WarehouseError(f"no lictel data in {where(settings)} (database {db}): run `lictel run`, or `lictel up` and a "
-                             f"producer, with this --data-dir / LICTEL_CLICKHOUSE_URL first")
+        raise WarehouseError(f"no lictel data in {where(settings)}: run `lictel run`, or `lictel up` and a producer, "
+                             f"with this --data-dir / LICTEL_CLICKHOUSE_URL first")
     try:
         ensure_schema(client, settings)
     except WarehouseError:

@@ -28,6 +28,7 @@ Invariants
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import gc
 import json
 import logging
@@ -50,6 +51,7 @@ from lictel.events import HEARTBEAT
 from lictel.live import LiveGauges
 from lictel.partitioning import partition_name
 from lictel.serde import Serde, with_charged
+from lictel.status import warehouse_status
 from lictel.timeutil import US
 from lictel.warehouse import connect, ensure_schema
 
@@ -175,6 +177,8 @@ class ClickHouseSink:
         self.live = LiveGauges(lambda: min(self.stats.final_upto.values()) if self.stats.final_upto else None)
         self._gauges_at = -1e18
         self._ents_at = -1e18
+        self._polled_at: float | None = None  # time.monotonic() of the last poll: the loop is alive
+        self._stored: tuple[float, dict[str, Any]] | None = None  # the warehouse's figures, cached
         if settings.alerts_file is not None:
             self.alerts = Runner(load_rules(settings.alerts_file), self.client, self.db, self.lock)
 
@@ -216,6 +220,7 @@ class ClickHouseSink:
                 if self.alerts is not None:
                     await self.alerts.tick()
                 batches = await self._consumer.getmany(timeout_ms=100, max_records=self._poll_records)
+                self._polled_at = time.monotonic()
                 for tp, messages in batches.items():
                     for msg in messages:
                         self._take(tp, msg.offset, msg.value)
@@ -231,6 +236,33 @@ class ClickHouseSink:
             log.info("sink stopping: %d inserts, %.2f s freeing insert data", self.stats.inserts, self.stats.gc_s)
             await self._consumer.stop()
             await self._producer.stop()
+
+    def health(self) -> dict[str, Any]:
+        """For ``/healthz`` (lictel.metrics) and ``lictel status``: failing when the loop has not
+        polled for a minute (stuck storing: ClickHouse unreachable or refusing)."""
+        now = time.monotonic()
+        out: dict[str, Any] = {"status": "ok", "counters": self.counters(), "consumer_lag": dict(self.live.lag)}
+        if self._polled_at is None:
+            out["status"] = "starting"
+        elif now - self._polled_at > max(60.0, 4 * self.settings.sink_flush_s):
+            out.update(status="failing", reason=f"no poll for {now - self._polled_at:.0f} s: storing is stuck "
+                                                 f"(is ClickHouse reachable?)")
+        if self._consumer is not None:
+            out["partitions"] = sorted(f"{tp.topic}:{tp.partition}" for tp in self._consumer.assignment())
+        if self.stats.final_upto:
+            out["final_upto"] = dt.datetime.fromtimestamp(min(self.stats.final_upto.values()) / US, dt.UTC).isoformat()
+        # The warehouse's own figures, when the client is free within a moment (a long insert keeps
+        # the last ones).
+        if (self._stored is None or now - self._stored[0] > 10.0) and self.lock.acquire(timeout=1.0):
+            try:
+                self._stored = (now, warehouse_status(self.client, self.db))
+            except Exception as exc:
+                out["warehouse_error"] = str(exc)
+            finally:
+                self.lock.release()
+        if self._stored is not None:
+            out["warehouse"] = self._stored[1]
+        return out
 
     def _take(self, tp: TopicPartition, offset: int, value: bytes) -> None:
         kind = self.topics[tp.topic]

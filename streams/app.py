@@ -24,7 +24,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
-from lictel import kafka, metrics
+from lictel import kafka, logs, metrics
 from lictel.config import Settings, group_options
 from streams.partitions import CatchUpError, Key, PartitionWorker
 
@@ -128,7 +128,7 @@ def make_app(settings: Settings, bootstrap: str, instance_id: str | None = None)
     io = _FaustIO(app, settings, bootstrap, state, outputs)
     worker = PartitionWorker(settings, io)
     metrics.serve("stream", lambda: worker.counters, settings.metrics_port, settings.data_dir,
-                  host=settings.metrics_host)
+                  host=settings.metrics_host, health=lambda: worker.health())
     inputs = {settings.topic("events"): "events", settings.topic("sessions"): "sessions"}
 
     def keys(tps: Iterable[TP]) -> list[Key]:
@@ -173,8 +173,10 @@ def make_app(settings: Settings, bootstrap: str, instance_id: str | None = None)
     return app
 
 
-def run_worker(settings: Settings, bootstrap: str, loglevel: str = "WARNING", instance_id: str | None = None) -> None:
-    """Run one stream worker in this process until it is stopped (SIGTERM/SIGINT)."""
+def run_worker(settings: Settings, bootstrap: str, instance_id: str | None = None) -> None:
+    """Run one stream worker in this process until it is stopped (SIGTERM/SIGINT), logging as
+    LICTEL_LOG_LEVEL (default WARNING) and LICTEL_LOG_FORMAT say (lictel.logs)."""
     app = make_app(settings, bootstrap, instance_id)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker = faust.Worker(app, loglevel=logs.level(settings, "WARNING"), quiet=True,
+                          logging_config=logs.config("stream", settings, "WARNING"))
     worker.execute_from_commandline()

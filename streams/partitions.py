@@ -129,6 +129,10 @@ class PartitionWorker:
         # halfway through a message.
         self.lock = asyncio.Lock()
 
+    def health(self) -> dict[str, Any]:
+        """For ``/healthz``: the partitions held in memory and the counters."""
+        return {"partitions": sorted(partition_name(*k) for k in self.parts), "counters": dict(self.counters)}
+
     # ------------------------------------------------------------------ lifecycle
 
     def _load(self, key: Key) -> Partition:

@@ -13,11 +13,12 @@
     lictel report vendor-view|vendor-diff|reconcile-vendor, lictel ids, lictel vendor
     lictel alerts check|test|list   alert rules, a test delivery, what fired
     lictel serve                the HTTP API: JSON and CSV under /api/v1, OpenAPI at /docs
+    lictel status               every component up or not, consumer lag, last final minute per server
     lictel config               every setting, its variable and default
 
 One module per command family: ``stack`` (run, up, stream, sink), ``produce``, ``db`` (migrate,
 reconcile), ``export``, ``report``, ``entitlements``, ``vendor`` (vendor-view/-diff, ids, vendor),
-``alerts``, ``serve``; ``common`` holds what they share and ``summary`` what a run prints.
+``alerts``, ``serve``, ``status``; ``common`` holds what they share and ``summary`` what a run prints.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from lictel.cli import alerts, db, entitlements, export, produce, report, serve, stack, vendor
+from lictel.cli import alerts, db, entitlements, export, produce, report, serve, stack, status, vendor
 from lictel.cli.common import console, esc, out
 from lictel.config import settings_help
 from lictel.errors import LictelError
@@ -42,6 +43,7 @@ app.add_typer(entitlements.ent_app, name="entitlements")
 app.add_typer(vendor.ids_app, name="ids")
 app.add_typer(vendor.vendor_app, name="vendor")
 app.command("serve")(serve.serve)
+app.command("status")(status.status)
 app.add_typer(alerts.alerts_app, name="alerts")
 report.report_app.command("vendor-view")(vendor.report_vendor_view)
 report.report_app.command("vendor-diff")(vendor.report_vendor_diff)

@@ -121,16 +121,34 @@ def produce_flexnet_cmd(
 
 
 def _follow(settings: Settings, parser: Any, path: Path) -> None:
+    from lictel import logs, metrics
     from lictel.broker import ensure_topics, resolve_bootstrap
     from producers.base import EventProducer
     from producers.flexnet_follow import Follower, checkpoint_path
 
+    logs.setup("producer", settings)
     bootstrap = resolve_bootstrap(settings)
     checkpoint = checkpoint_path(settings.data_dir, parser.server, path)
+    lines = [0]
 
     async def go() -> Any:
         await ensure_topics(bootstrap, settings)
         producer = await EventProducer(settings, bootstrap, source="flexnet").start()
+        st = producer.stats
+
+        def health() -> dict[str, Any]:
+            last = dt.datetime.fromtimestamp(st.last_ts / 1e6, dt.UTC).isoformat() if st.last_ts else None
+            return {"file": str(path), "server": parser.server, "checkpoint": str(checkpoint), "lines": lines[0],
+                    "last_event": last}
+
+        metrics.serve("producer", lambda: {"lines": lines[0], "events": st.events, "messages": st.messages,
+                                           "heartbeats": st.heartbeats, "dead_letters": st.dead_letters},
+                      settings.metrics_port, settings.data_dir, host=settings.metrics_host, health=health)
+
+        def read(n: int) -> None:
+            lines[0] += n
+            progress.advance(task, n)
+
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -141,7 +159,7 @@ def _follow(settings: Settings, parser: Any, path: Path) -> None:
                           console=console, transient=True) as progress:
                 task = progress.add_task("", total=None)
                 await Follower(producer, parser, path, checkpoint,
-                               on_lines=lambda n: progress.advance(task, n)).run(stop)
+                               on_lines=read).run(stop)
         finally:
             await producer.close(final=False)
         return producer.stats

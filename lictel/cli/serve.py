@@ -67,7 +67,7 @@ def api_server(client: Client, settings: Settings, lock: threading.Lock | None =
     assert settings.serve_port is not None
     tokens = api_tokens(settings, settings.serve_host, settings.serve_no_auth)
     app = create_app(Warehouse(client, settings, lock), tokens)
-    return _Server(uvicorn.Config(app, host=settings.serve_host, port=settings.serve_port, log_level="warning",
+    return _Server(uvicorn.Config(app, host=settings.serve_host, port=settings.serve_port, log_config=None,
                                   access_log=False))
 
 
@@ -83,18 +83,20 @@ def serve(
 
     Every /api route needs 'Authorization: Bearer TOKEN' with a token of LICTEL_API_TOKENS. While
     `lictel up` runs on this data dir, it serves instead: `lictel up --serve-port 8787`."""
+    from lictel import logs
     from lictel.api import Warehouse, create_app
-    from lictel.warehouse import open_warehouse
+    from lictel.warehouse import open_warehouse, where
 
     settings = settings_for(data_dir)
+    logs.setup("api", settings)
     tokens = api_tokens(settings, host, no_auth)
     client = open_warehouse(settings)
     app = create_app(Warehouse(client, settings), tokens)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
-    where = settings.clickhouse_url or f"chDB at {settings.warehouse_dir}"
+    # log_config=None: uvicorn's lines go through lictel's logging (LICTEL_LOG_FORMAT, LICTEL_LOG_LEVEL).
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))
     auth = "no authentication (loopback only)" if no_auth else f"{len(tokens)} token(s)"
-    console.print(f"lictel on http://{esc(host)}:{port} over {esc(where)}, {auth}; API under /api/v1, OpenAPI at "
-                  "/docs; Ctrl-C stops it")
+    console.print(f"lictel on http://{esc(host)}:{port} over {esc(where(settings))}, {auth}; API under /api/v1, "
+                  "OpenAPI at /docs; Ctrl-C stops it")
     try:
         server.run()
     finally:

@@ -76,6 +76,7 @@ def run(
     """Run the whole pipeline once: start the stack, stream the input, wait until every minute
     is final and stored, stop, and print what was found."""
     from lictel.pipeline import Stack, run_job
+    from lictel.warehouse import where
     from producers.jsonl import produce_jsonl
     from producers.simulate import simulate
 
@@ -107,7 +108,7 @@ def run(
         task = progress.add_task("starting broker, stream workers and sink", total=None)
         with Stack(settings, workers) as stack:
             console.print(f"  broker {stack.bootstrap}, {workers} stream worker(s), sink -> "
-                          f"{settings.clickhouse_url or f'chDB {settings.warehouse_dir}'}  "
+                          f"{where(settings)}  "
                           f"[dim]({time.monotonic() - t0:.1f} s)[/]")
 
             async def feed_sessions(producer: Any) -> None:
@@ -218,7 +219,9 @@ def stream(
     worker_id: Annotated[int | None, typer.Option(
         help="A stable id, each worker its own. With static membership (LICTEL_GROUP_STATIC, on with Kafka) "
              "a worker restarted within the session timeout takes its partitions back without a rebalance.")] = None,
-    loglevel: Annotated[str, typer.Option(envvar="LICTEL_LOGLEVEL")] = "WARNING",
+    loglevel: Annotated[str | None, typer.Option(
+        envvar="LICTEL_LOGLEVEL", help="Log level of this worker (default LICTEL_LOG_LEVEL, else WARNING; "
+                                       "LICTEL_LOGLEVEL is the older name).")] = None,
     dup_group: DupGroup = None,
     create_topics: CreateTopics = None,
 ) -> None:
@@ -235,7 +238,9 @@ def stream(
     name = f"worker-{worker_id}" if worker_id is not None else f"worker-{socket.gethostname()}"
     per_worker = settings.model_copy(update={"data_dir": settings.data_dir / name, "kafka_bootstrap": bootstrap})
     sys.argv = [sys.argv[0]]  # Faust's worker reads argv
-    run_worker(per_worker, bootstrap, loglevel, settings.group_instance("stream", worker_id))
+    if loglevel:
+        per_worker = per_worker.model_copy(update={"log_level": loglevel.upper()})
+    run_worker(per_worker, bootstrap, settings.group_instance("stream", worker_id))
 
 
 def sink(
@@ -245,12 +250,13 @@ def sink(
              "within the session timeout takes its partitions back without a rebalance.")] = None,
 ) -> None:
     """Run the ClickHouse sink until stopped (SIGTERM/SIGINT flush and exit)."""
+    from lictel import logs
     from lictel.broker import resolve_bootstrap
     from lictel.warehouse import ensure_schema
     from sinks.clickhouse import ClickHouseSink
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = settings_for(data_dir).with_group_defaults()
+    logs.setup("sink", settings)
     bootstrap = resolve_bootstrap(settings)
 
     async def go() -> None:
@@ -258,7 +264,8 @@ def sink(
 
         s = ClickHouseSink(settings, bootstrap, group_instance_id=settings.group_instance("sink", sink_id))
         metrics.serve("sink", s.counters, settings.metrics_port, settings.data_dir,
-                      gauges=frozenset({"final_upto_seconds"}), host=settings.metrics_host, extra=s.live)
+                      gauges=frozenset({"final_upto_seconds"}), host=settings.metrics_host, extra=s.live,
+                      health=s.health)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, s.stop.set)

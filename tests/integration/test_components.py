@@ -35,7 +35,7 @@ def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-unty
 
 
 def test_up_then_produce_then_export(lictel: Lictel) -> None:
-    env = {**lictel.env, "LICTEL_METRICS_PORT": "0"}
+    env = {**lictel.env, "LICTEL_METRICS_PORT": "0", "LICTEL_LOG_FORMAT": "json"}
     del env["LICTEL_KAFKA_BOOTSTRAP"]  # `up` starts the embedded broker and records it in the data dir
     up = subprocess.Popen([sys.executable, "-m", "lictel.cli", "up", "--workers", "2"], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -58,11 +58,41 @@ def test_up_then_produce_then_export(lictel: Lictel) -> None:
 
         _wait(lambda: stored_rows() >= 6, 120, "the minute rows to be stored")  # 4 pool + 2 estate
         assert list((lictel.data_dir).glob("worker-*/metrics-stream.port"))
+        # lictel status finds every component through the data dir and reads what the sink stored.
+        status_env = {k: v for k, v in lictel.env.items() if k != "LICTEL_KAFKA_BOOTSTRAP"}
+        seen = subprocess.run([sys.executable, "-m", "lictel.cli", "status", "--json"], env=status_env,
+                              capture_output=True, text=True, timeout=120)
+        assert seen.returncode == 0, seen.stdout + seen.stderr
+        report = json.loads(seen.stdout)
+        components = report["components"]
+        assert sorted(components) == ["sink", "stream 0", "stream 1"]
+        assert all(c["status"] == "ok" for c in components.values()), components
+        # Every input partition is held by exactly one of the two workers once both have read.
+        held = components["stream 0"]["partitions"] + components["stream 1"]["partitions"]
+        assert len(held) == len(set(held))
+        assert components["sink"]["counters"]["usage_rows"] >= 6
+        assert report["warehouse"]["last_final_minute"] == {"lic01": "2026-03-02T10:01Z",
+                                                           "lic02": "2026-03-02T10:01Z"}
+        assert report["warehouse"]["dead_letters"] == 0
+        assert set(report["kafka"]["lag"]) == {f"{lictel.env['LICTEL_TOPIC_PREFIX']}-streams",
+                                               f"{lictel.env['LICTEL_TOPIC_PREFIX']}-sink"}
+        health = urllib.request.urlopen(f"http://127.0.0.1:{port_file.read_text()}/healthz").read()
+        assert json.loads(health)["component"] == "sink"
     finally:
         up.send_signal(signal.SIGINT)
         _out, err = up.communicate(timeout=60)
     assert up.returncode == 0, err
     assert not (lictel.data_dir / "broker.json").exists()
+    # LICTEL_LOG_FORMAT=json: every line the sink wrote is one JSON object naming the component.
+    lines = (lictel.data_dir / "logs" / "sink.log").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    assert records and {r["component"] for r in records} == {"sink"}
+    assert {"ts", "level", "logger", "message"} <= set(records[0])
+    # Stopped: no endpoint is left behind for status to find, and it says so.
+    assert not list(lictel.data_dir.glob("**/metrics-*.port"))
+    after = subprocess.run([sys.executable, "-m", "lictel.cli", "status"], env=produce_env, capture_output=True,
+                           text=True, timeout=120)
+    assert after.returncode == 1 and "no component endpoints" in after.stdout, after.stdout
     pool = lictel("export", "usage", "--level", "pool", "--format", "csv")
     assert pool.stdout == (DATA / "small_pool.csv").read_text()
 

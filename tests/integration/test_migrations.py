@@ -40,7 +40,7 @@ def test_every_statement_runs_twice_and_migrate_twice_applies_nothing(empty: tup
     assert len(applied) == LATEST
     before = tables(client, settings.clickhouse_database)
     # A migration cut short is run again from its first statement: each must survive a repeat.
-    for _, name, path in migration_files():
+    for _, _, path in migration_files():
         for stmt in render(path, settings):
             client.command(stmt)
     assert migrate(client, settings) == []
@@ -56,8 +56,8 @@ def test_an_older_schema_with_data_is_brought_forward(empty: tuple[Settings, Any
     assert len(pending_migrations(client, settings)) == LATEST - start
     # Rows as the lictel of that schema wrote them: only the columns of the first migration.
     client.command(f"INSERT INTO {db}.raw_events (event_id, ts, org, server, vendor, feature, action, user, host, "
-                   f"count, source, seq) VALUES ('e1', '2026-03-02 10:00:00', 'acme', 'lic01', 'CITRIX', 'F_UD', 'OUT', "
-                   f"'DOM\\\\Ann', 'PC1', 2, 'old', 1)")
+                   f"count, source, seq) VALUES ('e1', '2026-03-02 10:00:00', 'acme', 'lic01', 'CITRIX', 'F_UD', "
+                   f"'OUT', 'DOM\\\\Ann', 'PC1', 2, 'old', 1)")
     client.command(f"INSERT INTO {db}.usage_minute (level, org, server, feature, minute, peak, low, license_us, "
                    f"checkouts, checkins, forced_releases, denials, queued, orphans, version) VALUES "
                    f"('pool', 'acme', 'lic01', 'F_UD', '2026-03-02 10:00:00', 2, 2, 120000000, 1, 0, 0, 0, 0, 0, 1)")
