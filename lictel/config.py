@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,6 +29,14 @@ from lictel.timeutil import US, zone
 TANSU_GROUP: dict[str, object] = {"group_session_timeout_s": 10.0, "group_heartbeat_s": 1.0, "group_static": False}
 KAFKA_GROUP: dict[str, object] = {"group_session_timeout_s": 45.0, "group_heartbeat_s": 3.0, "group_static": True}
 
+
+
+def safe_url(url: str) -> str:
+    """``url`` without credentials, query or fragment: what a message may show."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 class Settings(BaseSettings):
     """Every knob of lictel. Construct with overrides: ``Settings(data_dir=...)``."""
@@ -58,7 +67,12 @@ class Settings(BaseSettings):
     kafka_create_topics: bool = Field(True, description="Create missing topics at start (false, or --no-create-topics: a cluster whose ACLs forbid it; create the topics of docs/deploy.md first).")
     clickhouse_url: str | None = Field(None, description="http(s)://user:pass@host:8123 of ClickHouse; unset = chDB in <data_dir>/warehouse.")
     clickhouse_database: str = Field("lictel", description="ClickHouse database that holds lictel's tables.")
-    schema_registry_url: str | None = Field(None, description="Confluent Schema Registry URL; unset = Avro single-object encoding.")
+    schema_registry_url: str | None = Field(None, description="Confluent Schema Registry URL (https://KEY:SECRET@host works too); unset = Avro single-object encoding.")
+    schema_registry_basic_auth: SecretStr = Field(SecretStr(""), description="Schema Registry basic auth as KEY:SECRET (Confluent Cloud's API key), instead of credentials in the URL.")
+    schema_registry_ssl_cafile: Path | None = Field(None, description="PEM CA certificates of the Schema Registry (beside the system's trusted ones).")
+    schema_registry_ssl_certfile: Path | None = Field(None, description="Client certificate (PEM) for a Schema Registry that asks for mutual TLS.")
+    schema_registry_ssl_keyfile: Path | None = Field(None, description="The client certificate's private key (PEM).")
+    schema_registry_auto_register: bool = Field(False, description="Register lictel's schemas on first use; off = they must be registered (lictel schemas register), as production registries expect.")
     topic_prefix: str = Field("lictel", description="Prefix of every topic name (<prefix>.events, .sessions, .usage, .late, .deadletter, .progress).")
     partitions: int = Field(8, ge=1, le=1024, description="Partitions of the events and usage topics: the most stream workers that can share work.")
     lateness_s: float = Field(60.0, ge=0, description="How far behind the newest event of a server an event may arrive and still count on time.")
@@ -97,7 +111,8 @@ class Settings(BaseSettings):
     @field_validator("kafka_bootstrap", "clickhouse_url", "schema_registry_url", "kafka_sasl_mechanism",
                      "kafka_sasl_username", "kafka_oauth_token_url", "kafka_oauth_client_id", "kafka_oauth_scope",
                      "kafka_oauth_token_file", "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",
-                     "kafka_compression", mode="before")
+                     "kafka_compression", "schema_registry_ssl_cafile", "schema_registry_ssl_certfile",
+                     "schema_registry_ssl_keyfile", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -137,6 +152,28 @@ class Settings(BaseSettings):
         if protocol != "PLAINTEXT" and self.kafka_bootstrap is None:
             raise ValueError(f"kafka_security_protocol {protocol} needs kafka_bootstrap: the embedded broker is "
                              "plaintext on loopback")
+        return self
+
+    @model_validator(mode="after")
+    def _registry_complete(self) -> Settings:
+        auth = self.schema_registry_basic_auth.get_secret_value()
+        if auth and ":" not in auth:
+            raise ValueError("schema_registry_basic_auth must be KEY:SECRET")
+        if self.schema_registry_url is None:
+            if auth or self.schema_registry_ssl_cafile or self.schema_registry_ssl_certfile:
+                raise ValueError("the schema_registry_* settings need schema_registry_url")
+            return self
+        if not self.schema_registry_url.startswith(("http://", "https://")):
+            raise ValueError(f"schema_registry_url must start with http:// or https:// (it is "
+                             f"{self.schema_registry_url.split('@')[-1]!r})")
+        if auth and "@" in self.schema_registry_url.split("//", 1)[1].split("/", 1)[0]:
+            raise ValueError("schema_registry_url carries credentials and schema_registry_basic_auth is set: give one")
+        if self.schema_registry_ssl_keyfile and not self.schema_registry_ssl_certfile:
+            raise ValueError("schema_registry_ssl_keyfile needs schema_registry_ssl_certfile")
+        for name in ("schema_registry_ssl_cafile", "schema_registry_ssl_certfile", "schema_registry_ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: {path} is not a readable file")
         return self
 
     @model_validator(mode="after")

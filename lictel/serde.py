@@ -6,7 +6,8 @@ Two framings:
   fingerprint (little endian), then the body. A reader checks the fingerprint, so bytes written
   with another schema are refused with a clear error instead of being misread.
 - With ``LICTEL_SCHEMA_REGISTRY_URL``: the Confluent wire format: ``00``, a 4-byte big-endian
-  schema id from the registry (subject ``<topic>-value``), then the body.
+  schema id from the registry (subject ``<topic>-value``), then the body. The registry is reached
+  through confluent_kafka's client (:class:`Registry`).
 
 Events travel in batches: one message = one ``LicenseEventBatch``.
 """
@@ -16,15 +17,15 @@ from __future__ import annotations
 import io
 import json
 import struct
-import urllib.request
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 import schemas
-from lictel.config import Settings
+from lictel.config import Settings, safe_url
 from lictel.engine import MinuteRow
 from lictel.errors import SchemaError
 from lictel.events import SESSION_VENDOR, Event
@@ -47,14 +48,14 @@ class Codec:
             if fp != self.fingerprint:
                 self._older[fp] = fastavro.parse_schema(schemas.strip_logical(old))
         self._registry = registry
-        self._subject = subject
+        self.subject = subject
         self._schema_id: int | None = None
 
     def _header(self) -> bytes:
         if self._registry is None:
             return _SINGLE + self.fingerprint
         if self._schema_id is None:
-            self._schema_id = self._registry.register(self._subject or self.name, schemas.expanded(self.name))
+            self._schema_id = self._registry.schema_id(self.subject or self.name, schemas.expanded(self.name))
         return b"\x00" + struct.pack(">I", self._schema_id)
 
     def encode(self, record: dict[str, Any]) -> bytes:
@@ -95,42 +96,112 @@ def _fingerprint(parsed: Any) -> bytes:
 
 
 class Registry:
-    """The two calls of the Confluent Schema Registry lictel needs, with caching."""
+    """lictel's schemas in a Confluent Schema Registry, through confluent_kafka's client (basic auth
+    in the URL or ``LICTEL_SCHEMA_REGISTRY_BASIC_AUTH``, TLS with a CA and a client certificate).
 
-    def __init__(self, url: str) -> None:
-        self.url = url.rstrip("/")
+    A writer looks its schema's id up under the topic's subject; it registers the schema only with
+    ``auto_register`` (``LICTEL_SCHEMA_REGISTRY_AUTO_REGISTER``), since production registries let
+    only a deployment step write subjects: ``lictel schemas register``."""
+
+    def __init__(self, url: str, *, basic_auth: str = "", cafile: Path | None = None, certfile: Path | None = None,
+                 keyfile: Path | None = None, auto_register: bool = True) -> None:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+
+        conf: dict[str, Any] = {"url": url, "timeout": 10, "max.retries": 2}
+        if basic_auth:
+            conf["basic.auth.user.info"] = basic_auth
+        for key, path in (("ssl.ca.location", cafile), ("ssl.certificate.location", certfile),
+                          ("ssl.key.location", keyfile)):
+            if path is not None:
+                conf[key] = str(path)
+        self.where = safe_url(url)
+        try:
+            self.client = SchemaRegistryClient(conf)
+        except (ValueError, TypeError, OSError) as exc:
+            raise SchemaError(f"schema registry {self.where}: {exc}") from exc
+        self.auto_register = auto_register
         self._ids: dict[str, int] = {}
         self._schemas: dict[int, Any] = {}
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/vnd.schemaregistry.v1+json"})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return json.load(resp)
-        except OSError as exc:
-            raise SchemaError(f"schema registry {self.url} failed on {method} {path}: {exc}") from exc
+    @classmethod
+    def of(cls, settings: Settings) -> Registry | None:
+        if not settings.schema_registry_url:
+            return None
+        return cls(settings.schema_registry_url, basic_auth=settings.schema_registry_basic_auth.get_secret_value(),
+                   cafile=settings.schema_registry_ssl_cafile, certfile=settings.schema_registry_ssl_certfile,
+                   keyfile=settings.schema_registry_ssl_keyfile, auto_register=settings.schema_registry_auto_register)
+
+    def _failed(self, what: str, exc: Exception) -> SchemaError:
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+        if isinstance(exc, SchemaRegistryError):
+            if exc.http_status_code in (401, 403):
+                return SchemaError(f"schema registry {self.where} refused {what} (HTTP {exc.http_status_code}): check "
+                                   f"the credentials (LICTEL_SCHEMA_REGISTRY_BASIC_AUTH or KEY:SECRET@ in the URL) "
+                                   f"and what they may do")
+            return SchemaError(f"schema registry {self.where} failed on {what}: {exc.error_message} "
+                               f"(HTTP {exc.http_status_code}, error {exc.error_code})")
+        return SchemaError(f"cannot reach the schema registry {self.where} ({what}): {type(exc).__name__}: {exc}")
 
     def register(self, subject: str, schema: dict[str, Any]) -> int:
+        """Register ``schema`` under ``subject`` (the registry checks its compatibility); its id."""
+        from confluent_kafka.schema_registry import Schema
+
+        try:
+            sid = int(self.client.register_schema(subject, Schema(json.dumps(schema), "AVRO")))
+        except Exception as exc:
+            raise self._failed(f"registering {subject}", exc) from exc
+        self._ids[subject] = sid
+        return sid
+
+    def lookup(self, subject: str, schema: dict[str, Any]) -> int | None:
+        """The id of ``schema`` under ``subject``, or None when it is not registered there."""
+        from confluent_kafka.schema_registry import Schema
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+        try:
+            sid = self.client.lookup_schema(subject, Schema(json.dumps(schema), "AVRO")).schema_id
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                return None
+            raise self._failed(f"looking up {subject}", exc) from exc
+        except Exception as exc:
+            raise self._failed(f"looking up {subject}", exc) from exc
+        return None if sid is None else int(sid)
+
+    def schema_id(self, subject: str, schema: dict[str, Any]) -> int:
+        """The id a writer frames its messages with."""
         if subject not in self._ids:
-            answer = self._call("POST", f"/subjects/{subject}/versions", {"schema": json.dumps(schema)})
-            self._ids[subject] = int(answer["id"])
+            if self.auto_register:
+                return self.register(subject, schema)
+            sid = self.lookup(subject, schema)
+            if sid is None:
+                raise SchemaError(
+                    f"this lictel's schema is not registered under subject {subject} in the schema registry "
+                    f"{self.where}: register lictel's schemas once with `lictel schemas register` (credentials that "
+                    f"may write subjects), or set LICTEL_SCHEMA_REGISTRY_AUTO_REGISTER=true")
+            self._ids[subject] = sid
         return self._ids[subject]
 
     def parsed(self, schema_id: int) -> Any:
         if schema_id not in self._schemas:
-            answer = self._call("GET", f"/schemas/ids/{schema_id}")
-            self._schemas[schema_id] = fastavro.parse_schema(schemas.strip_logical(json.loads(answer["schema"])))
+            try:
+                text = self.client.get_schema(schema_id).schema_str
+            except Exception as exc:
+                raise self._failed(f"fetching schema id {schema_id}", exc) from exc
+            if text is None:
+                raise SchemaError(f"schema registry {self.where} answered no schema for id {schema_id}")
+            self._schemas[schema_id] = fastavro.parse_schema(schemas.strip_logical(json.loads(text)))
         return self._schemas[schema_id]
 
 
 class Serde:
     """The codecs of every lictel topic, framed as the settings say."""
 
-    def __init__(self, registry_url: str | None = None, topics: dict[str, str] | None = None) -> None:
-        reg = Registry(registry_url) if registry_url else None
+    def __init__(self, registry: Registry | None = None, topics: dict[str, str] | None = None) -> None:
+        reg = registry
         topics = topics or {}
+        self.registry = registry
 
         def codec(name: str, topic: str) -> Codec:
             return Codec(name, reg, f"{topics.get(topic, topic)}-value")
@@ -139,11 +210,12 @@ class Serde:
         self.usage = codec("UsageBatch", "usage")
         self.sessions = codec("SessionEventBatch", "sessions")
         self.dead = codec("DeadLetter", "deadletter")
+        self.codecs = (self.events, self.sessions, self.usage, self.dead)
 
     @classmethod
     def of(cls, settings: Settings) -> Serde:
         """The codecs for these settings' registry and topic names."""
-        return cls(settings.schema_registry_url,
+        return cls(Registry.of(settings),
                    {t: settings.topic(t) for t in ("events", "sessions", "usage", "deadletter")})
 
     def encode_events(self, events: Iterable[Event], prev: dict[str, int] | None = None) -> bytes:

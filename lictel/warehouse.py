@@ -18,12 +18,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from lictel.config import Settings
+from lictel.config import Settings, safe_url
 from lictel.errors import ConfigError, WarehouseError, embedded_needed
 from lictel.identity import SQL_DEVICE, SQL_USER
 
@@ -35,10 +34,7 @@ def where(settings: Settings) -> str:
     """The warehouse for messages: the server's URL without its credentials, or the chDB path."""
     if not settings.clickhouse_url:
         return f"chDB at {settings.warehouse_dir}"
-    url = urlsplit(settings.clickhouse_url)
-    host = url.hostname or ""
-    netloc = f"{host}:{url.port}" if url.port else host
-    return f"{urlunsplit((url.scheme, netloc, url.path, '', ''))} (database {settings.clickhouse_database})"
+    return f"{safe_url(settings.clickhouse_url)} (database {settings.clickhouse_database})"
 
 
 def connect(settings: Settings) -> Client:

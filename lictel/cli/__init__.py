@@ -6,6 +6,7 @@
     lictel stream               one stream worker
     lictel sink                 the ClickHouse sink
     lictel db migrate           apply ClickHouse migrations
+    lictel schemas register|check   the message schemas in a Schema Registry
     lictel export usage         minute/hour/day/month rows as CSV or JSON
     lictel report peak          peaks, averages, license-hours, denials per feature
     lictel report ud            user/device licenses over 90-day windows (users, vendor rule, optimum)
@@ -18,7 +19,7 @@
 
 One module per command family: ``stack`` (run, up, stream, sink), ``produce``, ``db`` (migrate,
 reconcile), ``export``, ``report``, ``entitlements``, ``vendor`` (vendor-view/-diff, ids, vendor),
-``alerts``, ``serve``, ``status``; ``common`` holds what they share and ``summary`` what a run prints.
+``alerts``, ``serve``, ``status``, ``schemas``; ``common`` holds what they share and ``summary`` what a run prints.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from lictel.cli import alerts, db, entitlements, export, produce, report, serve, stack, status, vendor
+from lictel.cli import alerts, db, entitlements, export, produce, report, schemas, serve, stack, status, vendor
 from lictel.cli.common import console, esc, out
 from lictel.config import settings_help
 from lictel.errors import LictelError
@@ -37,6 +38,7 @@ for command in (stack.run, stack.up, stack.stream, stack.sink, db.reconcile):
     app.command()(command)
 app.add_typer(produce.produce_app, name="produce")
 app.add_typer(db.db_app, name="db")
+app.add_typer(schemas.schemas_app, name="schemas")
 app.add_typer(export.export_app, name="export")
 app.add_typer(report.report_app, name="report")
 app.add_typer(entitlements.ent_app, name="entitlements")

@@ -226,10 +226,15 @@ def stream(
     create_topics: CreateTopics = None,
 ) -> None:
     """Run one stream worker (Faust) until stopped."""
+    import importlib.util
     import socket
 
     from lictel.broker import resolve_bootstrap
     from lictel.pipeline import with_license_rules
+
+    if importlib.util.find_spec("faust") is None:
+        raise LictelError("stream workers need Faust (faust-streaming), which is not installed here: it has no "
+                          "Windows build, so run stream workers on Linux or macOS (producers run anywhere)")
     from streams.app import run_worker
 
     settings = with_license_rules(with_dup_group(settings_for(data_dir, kafka_create_topics=create_topics),

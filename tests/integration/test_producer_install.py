@@ -1,4 +1,5 @@
-"""A producer-only install: `pip install lictel` without extras, as on a license server.
+"""A producer-only install: `pip install lictel` without extras, as on a license server (and, without
+Faust, as on Windows).
 
 A fresh virtual environment gets the package from this checkout with the pinned versions of
 requirements.lock and no extra: neither chDB nor the embedded broker is installed, yet `lictel
@@ -77,3 +78,13 @@ def test_a_producer_only_install_follows_a_log_into_another_process_broker(broke
                               text=True, timeout=60)
         said = proc.stdout + proc.stderr
         assert proc.returncode == 2 and "pip install 'lictel[embedded]'" in said, (args, said)
+
+    # As on Windows, where Faust has no build (the package skips it there): producers still run,
+    # and a stream worker says where it can run.
+    subprocess.run([str(py), "-m", "pip", "uninstall", "--quiet", "--yes", "faust-streaming"], check=True,
+                   capture_output=True, timeout=120)
+    helped = subprocess.run([str(cli), "produce", "flexnet", "--help"], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert helped.returncode == 0 and "--follow" in helped.stdout, helped.stderr
+    stream = subprocess.run([str(cli), "stream"], env=env, capture_output=True, text=True, timeout=60)
+    assert stream.returncode == 2 and "Linux or macOS" in stream.stdout + stream.stderr, stream.stdout + stream.stderr

@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -83,44 +81,6 @@ def test_wrong_schema_is_refused_clearly() -> None:
         serde.decode_events(b'{"json": true}')
     with pytest.raises(SchemaError, match="corrupt"):
         serde.decode_events(serde.encode_events([EV])[:20])
-
-
-class _Registry(BaseHTTPRequestHandler):
-    schemas: dict[int, str] = {}  # noqa: RUF012 - shared by the handler instances of one server
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        ids = [k for k, v in self.schemas.items() if v == body["schema"]]
-        sid = ids[0] if ids else len(self.schemas) + 1
-        self.schemas[sid] = body["schema"]
-        self._reply({"id": sid})
-
-    def do_GET(self) -> None:
-        self._reply({"schema": self.schemas[int(self.path.rsplit("/", 1)[1])]})
-
-    def _reply(self, obj: Any) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-def test_confluent_wire_format_with_a_registry() -> None:
-    server = HTTPServer(("127.0.0.1", 0), _Registry)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}"
-        data = Serde(url).encode_events([EV])
-        assert data[0] == 0 and int.from_bytes(data[1:5], "big") >= 1
-        assert Serde(url).decode_events(data) == [EV]  # a fresh reader fetches the schema by id
-        with pytest.raises(SchemaError, match="no LICTEL_SCHEMA_REGISTRY_URL"):
-            Serde().decode_events(data)
-    finally:
-        server.shutdown()
 
 
 def _compatible(reader: dict[str, Any], writer: dict[str, Any]) -> bool:
