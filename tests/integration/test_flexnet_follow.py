@@ -5,11 +5,13 @@ exactly once per event id, and no line missing."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -52,7 +54,7 @@ async def _events(bootstrap: str, topic: str) -> dict[str, tuple[int, str, str]]
 
 def test_follow_survives_kill_rotation_and_truncation(lictel: Lictel, tmp_path: Path) -> None:
     log = tmp_path / "CITRIX.log"
-    env = {**lictel.env, "LICTEL_HEARTBEAT_S": "1", "LICTEL_LINGER_MS": "50"}
+    env = {**lictel.env, "LICTEL_HEARTBEAT_S": "1", "LICTEL_LINGER_MS": "50", "LICTEL_METRICS_PORT": "0"}
 
     def start() -> subprocess.Popen[str]:
         return subprocess.Popen([sys.executable, "-m", "lictel.cli", "produce", "flexnet", str(log), "--server",
@@ -71,6 +73,11 @@ def test_follow_survives_kill_rotation_and_truncation(lictel: Lictel, tmp_path: 
     append("".join(_line(i) for i in range(40, 60)) + _line(60)[:15])  # the last line is half written
     time.sleep(3)
     assert list(checkpoints.glob("*.json")), "no checkpoint written"
+    # Its health says what it follows and how far it got (lictel status reads this).
+    port = (lictel.data_dir / "metrics-producer.port").read_text()
+    health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read())
+    assert health["status"] == "ok" and health["file"] == str(log) and health["lines"] >= 40, health
+    assert health["last_event"].startswith("2026-03-02T10:00:"), health
     follower.send_signal(signal.SIGKILL)
     follower.wait()
     append(_line(60)[15:] + "".join(_line(i) for i in range(61, 80)))
