@@ -184,9 +184,11 @@ def windows(org: str, feature: str, days: list[tuple[dt.date, list[tuple[str, st
 
 
 def slide(org: str, feature: str, uses: Uses, explain: bool = False, until: dt.date | None = None,
-          only: dt.date | None = None) -> Iterator[UDRow]:
+          only: dt.date | None = None, optimum: bool = True) -> Iterator[UDRow]:
     """Slide the 90-day window one day at a time; one row per calendar day from the first day with a
-    use to the last (or to ``until``); with ``only``, just that day's row."""
+    use to the last (or to ``until``); with ``only``, just that day's row. Without ``optimum`` the
+    optimal assignment (a maximum matching) is not computed: ``optimal`` is 0 and ``cover`` None,
+    for a caller that needs the vendor rule's figures only."""
     if uses.day.size == 0:
         return
     n_users, n_devs = len(uses.user_names), len(uses.device_names)
@@ -210,11 +212,11 @@ def slide(org: str, feature: str, uses: Uses, explain: bool = False, until: dt.d
             continue
         active = np.flatnonzero(counts)
         yield _window_row(org, feature, EPOCH_DATE + dt.timedelta(days=n), pair_user[active], pair_dev[active],
-                          n_users, n_devs, uses.user_names, uses.device_names, explain)
+                          n_users, n_devs, uses.user_names, uses.device_names, explain, optimum)
 
 
 def _window_row(org: str, feature: str, day: dt.date, u: np.ndarray, d: np.ndarray, n_users: int, n_devs: int,
-                user_names: list[str], dev_names: list[str], explain: bool) -> UDRow:
+                user_names: list[str], dev_names: list[str], explain: bool, optimum: bool = True) -> UDRow:
     if u.size == 0:
         return UDRow(org, feature, day, 0, 0, 0, Assignment([], []) if explain else None,
                      Assignment([], []) if explain else None)
@@ -227,6 +229,10 @@ def _window_row(org: str, feature: str, day: dt.date, u: np.ndarray, d: np.ndarr
     shared = (users_per_dev >= 2) & ~dev_has_roamer
     on_shared = shared[d]  # pairs whose (single-device) user sits on a shared device
     vendor = int(np.count_nonzero(shared)) + n_active_users - int(np.count_nonzero(on_shared))
+    if not optimum:
+        evidence = Assignment(sorted({user_names[i] for i in u[~on_shared]}),
+                              sorted(dev_names[i] for i in np.flatnonzero(shared))) if explain else None
+        return UDRow(org, feature, day, n_active_users, vendor, 0, evidence)
     graph = csr_matrix((np.ones(u.size, dtype=np.int8), (u, d)), shape=(n_users, n_devs))
     match = maximum_bipartite_matching(graph, perm_type="column")  # user -> device or -1
     optimal = int(np.count_nonzero(match >= 0))

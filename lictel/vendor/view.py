@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +40,7 @@ import pyarrow.compute as pc
 from clickhouse_connect.driver.client import Client
 
 from lictel.errors import ConfigError
-from lictel.holdings import read_rows, replay_start, segments
+from lictel.holdings import read_rows, replay_starts, segments
 from lictel.identity import SQL_DEVICE, SQL_USER, normalize_device
 from lictel.reports.common import IN_ORDER
 from lictel.timeutil import US, from_us, to_us, zone
@@ -48,6 +49,10 @@ from lictel.ud import UD, WINDOW_DAYS, Uses, license_model, slide
 CSV_COLUMNS = ["server", "feature", "day", "count_used_max", "ccu_devices", "ud_licensees", "installed"]
 DETAIL_COLUMNS = ["org", *CSV_COLUMNS, "ud_users", "ud_devices", "checkouts_max", "dup_group", "model", "sa_date",
                   "installed_from", "window_start", "window_stop"]
+
+
+#: Counted entitlements by (org, server, feature): (count, start, expiry, SA date); server "" = the org's.
+Entitlements = dict[tuple[str, str, str], list[tuple[int, dt.date | None, dt.date, str]]]
 
 
 @dataclass(frozen=True)
@@ -169,7 +174,7 @@ def vendor_view(client: Client, db: str, models: dict[str, str], org: str | None
         ext[0].add(f)
         ext[1], ext[2] = min(ext[1], int(lo) * US), max(ext[2], int(hi) * US)
     ents = _entitlements(client, db, org)
-    rows: list[VendorRow] = []
+    plans: dict[str, list[ServerPlan]] = defaultdict(list)
     for (o, s), (features, lo, hi) in servers.items():
         features |= {f for (eo, es, f) in ents if eo == o and es == s}
         if feature:
@@ -178,25 +183,59 @@ def vendor_view(client: Client, db: str, models: dict[str, str], org: str | None
         d0, d1 = max(d0, first) if first else d0, min(d1, last) if last else d1
         if not features or d1 < d0:
             continue
-        rows += server_view(client, db, o, s, sorted(features), boundary, d0, d1, models, ents)
+        plans[o].append(ServerPlan(s, sorted(features), windows(boundary, d0, d1)))
+    rows: list[VendorRow] = []
+    for o, plan in plans.items():
+        rows += org_view(client, db, o, plan, boundary, models, ents)
     return rows
 
 
+@dataclass
+class ServerPlan:
+    """One server's part of the view: its features and its windows."""
+
+    server: str
+    features: list[str]
+    wins: list[Window]
+
+    def rows(self, org: str, models: dict[str, str]) -> dict[tuple[str, int], VendorRow]:
+        return {(f, k): VendorRow(org, self.server, f, w.day, w.start, w.end, license_model(f, models))
+                for f in self.features for k, w in enumerate(self.wins)}
+
+
 def server_view(client: Client, db: str, org: str, server: str, features: list[str], boundary: Boundary,
-                first: dt.date, last: dt.date, models: dict[str, str],
-                ents: dict[tuple[str, str, str], list[tuple[int, dt.date | None, dt.date, str]]]) -> list[VendorRow]:
+                first: dt.date, last: dt.date, models: dict[str, str], ents: Entitlements) -> list[VendorRow]:
     """The rows of one server over the windows of ``first`` to ``last``."""
-    wins = windows(boundary, first, last)
-    starts = [w.start for w in wins]
-    rows = {(f, k): VendorRow(org, server, f, w.day, w.start, w.end, license_model(f, models))
-            for f in features for k, w in enumerate(wins)}
-    _used_max(client, db, org, server, features, boundary, wins, rows)
-    concurrent = [f for f in features if license_model(f, models) != UD]
-    if concurrent:
-        _devices(client, db, org, server, concurrent, wins, starts, rows)
-    for f in features:
-        if license_model(f, models) == UD:
-            _licensees(client, db, org, server, f, boundary, first, last, rows)
+    return org_view(client, db, org, [ServerPlan(server, features, windows(boundary, first, last))], boundary, models,
+                    ents)
+
+
+def org_view(client: Client, db: str, org: str, plans: list[ServerPlan], boundary: Boundary, models: dict[str, str],
+             ents: Entitlements) -> list[VendorRow]:
+    """The rows of an organisation's servers, each over its own windows. What ClickHouse answers is
+    asked once for all of them (the peaks, where replays start, the user/device checkouts); each
+    server's events are replayed on their own."""
+    rows = {p.server: p.rows(org, models) for p in plans}
+    _used_max(client, db, org, plans, boundary, rows)
+    concurrent = {p.server: [f for f in p.features if license_model(f, models) != UD] for p in plans}
+    since = replay_starts(client, db, org, {s: fs for s, fs in concurrent.items() if fs},
+                          min(p.wins[0].start for p in plans))
+    for p in plans:
+        if concurrent[p.server]:
+            _devices(client, db, org, p.server, concurrent[p.server], p.wins, since[p.server], rows[p.server])
+    ud = {p.server: [f for f in p.features if license_model(f, models) == UD] for p in plans}
+    if any(ud.values()):
+        _licensees(client, db, org, [p for p in plans if ud[p.server]], ud, boundary, rows)
+    out: list[VendorRow] = []
+    for p in plans:
+        _installed(org, p, ents, rows[p.server])
+        out += [rows[p.server][(f, k)] for f in p.features for k in range(len(p.wins))]
+    return out
+
+
+def _installed(org: str, plan: ServerPlan, ents: Entitlements, rows: dict[tuple[str, int], VendorRow]) -> None:
+    """The counted entitlements active on each window's day: the server's own, else the organisation's."""
+    server, features, wins = plan.server, plan.features, plan.wins
     for f in features:
         own = ents.get((org, server, f))
         items, scope = (own, "server") if own else (ents.get((org, "", f), []), "organisation")
@@ -207,7 +246,6 @@ def server_view(client: Client, db: str, org: str, server: str, features: list[s
                 r = rows[(f, k)]
                 r.installed, r.installed_from = sum(n for n, _ in active), scope
                 r.sa_date = max(sa for _, sa in active)
-    return [rows[(f, k)] for f in features for k in range(len(wins))]
 
 
 @dataclass
@@ -258,30 +296,36 @@ def window_day_sql(boundary: Boundary, col: str = "minute") -> str:
             f"- {{off:Int32}}, 'UTC'))")
 
 
-def _used_max(client: Client, db: str, org: str, server: str, features: list[str], boundary: Boundary,
-              wins: list[Window], rows: dict[tuple[str, int], VendorRow]) -> None:
-    """The largest charged (and checkout) minute peak per feature and window, and the feature's rule
-    (of its newest minute in the window), aggregated by ClickHouse."""
+def _used_max(client: Client, db: str, org: str, plans: list[ServerPlan], boundary: Boundary,
+              rows: dict[str, dict[tuple[str, int], VendorRow]]) -> None:
+    """The largest charged (and checkout) minute peak per server, feature and window, and the
+    feature's rule (of its newest minute in the window), aggregated by ClickHouse in one query."""
     result = client.query(
-        f"SELECT feature, {window_day_sql(boundary)} AS d, max(charged_peak), max(peak), argMax(dup_group, minute) "
-        f"FROM {db}.usage_minute FINAL WHERE level = 'pool' AND source = 'license' AND org = {{org:String}} "
-        f"AND server = {{server:String}} AND feature IN {{features:Array(String)}} AND peak > 0 "
-        f"AND minute >= toDateTime({{a:Int64}}, 'UTC') AND minute < toDateTime({{b:Int64}}, 'UTC') GROUP BY feature, d",
-        parameters={"org": org, "server": server, "features": features, "a": wins[0].start // US,
-                    "b": -(-wins[-1].end // US), "tz": boundary.tz, "off": boundary.minute_of_day * 60})
-    first = wins[0].day
-    for f, d, charged, peak, rule in result.result_rows:
-        r = rows.get((f, (d - first).days))
+        f"SELECT server, feature, {window_day_sql(boundary)} AS d, max(charged_peak), max(peak), "
+        f"argMax(dup_group, minute) FROM {db}.usage_minute FINAL WHERE level = 'pool' AND source = 'license' "
+        f"AND org = {{org:String}} AND server IN {{servers:Array(String)}} AND feature IN {{features:Array(String)}} "
+        f"AND peak > 0 AND minute >= toDateTime({{a:Int64}}, 'UTC') AND minute < toDateTime({{b:Int64}}, 'UTC') "
+        f"GROUP BY server, feature, d",
+        # Servers and features each in a list (the sorting key's columns; a list of pairs would scan the
+        # whole table): a pair no plan asked for finds no row below.
+        parameters={"org": org, "servers": sorted({p.server for p in plans}),
+                    "features": sorted({f for p in plans for f in p.features}),
+                    "a": min(p.wins[0].start for p in plans) // US, "b": -(-max(p.wins[-1].end for p in plans) // US),
+                    "tz": boundary.tz, "off": boundary.minute_of_day * 60})
+    first = {p.server: p.wins[0].day for p in plans}
+    for s, f, d, charged, peak, rule in result.result_rows:
+        r = rows[s].get((f, (d - first[s]).days))
         if r is not None:
             r.count_used_max, r.checkouts_max, r.dup_group = int(charged), int(peak), str(rule)
 
 
 def _devices(client: Client, db: str, org: str, server: str, features: list[str], wins: list[Window],
-             starts: list[int], rows: dict[tuple[str, int], VendorRow]) -> None:
-    """The devices holding each concurrent feature at some instant of each window."""
+             since: int | None, rows: dict[tuple[str, int], VendorRow]) -> None:
+    """The devices holding each concurrent feature at some instant of each window, from a replay of
+    the server's events from ``since`` (holdings.replay_starts)."""
     seen: dict[tuple[str, int], dict[str, str]] = defaultdict(dict)
     n = len(wins)
-    since = replay_start(client, db, org, server, features, wins[0].start)
+    starts = [w.start for w in wins]
     for seg in segments(read_rows(client, db, org, server, features, wins[-1].end, since)):
         if not seg.host:
             continue
@@ -296,47 +340,59 @@ def _devices(client: Client, db: str, org: str, server: str, features: list[str]
             rows[key].devices = sorted(hosts.values(), key=str.lower)
 
 
-def _licensees(client: Client, db: str, org: str, server: str, feature: str, boundary: Boundary, first: dt.date,
-               last: dt.date, rows: dict[tuple[str, int], VendorRow]) -> None:
-    """The vendor rule's licenses over the 90 windows ending each window, from this server's uses."""
-    back = first - dt.timedelta(days=WINDOW_DAYS - 1)
-    wins = windows(boundary, back, last)
+def _licensees(client: Client, db: str, org: str, plans: list[ServerPlan], features: dict[str, list[str]],
+               boundary: Boundary, rows: dict[str, dict[tuple[str, int], VendorRow]]) -> None:
+    """The vendor rule's licenses over the 90 windows ending each window, from each server's own
+    uses of each user/device feature (one query for all of them)."""
+    first = min(p.wins[0].day for p in plans) - dt.timedelta(days=WINDOW_DAYS - 1)
+    wins = windows(boundary, first, max(p.wins[-1].day for p in plans))
     table = client.query_arrow(
-        f"SELECT toInt64(toUnixTimestamp64Micro(min(ts))) AS t, u, d FROM (SELECT ts, {SQL_USER} AS u, "
-        f"{SQL_DEVICE} AS d FROM {db}.raw_events WHERE org = {{org:String}} AND server = {{server:String}} "
-        f"AND feature = {{feature:String}} AND action = 'OUT' AND vendor != 'SESSIONS' "
-        f"AND ts >= fromUnixTimestamp64Micro({{a:Int64}}, 'UTC') "
+        f"SELECT server, feature, toInt64(toUnixTimestamp64Micro(min(ts))) AS t, u, d FROM (SELECT server, feature, "
+        f"ts, {SQL_USER} AS u, {SQL_DEVICE} AS d FROM {db}.raw_events WHERE org = {{org:String}} "
+        f"AND server IN {{servers:Array(String)}} AND feature IN {{features:Array(String)}} AND action = 'OUT' "
+        f"AND vendor != 'SESSIONS' AND ts >= fromUnixTimestamp64Micro({{a:Int64}}, 'UTC') "
         f"AND ts < fromUnixTimestamp64Micro({{b:Int64}}, 'UTC')) "
-        f"GROUP BY toStartOfMinute(ts), u, d",
-        parameters={"org": org, "server": server, "feature": feature, "a": wins[0].start, "b": wins[-1].end})
+        f"GROUP BY server, feature, toStartOfMinute(ts), u, d ORDER BY server, feature",
+        parameters={"org": org, "servers": sorted(features),
+                    "features": sorted({f for fs in features.values() for f in fs}),
+                    "a": wins[0].start, "b": wins[-1].end})
     if table.num_rows == 0:
         return
     day = np.searchsorted(np.asarray([w.start for w in wins], dtype=np.int64),
                           table.column("t").to_numpy().astype(np.int64), side="right") - 1
     users, u_idx = np.unique(np.asarray(table.column("u").to_pylist(), dtype=object), return_inverse=True)
     devs, d_idx = np.unique(np.asarray(table.column("d").to_pylist(), dtype=object), return_inverse=True)
-    order = np.argsort(day, kind="stable")
-    uses = Uses(day[order].astype(np.int64), u_idx[order].astype(np.int64), d_idx[order].astype(np.int64),
-                [str(x) for x in users], [str(x) for x in devs])
-    offset = WINDOW_DAYS - 1  # window k of the report is window k + offset of the extended list
+    names = [str(x) for x in users], [str(x) for x in devs]
+    server_col = table.column("server").to_pylist()
+    feature_col = table.column("feature").to_pylist()
+    # The rows come grouped by (server, feature): one slide over each group's uses.
+    bounds = [0] + [i for i in range(1, table.num_rows)
+                    if server_col[i] != server_col[i - 1] or feature_col[i] != feature_col[i - 1]] + [table.num_rows]
     until = dt.date(1970, 1, 1) + dt.timedelta(days=len(wins) - 1)
-    for r in slide(org, feature, uses, explain=True, until=until):
-        k = (r.day - dt.date(1970, 1, 1)).days - offset
-        row = rows.get((feature, k))
-        if row is None or r.vendor is None:
-            continue
-        row.ud_licensees, row.ud_users, row.ud_devices = r.vendor_rule, len(r.vendor.users), len(r.vendor.devices)
+    # Window k of a server's report is window k + offset of the list here.
+    offset = {p.server: (p.wins[0].day - first).days for p in plans}
+    for lo, hi in itertools.pairwise(bounds):
+        server, feature = str(server_col[lo]), str(feature_col[lo])
+        if feature not in features[server]:
+            continue  # a user/device feature of another server, not of this one
+        order = lo + np.argsort(day[lo:hi], kind="stable")
+        uses = Uses(day[order].astype(np.int64), u_idx[order].astype(np.int64), d_idx[order].astype(np.int64), *names)
+        mine = rows[server]
+        for r in slide(org, feature, uses, explain=True, until=until, optimum=False):
+            row = mine.get((feature, (r.day - dt.date(1970, 1, 1)).days - offset[server]))
+            if row is None or r.vendor is None:
+                continue
+            row.ud_licensees, row.ud_users, row.ud_devices = r.vendor_rule, len(r.vendor.users), len(r.vendor.devices)
 
 
-def _entitlements(client: Client, db: str,
-                  org: str | None) -> dict[tuple[str, str, str], list[tuple[int, dt.date | None, dt.date, str]]]:
+def _entitlements(client: Client, db: str, org: str | None) -> Entitlements:
     """Counted entitlements by (org, server, feature): (count, start, expiry, SA date)."""
     from lictel.entitlements import Entitlement
 
     where, params = ("AND org = {org:String}", {"org": org}) if org else ("", {})
     result = client.query(f"SELECT org, server, feature, count, start, expiry, version FROM {db}.entitlements FINAL "
                           f"WHERE uncounted = 0 {where}", parameters=params)
-    out: dict[tuple[str, str, str], list[tuple[int, dt.date | None, dt.date, str]]] = defaultdict(list)
+    out: Entitlements = defaultdict(list)
     for o, s, f, n, start, expiry, version in result.result_rows:
         sa = Entitlement(o, "", 0, f, "", version, 0, False, None, expiry, None, "", "", 0, "", "").sa_date()
         out[(o, s, f)].append((int(n), start, expiry, sa))

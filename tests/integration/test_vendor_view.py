@@ -94,6 +94,15 @@ def scenario(seed: int = 12) -> list[dict[str, Any]]:
     for k in range(30):
         ev("lic02", _ts(DAYS[1], 3 * 3600 + k), "OUT", CCU, f"burst{k}", f"bpc{k}")
         ev("lic02", _ts(DAYS[1], 4 * 3600 + k), "IN", CCU, f"burst{k}", f"bpc{k}")
+    # lic02 went live a day before lic01: its windows start a day earlier (a view that asks for all
+    # servers at once keeps each server's own windows), and its 90-day user/device windows carry
+    # that day's users.
+    early = DAYS[0] - dt.timedelta(days=1)
+    for k, (user, host) in enumerate((("u003", "pc-003"), ("u006", "pc-006"), ("early-bird", "pc-early"))):
+        ev("lic02", _ts(early, 10 * 3600 + k * 600), "OUT", UD, user, host)
+        ev("lic02", _ts(early, 10 * 3600 + k * 600 + 300), "IN", UD, user, host)
+    ev("lic02", _ts(early, 11 * 3600), "OUT", CCU, "early-bird", "pc-early")
+    ev("lic02", _ts(early, 12 * 3600), "IN", CCU, "early-bird", "pc-early")
     ev("lic01", _ts(DAYS[2], 12 * 3600), "RESTART", None, None, None)
     ev("lic02", _ts(DAYS[1], 11 * 3600), "REREAD", None, None, None)
     raw.sort(key=lambda x: (x[1], x[0]))
@@ -238,6 +247,11 @@ def test_vendor_view_equals_an_independent_computation(lictel: Lictel, tmp_path:
     want = reference(lines, installed=INSTALLED)
     got = _csv_rows(lictel("report", "vendor-view", "--format", "csv").stdout)
     assert got == want
+    assert min(d for s, _, d in got if s == "lic02") < min(d for s, _, d in got if s == "lic01")
+    one_by_one = {}
+    for server in ("lic01", "lic02"):
+        one_by_one |= _csv_rows(lictel("report", "vendor-view", "--format", "csv", "--server", server).stdout)
+    assert one_by_one == got
     assert sum(w[0] for w in want.values()) > 0 and sum(w[2] for w in want.values()) > 0
     # Windows that start at 06:00 UTC: the same definitions over other days.
     shifted = _csv_rows(lictel("report", "vendor-view", "--format", "csv", "--window-start", "06:00").stdout)
