@@ -39,11 +39,12 @@ import numpy as np
 import pyarrow.compute as pc
 from clickhouse_connect.driver.client import Client
 
+from lictel import rollups
 from lictel.errors import ConfigError
 from lictel.holdings import read_rows, replay_starts, segments
 from lictel.identity import SQL_DEVICE, SQL_USER, normalize_device
 from lictel.reports.common import IN_ORDER
-from lictel.timeutil import US, from_us, to_us, zone
+from lictel.timeutil import DAY_US, US, from_us, to_us, zone
 from lictel.ud import UD, WINDOW_DAYS, Uses, license_model, slide
 
 CSV_COLUMNS = ["server", "feature", "day", "count_used_max", "ccu_devices", "ud_licensees", "installed"]
@@ -299,24 +300,43 @@ def window_day_sql(boundary: Boundary, col: str = "minute") -> str:
 def _used_max(client: Client, db: str, org: str, plans: list[ServerPlan], boundary: Boundary,
               rows: dict[str, dict[tuple[str, int], VendorRow]]) -> None:
     """The largest charged (and checkout) minute peak per server, feature and window, and the
-    feature's rule (of its newest minute in the window), aggregated by ClickHouse in one query."""
-    result = client.query(
-        f"SELECT server, feature, {window_day_sql(boundary)} AS d, max(charged_peak), max(peak), "
-        f"argMax(dup_group, minute) FROM {db}.usage_minute FINAL WHERE level = 'pool' AND source = 'license' "
-        f"AND org = {{org:String}} AND server IN {{servers:Array(String)}} AND feature IN {{features:Array(String)}} "
-        f"AND peak > 0 AND minute >= toDateTime({{a:Int64}}, 'UTC') AND minute < toDateTime({{b:Int64}}, 'UTC') "
-        f"GROUP BY server, feature, d",
-        # Servers and features each in a list (the sorting key's columns; a list of pairs would scan the
-        # whole table): a pair no plan asked for finds no row below.
-        parameters={"org": org, "servers": sorted({p.server for p in plans}),
-                    "features": sorted({f for p in plans for f in p.features}),
-                    "a": min(p.wins[0].start for p in plans) // US, "b": -(-max(p.wins[-1].end for p in plans) // US),
-                    "tz": boundary.tz, "off": boundary.minute_of_day * 60})
+    feature's rule (of its newest minute in the window with something held), aggregated by
+    ClickHouse. Windows that are whole UTC days below the rollup watermark come from the day rollups
+    (``usage_daily``: the same maxima, and the rule where the day had one); the rest from the minutes."""
+    start, end = min(p.wins[0].start for p in plans), max(p.wins[-1].end for p in plans)
+    keys = {"org": org, "servers": sorted({p.server for p in plans}),
+            "features": sorted({f for p in plans for f in p.features})}
+    # Servers and features each in a list (the sorting key's columns; a list of pairs would scan the
+    # whole table): a pair no plan asked for finds no row below.
+    where = ("level = 'pool' AND source = 'license' AND org = {org:String} AND server IN {servers:Array(String)} "
+             "AND feature IN {features:Array(String)}")
+    found: list[tuple[str, str, dt.date, int, int, str]] = []
+    ranges: list[tuple[int | None, int | None]] = [(start, end)]
+    part = rollups.split(client, db, start, end) if boundary == UTC_MIDNIGHT else None
+    if part is not None and part.days:
+        ranges = list(part.minute_ranges)
+        for srv, f, day, charged, peak, rules in client.query(
+                f"SELECT server, feature, day, bitShiftRight(charged_peak_first, 32), bitShiftRight(peak_first, 32), "
+                f"rules FROM {db}.usage_daily FINAL WHERE {where} AND day >= {{lo:Date}} AND day < {{hi:Date}} "
+                f"AND peak_first >= 4294967296",  # a minute with something held (peak >= 1)
+                parameters=keys | {"lo": part.day_lo, "hi": part.day_hi}).result_rows:
+            if len(rules) == 1:
+                found.append((str(srv), str(f), day, int(charged), int(peak), str(rules[0])))
+            else:  # the rule changed during the day: its newest minute's rule, from the minutes
+                ranges.append((rollups.day_us(day), rollups.day_us(day) + DAY_US))
+    if ranges:
+        cond, params = rollups.minute_condition(ranges)
+        result = client.query(
+            f"SELECT server, feature, {window_day_sql(boundary)} AS d, max(charged_peak), max(peak), "
+            f"argMax(dup_group, minute) FROM {db}.usage_minute FINAL WHERE {where} AND peak > 0 AND {cond} "
+            f"GROUP BY server, feature, d",
+            parameters=keys | params | {"tz": boundary.tz, "off": boundary.minute_of_day * 60})
+        found += [(str(srv), str(f), d, int(c), int(pk), str(rule)) for srv, f, d, c, pk, rule in result.result_rows]
     first = {p.server: p.wins[0].day for p in plans}
-    for s, f, d, charged, peak, rule in result.result_rows:
-        r = rows[s].get((f, (d - first[s]).days))
+    for srv, f, d, charged, peak, rule in found:
+        r = rows[srv].get((f, (d - first[srv]).days))
         if r is not None:
-            r.count_used_max, r.checkouts_max, r.dup_group = int(charged), int(peak), str(rule)
+            r.count_used_max, r.checkouts_max, r.dup_group = charged, peak, rule
 
 
 def _devices(client: Client, db: str, org: str, server: str, features: list[str], wins: list[Window],

@@ -24,6 +24,7 @@ from lictel.reports.overuse import overuse
 from lictel.reports.sizing import sizing
 from lictel.reports.summary import peak_summary
 from lictel.timeutil import DAY_US, MINUTE_US, iso_s, parse_ts
+from lictel.vendor.view import vendor_view
 from lictel.warehouse import connect
 from sinks.clickhouse import write_minute_rows
 
@@ -68,6 +69,9 @@ def _answers(client: Any, orgs: tuple[str, str] = ("acme", "beta")) -> list[Any]
                 key_ranges(client, DB, scope, "pool"), rules_used(client, DB, scope, "pool"),
                 sizing(client, DB, scope).rows, [p.rows for p in sizing(client, DB, scope, "pool").parts],
                 overuse(client, DB, scope, {}).rows, dormant(client, DB, scope, {}, ratio=0.9).rows]
+    # The vendor view's peaks per server, feature and day (UTC days: the rollups stand in).
+    out.append([(r.org, r.server, r.feature, r.day, r.count_used_max, r.checkouts_max, r.dup_group)
+                for r in vendor_view(client, DB, {})])
     return out
 
 
@@ -141,6 +145,20 @@ def test_rolled_up_days_give_the_answers_of_the_minutes(warehouse: tuple[Setting
     write_minute_rows(client, DB, extra, version=6)
     rollups.advance(client, DB, parse_ts("2026-03-05T10:00:00Z"), {dt.date(2026, 3, 3)})
     assert _answers(client) == _without_rollups(client)
+    # A rule that changed during a day (license files reread): the day's rule is its newest busy
+    # minute's; at the end of 03-02 and in the middle of 03-04 acme's G minutes were charged under NONE.
+    changed = []
+    for day, (h0, h1) in ((dt.date(2026, 3, 2), (23, 24)), (dt.date(2026, 3, 4), (11, 12))):
+        t0 = rollups.day_us(day)
+        for r in _rows(random.Random(14)):
+            if r.org == "acme" and r.feature == "G" and t0 + h0 * 3_600_000_000 <= r.minute < t0 + h1 * 3_600_000_000:
+                changed.append(r._replace(peak=r.peak + 1, charged_peak=r.peak + 1, dup_group="NONE"))
+    write_minute_rows(client, DB, changed, version=7)
+    rollups.recompute(client, DB, [dt.date(2026, 3, 2), dt.date(2026, 3, 4)], replace=True)
+    with_rollups, reference = _answers(client), _without_rollups(client)
+    rules = {(r[1], r[3]): r[6] for r in reference[-1] if r[0] == "acme" and r[2] == "G"}
+    assert rules[("lic01", dt.date(2026, 3, 2))] == "NONE" and rules[("lic01", dt.date(2026, 3, 4))] == "UH"
+    assert with_rollups == reference
 
 
 def test_split_takes_whole_days_below_the_watermark(warehouse: tuple[Settings, Any]) -> None:
