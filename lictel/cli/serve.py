@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import ipaddress
 import threading
 from collections.abc import Iterator
@@ -97,6 +98,10 @@ def serve(
     auth = "no authentication (loopback only)" if no_auth else f"{len(tokens)} token(s)"
     console.print(f"lictel on http://{esc(host)}:{port} over {esc(where(settings))}, {auth}; API under /api/v1, "
                   "OpenAPI at /docs; Ctrl-C stops it")
+    # What is loaded by now (the libraries, the app) lives as long as the process: keep it out of the
+    # collector's passes, which otherwise walk it during answers that allocate much (a large report).
+    gc.collect()
+    gc.freeze()
     try:
         server.run()
     finally:

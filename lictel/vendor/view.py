@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import functools
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -43,14 +44,15 @@ from lictel import rollups
 from lictel.errors import ConfigError
 from lictel.holdings import read_rows, replay_starts, segments
 from lictel.identity import SQL_DEVICE, SQL_USER, normalize_device
-from lictel.reports.common import IN_ORDER
-from lictel.timeutil import DAY_US, US, from_us, to_us, zone
+from lictel.timeutil import DAY_US, US, from_us, iso_s, to_us, zone
 from lictel.ud import UD, WINDOW_DAYS, Uses, license_model, slide
 
 CSV_COLUMNS = ["server", "feature", "day", "count_used_max", "ccu_devices", "ud_licensees", "installed"]
 DETAIL_COLUMNS = ["org", *CSV_COLUMNS, "ud_users", "ud_devices", "checkouts_max", "dup_group", "model", "sa_date",
                   "installed_from", "window_start", "window_stop"]
 
+
+_iso = functools.lru_cache(maxsize=8192)(iso_s)
 
 #: Counted entitlements by (org, server, feature): (count, start, expiry, SA date); server "" = the org's.
 Entitlements = dict[tuple[str, str, str], list[tuple[int, dt.date | None, dt.date, str]]]
@@ -133,14 +135,12 @@ class VendorRow:
         return len(self.devices)
 
     def values(self, columns: list[str]) -> list[Any]:
-        from lictel.timeutil import iso_s
-
         out: list[Any] = []
         for c in columns:
             if c == "day":
                 out.append(self.day.isoformat())
             elif c in ("window_start", "window_stop"):
-                out.append(iso_s(getattr(self, c)))
+                out.append(_iso(getattr(self, c)))  # every row of a window has the same two
             else:
                 out.append(getattr(self, c))
         return out
@@ -158,17 +158,26 @@ def vendor_view(client: Client, db: str, models: dict[str, str], org: str | None
             params[name] = value
     # A day's window starts at most 14 h before its UTC date and ends less than 3 days after it
     # (a boundary late in the day, in a zone behind UTC).
-    if first:
-        cond.append("minute >= toDateTime({lo:Int64}, 'UTC')")
-        params["lo"] = to_us(dt.datetime.combine(first - dt.timedelta(days=1), dt.time(), dt.UTC)) // US
-    if last:
-        cond.append("minute < toDateTime({hi:Int64}, 'UTC')")
-        params["hi"] = to_us(dt.datetime.combine(last + dt.timedelta(days=3), dt.time(), dt.UTC)) // US
-    # The extent of each key: a replaced row keeps its key and minute, so no FINAL is needed.
+    lo_us = to_us(dt.datetime.combine(first - dt.timedelta(days=1), dt.time(), dt.UTC)) if first else None
+    hi_us = to_us(dt.datetime.combine(last + dt.timedelta(days=3), dt.time(), dt.UTC)) if last else None
+    # The extent of each key: whole days below the rollup watermark from the day rollups, the rest
+    # from the minutes (a replaced row keeps its key and minute, so no FINAL is needed there).
+    part = rollups.split(client, db, lo_us, hi_us)
+    where = " AND ".join(cond)
+    parts = []
+    if part.days:
+        parts.append(f"SELECT org, server, feature, first_minute AS a, last_minute AS b FROM {db}.usage_daily FINAL "
+                     f"WHERE {where} AND day >= {{day_lo:Date}} AND day < {{day_hi:Date}}")
+        params |= {"day_lo": part.day_lo, "day_hi": part.day_hi}
+    if part.minute_ranges:
+        minutes, more = rollups.minute_condition(part.minute_ranges)
+        parts.append(f"SELECT org, server, feature, minute AS a, minute AS b FROM {db}.usage_minute "
+                     f"WHERE {where} AND {minutes}")
+        params |= more
     result = client.query(
-        f"SELECT org, server, feature, toUnixTimestamp(min(minute)), toUnixTimestamp(max(minute)) "
-        f"FROM {db}.usage_minute WHERE {' AND '.join(cond)} GROUP BY org, feature, server "
-        f"ORDER BY org, server, feature", parameters=params, settings=IN_ORDER)
+        f"SELECT org, server, feature, toUnixTimestamp(min(a)), toUnixTimestamp(max(b)) "
+        f"FROM ({' UNION ALL '.join(parts)}) GROUP BY org, feature, server ORDER BY org, server, feature",
+        parameters=params)
     servers: dict[tuple[str, str], list[Any]] = {}
     for o, s, f, lo, hi in result.result_rows:
         ext = servers.setdefault((o, s), [set(), int(lo) * US, int(hi) * US])
