@@ -21,8 +21,9 @@ from lictel.errors import BrokerError
 from lictel.procs import die_with_parent
 
 #: lictel's topics; events, sessions, usage and late have LICTEL_PARTITIONS partitions, the others one.
-TOPICS = ("events", "sessions", "usage", "late", "deadletter", "progress")
-PARTITIONED = ("events", "sessions", "usage", "late")
+TOPICS = ("events", "sessions", "usage", "late", "deadletter", "progress", "state")
+PARTITIONED = ("events", "sessions", "usage", "late", "state")
+COMPACTED = ("state",)  # the stream workers' saved state: the newest record of each name counts
 
 
 def free_port() -> int:
@@ -157,8 +158,11 @@ async def ensure_topics(bootstrap: str, settings: Settings) -> None:
                               "or let lictel create them")
         if absent:
             configs = kafka.topic_configs(settings)
+            compacted = {settings.topic(t) for t in COMPACTED}
             await admin.create_topics([NewTopic(name, wanted[name], settings.kafka_replication_factor,
-                                                topic_configs=configs) for name in absent])
+                                                topic_configs=configs | ({"cleanup.policy": "compact"}
+                                                                         if name in compacted else {}))
+                                       for name in absent])
         present = [name for name in wanted if name in existing]
         if present:
             for meta in await admin.describe_topics(present):

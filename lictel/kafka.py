@@ -27,7 +27,7 @@ from lictel.errors import ConfigError
 
 # Faust's own topics beside lictel's (docs/deploy.md, "Topics"): the engine state's changelog and
 # the partition assignor's leader topic, both named after the app id ``<prefix>-streams``.
-FAUST_TOPICS = ("{app}-engine-state-changelog", "{app}-__assignor-__leader")
+FAUST_TOPICS = ("{app}-__assignor-__leader",)
 
 
 class KafkaConfigError(ConfigError):

@@ -3,11 +3,12 @@
 
 - Two input topics: ``events`` (license servers) and ``sessions`` (broker session exports), each
   with its own agent, one engine per input partition.
-- Checkpoints go into the ``engine-state`` table (changelog-backed, same partition): every
-  ``snapshot_s`` (with the next message), and for every revoked partition when the group
-  rebalances. Input offsets are committed by the checkpoint, after the state is saved, never on
-  Faust's own timer, so a committed offset is never past the saved state (streams/partitions.py
-  has the order).
+- Checkpoints go into the ``state`` topic (compacted, same partition as the input): with a message
+  once ``snapshot_s`` has passed, on a timer for partitions whose last messages waited that long
+  (saved without a commit), and for every revoked partition when the group rebalances. A worker
+  reads a partition's state back from that topic itself before its first message. Input offsets
+  are committed by the checkpoint, after the state is saved, never on Faust's own timer, so a
+  committed offset is never past the saved state (streams/partitions.py has the order).
 - Every output batch names its input stream and partition and how far that partition is final, so
   the sink and ``lictel run`` know when a minute is complete.
 - Undecodable messages go to the dead-letter topic with their partition and offset; the worker
@@ -21,7 +22,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.types import TP
 
 from lictel import kafka, logs, metrics
@@ -35,34 +36,87 @@ class _FaustIO:
     """:class:`~streams.partitions.WorkerIO` over the Faust app: the state table, its producer and
     consumer commits, and a plain consumer for catch-up reads."""
 
-    def __init__(self, app: faust.App, settings: Settings, bootstrap: str, state: Any,
-                 topics: dict[str, Any]) -> None:
+    def __init__(self, app: faust.App, settings: Settings, bootstrap: str, topics: dict[str, Any]) -> None:
         self.app = app
         self.settings = settings
         self.bootstrap = bootstrap
-        self.state = state
         self.topics = topics
         self._reader: AIOKafkaConsumer | None = None
+        # The state as this process knows it: what it saved, and what it read back from the state
+        # topic. The state is not a Faust table: Faust's table recovery stops the streams until it
+        # reaches the end the broker reports, which the embedded broker reports short, and decodes
+        # the records with its own codecs (docs/decisions.md, "Stream state").
+        self._mem: dict[str, bytes] = {}
+        self.changelog = settings.topic("state")
+        self._writer: AIOKafkaProducer | None = None
+        self._unsent: list[tuple[str, int, bytes | None]] = []
+
+    async def _consumer(self) -> AIOKafkaConsumer:
+        if self._reader is None:
+            self._reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, **kafka.client_options(self.settings),
+                                            enable_auto_commit=False, max_partition_fetch_bytes=16 << 20)
+            await self._reader.start()
+        return self._reader
+
+    async def recover(self, partition: int) -> None:
+        """Read the changelog partition from its start: the newest record of each name wins, a
+        tombstone deletes it (what compaction keeps)."""
+        reader = await self._consumer()
+        tp = TopicPartition(self.changelog, partition)
+        # The embedded broker may answer short here (the last batch's first offset + 1): reading
+        # goes on until a fetch comes back empty, past this end.
+        end = (await reader.end_offsets([tp]))[tp]
+        if not end:
+            return
+        reader.assign([tp])
+        await reader.seek_to_beginning(tp)
+        n = empty = 0
+        while True:
+            msgs = (await reader.getmany(tp, timeout_ms=300)).get(tp, [])
+            for m in msgs:
+                name = m.key.decode() if m.key is not None else ""
+                if m.value is None:
+                    self._mem.pop(name, None)
+                else:
+                    self._mem[name] = m.value
+            n += len(msgs)
+            if msgs:
+                empty = 0
+                continue
+            empty += 1
+            if await reader.position(tp) >= end:
+                break
+            if empty >= 20:
+                raise CatchUpError(f"{self.changelog}[{partition}]: the saved state could not be read back (at "
+                                   f"{await reader.position(tp)} of {end}); the worker stops rather than start from a "
+                                   f"wrong state. Check that the broker is reachable, then start the worker again.")
+        log.info("%s[%d]: read back %d state record(s)", self.changelog, partition, n)
 
     def load(self, name: str) -> bytes | None:
-        # Only what this process saved: the changelog recovery does not give this table back yet
-        # (docs/decisions.md, Known gaps); catch-up rebuilds the rest from the input topic.
-        raw = self.state.data.get(name)
-        return None if raw is None else bytes(raw)
+        return self._mem.get(name)
 
     def save(self, name: str, partition: int, value: bytes | None) -> None:
-        # As Table.__setitem__ / __delitem__ do, but from outside an event too (a revocation).
         if value is None:
-            self.state.data.pop(name, None)
+            self._mem.pop(name, None)
         else:
-            self.state.data[name] = value
-        self.state.send_changelog(partition, name, value)
+            self._mem[name] = value
+        self._unsent.append((name, partition, value))  # sent, in order, by the next flush
 
     async def send(self, topic: str, value: bytes, partition: int | None) -> None:
         await self.topics[topic].send(value=value, partition=partition)
 
     async def flush(self) -> None:
         await self.app.producer.flush()
+        if self._unsent:
+            if self._writer is None:
+                self._writer = AIOKafkaProducer(bootstrap_servers=self.bootstrap,
+                                                **kafka.producer_options(self.settings), acks="all",
+                                                max_request_size=16 << 20)
+                await self._writer.start()
+            unsent, self._unsent = self._unsent, []
+            for name, partition, value in unsent:  # one partition's records keep their order
+                await self._writer.send(self.changelog, value, key=name.encode(), partition=partition)
+            await self._writer.flush()
 
     async def commit(self, tokens: list[Any]) -> None:
         # Faust acknowledges a message as the agent finishes it, so what it commits now was applied
@@ -70,15 +124,11 @@ class _FaustIO:
         await self.app.consumer.commit()
 
     async def read(self, stream: str, partition: int, start: int, upto: int) -> AsyncIterator[tuple[int, bytes]]:
-        if self._reader is None:
-            self._reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, **kafka.client_options(self.settings),
-                                            enable_auto_commit=False,
-                                            max_partition_fetch_bytes=16 << 20)
-            await self._reader.start()
+        reader = await self._consumer()
         tp = TopicPartition(self.settings.topic(stream), partition)
-        self._reader.assign([tp])
-        self._reader.seek(tp, start)
-        got = await self._reader.getmany(tp, timeout_ms=2000)
+        reader.assign([tp])
+        reader.seek(tp, start)
+        got = await reader.getmany(tp, timeout_ms=2000)
         for m in got.get(tp, []):
             if m.offset >= upto:
                 break
@@ -121,11 +171,7 @@ def make_app(settings: Settings, bootstrap: str, instance_id: str | None = None)
     outputs = {settings.topic(name): app.topic(settings.topic(name), value_type=bytes, value_serializer="raw",
                                                partitions=1 if name == "deadletter" else settings.partitions)
                for name in ("usage", "late", "deadletter")}
-    state = app.Table("engine-state", default=None, partitions=settings.partitions)
-    # Snapshots are our own JSON bytes: store them as they are (set before the changelog exists).
-    state.key_serializer = "raw"  # type: ignore[attr-defined]
-    state.value_serializer = "raw"  # type: ignore[attr-defined]
-    io = _FaustIO(app, settings, bootstrap, state, outputs)
+    io = _FaustIO(app, settings, bootstrap, outputs)
     worker = PartitionWorker(settings, io)
     metrics.serve("stream", lambda: worker.counters, settings.metrics_port, settings.data_dir,
                   host=settings.metrics_host, health=lambda: worker.health())
@@ -165,6 +211,12 @@ def make_app(settings: Settings, bootstrap: str, instance_id: str | None = None)
         except CatchUpError as exc:
             log.error("%s", exc)
             await app.crash(exc)
+
+    @app.timer(interval=max(1.0, settings.snapshot_s))
+    async def save_idle() -> None:
+        # A partition's last messages are saved even when no message follows them (no commit here:
+        # PartitionWorker.save_idle).
+        await worker.save_idle()
 
     @app.timer(interval=30.0)
     async def report() -> None:

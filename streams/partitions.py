@@ -31,7 +31,8 @@ short by a crash leaves the previous one whole). Pools that hold nothing and hav
 evicted from the engine and their entities deleted.
 
 Lifecycle: a partition's state is loaded from the table with its first message after an
-assignment (Faust has recovered the table by then). On revocation it is checkpointed and
+assignment, once the worker's runtime has read that table partition back (``WorkerIO.recover``:
+the Faust app reads the state's changelog itself). On revocation it is checkpointed and
 dropped, so a partition that comes back later is loaded from the newest checkpoint, wherever
 that was written, and never from a stale copy in memory.
 """
@@ -67,6 +68,10 @@ class CatchUpError(LictelError):
 class WorkerIO(Protocol):
     """What a :class:`PartitionWorker` needs from its runtime."""
 
+    async def recover(self, partition: int) -> None:
+        """Make what the state table's partition ``partition`` holds (whoever saved it) readable by
+        :meth:`load`: read before the first message of an assignment is applied."""
+
     def load(self, name: str) -> bytes | None:
         """The value saved under ``name`` in the state table, if any."""
 
@@ -101,9 +106,14 @@ class Partition:
     manifest: Manifest
     unacked: list[Any] = field(default_factory=list)
 
+    @property
+    def unsaved(self) -> bool:
+        """Messages were applied since the state was last saved (committed or not)."""
+        return self.offset > self.manifest.offset
+
 
 COUNTERS = ("messages", "events", "rows", "late", "dead", "skipped", "caught_up", "snapshots", "duplicates",
-            "estate_late_rows", "revoked", "loaded", "refused_heartbeats", "state_bytes")
+            "estate_late_rows", "revoked", "loaded", "restored", "refused_heartbeats", "state_bytes")
 
 
 class PartitionWorker:
@@ -128,6 +138,7 @@ class PartitionWorker:
         # One message, one checkpoint or one revocation at a time: a checkpoint never sees an engine
         # halfway through a message.
         self.lock = asyncio.Lock()
+        self._recovered: set[int] = set()  # state-table partitions read back since their assignment
 
     def health(self) -> dict[str, Any]:
         """For ``/healthz``: the partitions held in memory and the counters."""
@@ -146,6 +157,7 @@ class PartitionWorker:
         loaded = state.load(self.io, name, opts)
         if loaded is None:
             return Partition(Engine(**opts), -1, None, self.monotonic(), state.Manifest())
+        self.counters["restored"] += 1
         eng, manifest = loaded
         return Partition(eng, manifest.offset, manifest.final, self.monotonic(), manifest)
 
@@ -155,6 +167,7 @@ class PartitionWorker:
         async with self.lock:
             for key in keys:
                 self.parts.pop(key, None)
+                self._recovered.discard(key[1])  # another worker may have saved it since
 
     async def revoke(self, keys: Iterable[Key]) -> None:
         """Partitions given up: checkpoint each, then drop it."""
@@ -178,6 +191,31 @@ class PartitionWorker:
             if self._due() or (force and self._unsaved()):
                 await self._checkpoint([])  # takes every partition with unsaved messages
 
+    async def save_idle(self) -> None:
+        """Save the state of partitions whose newest messages have waited ``snapshot_s`` without a
+        checkpoint (a job's last burst, an input gone quiet), for a caller on a timer. Without a
+        commit: the offsets are committed by the next checkpoint that comes with a message, so a
+        timer never commits from beside the consumer; a restart finds the state and skips what it holds."""
+        async with self.lock:
+            now = self.monotonic()
+            keys = [k for k, st in self.parts.items() if st.unsaved and now - st.saved_at >= self.settings.snapshot_s]
+            if keys:
+                await self._save(sorted(keys))
+                for key in keys:
+                    self.parts[key].saved_at = now
+
+    async def _save(self, keys: list[Key]) -> None:
+        """Flush the rows out, save the state of ``keys``, and flush that: once this returns, the
+        saved state never holds a message whose rows are not in Kafka."""
+        await self.io.flush()  # rows out before the state that no longer holds them
+        for key in keys:
+            st = self.parts[key]
+            stream, p = key
+            written = state.save(self.io, partition_name(stream, p), p, st.engine, st.manifest, st.offset, st.final)
+            self.counters["snapshots"] += 1
+            self.counters["state_bytes"] += written
+        await self.io.flush()  # the state is in its changelog
+
     def _unsaved(self) -> list[Key]:
         return [k for k, st in self.parts.items() if st.unacked]
 
@@ -189,14 +227,7 @@ class PartitionWorker:
         """Checkpoint ``keys``. Offsets are committed for the whole consumer at once, so every
         partition with unsaved messages is saved with them."""
         keys = sorted({*keys, *self._unsaved()})
-        await self.io.flush()  # 1. rows out before the state that no longer holds them
-        for key in keys:
-            st = self.parts[key]
-            stream, p = key
-            written = state.save(self.io, partition_name(stream, p), p, st.engine, st.manifest, st.offset, st.final)
-            self.counters["snapshots"] += 1
-            self.counters["state_bytes"] += written
-        await self.io.flush()  # 2. the state is in its changelog
+        await self._save(keys)  # 1. and 2.
         now = self.monotonic()
         tokens: list[Any] = []
         for key in keys:
@@ -215,6 +246,9 @@ class PartitionWorker:
             key = (stream, p)
             st = self.parts.get(key)
             if st is None:
+                if p not in self._recovered:  # events and sessions of a partition share its table partition
+                    await self.io.recover(p)
+                    self._recovered.add(p)
                 st = self.parts[key] = self._load(key)
             if offset <= st.offset:
                 self.counters["skipped"] += 1  # redelivered: already in the state we recovered

@@ -1,4 +1,4 @@
-"""How a stream worker keeps a partition's engine in the state table: per entity, changed ones only.
+"""How a stream worker keeps a partition's engine in the state topic: per entity, changed ones only.
 
 The engine names its entities (each server, pool, estate and applied-seq set; ``Engine.entities``)
 and says which changed since the last checkpoint (``Engine.take_changes``). One partition's state is
@@ -10,7 +10,7 @@ and says which changed since the last checkpoint (``Engine.take_changes``). One 
   ``<partition>/<digest of the entity's name>@<generation>#<chunk>``.
 
 A checkpoint writes the changed entities under its new generation, then the manifest, then deletes
-(tombstones) the chunks the manifest no longer names. The table's changelog keeps one partition's
+(tombstones) the chunks the manifest no longer names. The state topic keeps one partition's
 records in order, so once the manifest is durable every chunk it names is too, and a checkpoint cut
 short before its manifest leaves the previous manifest and every chunk it names untouched: a
 reload never mixes two checkpoints. No record is larger than a chunk or the manifest (about 60
@@ -112,9 +112,9 @@ def load(table: Table, name: str, opts: dict[str, Any]) -> tuple[Engine, Manifes
         if any(c is None for c in chunks):
             raise StateError(
                 f"the saved state of {name} is incomplete (entity {ent[:80]!r}, generation {gen}: a chunk is missing "
-                f"from the state table): its changelog lost records (retention or deletion on a changelog topic?). "
-                f"The worker stops rather than start from a wrong state; recompute with `lictel reconcile` after "
-                f"resetting the stream group's offsets and its engine-state changelog.")
+                f"from the state topic): it lost records (retention or deletion instead of compaction on the "
+                f"<prefix>.state topic?). The worker stops rather than start from a wrong state; recompute with "
+                f"`lictel reconcile` after resetting the stream group's offsets and deleting the state topic.")
         entities.append((ent, json.loads(zlib.decompress(b"".join(c for c in chunks if c is not None)))))
     eng = Engine.from_entities(snap["meta"], entities, **opts)
     return eng, Manifest(int(snap["g"]), int(snap["offset"]), snap.get("final"), snap["ents"])

@@ -43,6 +43,7 @@ class Harness:
     ops: list[str] = field(default_factory=list)  # flush / save / commit, in order
     unreadable: int = 0  # catch-up reads that return nothing before the log answers again
     first_readable: int = 0  # offsets below this are gone (retention)
+    recovered: list[int] = field(default_factory=list)  # state partitions read back, in order
 
     def io(self) -> MemoryIO:
         return MemoryIO(self)
@@ -72,6 +73,9 @@ class MemoryIO:
         self.pending_out: list[tuple[str, int | None, bytes]] = []
         self.pending_state: dict[str, bytes | None] = {}  # None: deleted
         self.local: dict[str, bytes | None] = {}  # the worker's table copy (saved, maybe not yet flushed)
+
+    async def recover(self, partition: int) -> None:
+        self.h.recovered.append(partition)  # the harness's table is the durable one: nothing to read
 
     def load(self, name: str) -> bytes | None:
         return self.local[name] if name in self.local else self.h.table.get(name)
@@ -209,6 +213,10 @@ def test_a_partition_that_moves_away_and_back_is_loaded_from_its_newest_checkpoi
     run(go())
     assert h.rows() == expected
     assert a.counters["loaded"] == 2 and a.counters["revoked"] == 1
+    # Each assignment reads the state partition back once before its first message, and each load
+    # after the first found a checkpoint there.
+    assert h.recovered == [0, 0, 0]
+    assert b.counters["restored"] == 1 and a.counters["restored"] == 1
 
 
 def test_redelivered_messages_are_skipped_and_committed() -> None:
