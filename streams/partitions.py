@@ -21,7 +21,9 @@ an error naming the partition and offsets; it never moves past input it has not 
 
 Checkpoints come with a message once ``snapshot_s`` has passed since the last, and on revocation
 (without the commit: committing from inside a rebalance can wait on the rebalance itself; the next
-owner starts at the last commit and skips what the checkpoint holds).
+owner starts at the last commit and skips what the checkpoint holds). A partition whose last
+messages have waited ``snapshot_s`` is saved by :meth:`PartitionWorker.save_idle` on the runtime's
+timer, also without the commit (the next checkpoint with a message commits).
 
 State is kept per entity (each server, pool, estate and applied-seq set of the engine), so a
 checkpoint writes what changed since the last one, never the whole partition (``state.py`` has
@@ -182,11 +184,9 @@ class PartitionWorker:
                 self.counters["revoked"] += len(gone)
 
     async def checkpoint_due(self, force: bool = False) -> None:
-        """Checkpoint once the oldest unsaved message is ``snapshot_s`` old (at once with
-        ``force``), for a caller that saves idle partitions on a timer. The Faust app does not:
-        a Faust timer that checkpointed made input stop arriving after a restart (tests/
-        integration/test_recovery.py, cause not found); it checkpoints with messages and on
-        revocation, and an idle partition's last messages are replayed after a crash."""
+        """Checkpoint, with the commit, once the oldest unsaved message is ``snapshot_s`` old (at
+        once with ``force``). The Faust app checkpoints with messages and on revocation, and saves
+        idle partitions with :meth:`save_idle`, which does not commit."""
         async with self.lock:
             if self._due() or (force and self._unsaved()):
                 await self._checkpoint([])  # takes every partition with unsaved messages
