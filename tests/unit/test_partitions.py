@@ -291,6 +291,34 @@ def test_checkpoint_due_waits_for_snapshot_s() -> None:
     assert h.acked[0] == {0, 1, 2}
 
 
+def test_idle_partitions_are_saved_without_a_commit_and_a_successor_skips_what_they_hold() -> None:
+    events, expected = _estate()
+    msgs = _messages(events)
+    h = Harness(log={0: msgs})
+    clock = [0.0]
+    w = PartitionWorker(Settings(snapshot_s=5.0), h.io(), clock=lambda: NOW, monotonic=lambda: clock[0])
+    n = len(msgs) // 2
+
+    async def go() -> None:
+        await _feed(w, h, 0, 0, n)
+        await w.save_idle()
+        assert not h.table  # not idle long enough yet
+        clock[0] = 6.0
+        await w.save_idle()
+        assert h.table and not h.acked  # saved, nothing committed
+        ops = len(h.ops)
+        await w.save_idle()
+        assert len(h.ops) == ops  # nothing new to save
+        # The process dies; its successor is redelivered everything from the start.
+        b = _worker(h)
+        await _feed(b, h, 0, 0, len(msgs))
+        assert b.counters["restored"] == 1 and b.counters["skipped"] == n and b.counters["caught_up"] == 0
+        await b.checkpoint_due(force=True)
+
+    run(go())
+    assert h.rows() == expected
+
+
 def test_an_undecodable_message_is_dead_lettered_and_checkpointed_like_any_other() -> None:
     events, _ = _estate()
     msgs = _messages(events)
