@@ -228,8 +228,10 @@ def org_view(client: Client, db: str, org: str, plans: list[ServerPlan], boundar
     rows = {p.server: p.rows(org, models) for p in plans}
     _used_max(client, db, org, plans, boundary, rows)
     concurrent = {p.server: [f for f in p.features if license_model(f, models) != UD] for p in plans}
-    since = replay_starts(client, db, org, {s: fs for s, fs in concurrent.items() if fs},
-                          min(p.wins[0].start for p in plans))
+    # One replay start for every server, valid from the earliest window on (a later server replays
+    # a little more than it needs, never less).
+    wanted = {s: fs for s, fs in concurrent.items() if fs}
+    since = replay_starts(client, db, org, wanted, min(p.wins[0].start for p in plans)) if wanted else {}
     for p in plans:
         if concurrent[p.server]:
             _devices(client, db, org, p.server, concurrent[p.server], p.wins, since[p.server], rows[p.server])
