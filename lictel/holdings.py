@@ -205,16 +205,8 @@ def replay_starts(client: Client, db: str, org: str, features: dict[str, list[st
     """:func:`replay_start` of several servers (server -> its features) at once: one query for their
     last stored minutes, then one per span looked back."""
     servers = sorted(features)
-    # The last stored minute of each: from the day rollups below their watermark, the minutes after it.
-    mark = rollups.watermark(client, db)
-    known = {str(s): int(end) for s, end in client.query(
-        f"SELECT server, toInt64(toUnixTimestamp(max(m))) + 60 FROM (SELECT server, last_minute AS m "
-        f"FROM {db}.usage_daily WHERE level = 'pool' AND source = 'license' AND org = {{org:String}} AND server IN "
-        f"{{servers:Array(String)}} AND day < {{mark:Date}} UNION ALL SELECT server, minute AS m "
-        f"FROM {db}.usage_minute WHERE level = 'pool' AND source = 'license' AND org = {{org:String}} "
-        f"AND server IN {{servers:Array(String)}} AND minute >= toDateTime({{since:Int64}}, 'UTC')) GROUP BY server",
-        parameters={"org": org, "servers": servers, "mark": mark or rollups.day_of(0),
-                    "since": rollups.day_us(mark) // 1_000_000 if mark else 0}).result_rows}
+    # The end of each one's last stored minute.
+    known = {s: m + 60 for s, m in rollups.last_minutes(client, db, org, servers).items()}
     at_minute = at_us - at_us % _MINUTE
     first = {s: min(at_minute, known[s] * 1_000_000) if s in known else at_minute for s in servers}
     since: dict[str, int | None] = dict(first)

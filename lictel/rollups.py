@@ -162,3 +162,26 @@ def minute_condition(ranges: Iterable[tuple[int | None, int | None]], col: str =
             params[f"{prefix}{k}b"] = b // US
         parts.append("(" + (" AND ".join(cond) or "1") + ")")
     return ("(" + " OR ".join(parts) + ")") if parts else "0", params
+
+
+def last_minutes(client: Client, db: str, org: str | None = None, servers: Iterable[str] | None = None,
+                 source: str | None = "license") -> dict[str, int]:
+    """The start (Unix seconds) of each server's newest stored pool minute, of ``source`` (``None``:
+    any), optionally of one organisation and some servers: whole days below the watermark from the
+    day rollups, the minutes after it from ``usage_minute`` (no scan of the whole history)."""
+    mark = watermark(client, db)
+    cond, params = "level = 'pool'", {"mark": mark or day_of(0), "since": day_us(mark) // US if mark else 0}
+    if source is not None:
+        cond += " AND source = {source:String}"
+        params["source"] = source
+    if org is not None:
+        cond += " AND org = {org:String}"
+        params["org"] = org
+    if servers is not None:
+        cond += " AND server IN {servers:Array(String)}"
+        params["servers"] = sorted(set(servers))
+    return {str(s): int(m) for s, m in client.query(
+        f"SELECT server, toInt64(toUnixTimestamp(max(m))) FROM (SELECT server, last_minute AS m FROM {db}.usage_daily "
+        f"WHERE {cond} AND day < {{mark:Date}} UNION ALL SELECT server, minute AS m FROM {db}.usage_minute "
+        f"WHERE {cond} AND minute >= toDateTime({{since:Int64}}, 'UTC')) GROUP BY server ORDER BY server",
+        parameters=params).result_rows}

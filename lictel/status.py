@@ -19,7 +19,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from lictel import kafka
+from lictel import kafka, rollups
+from lictel.broker import PARTITIONED
 from lictel.config import Settings
 from lictel.pipeline import end_offsets
 
@@ -27,22 +28,15 @@ from lictel.pipeline import end_offsets
 def warehouse_status(client: Any, db: str) -> dict[str, Any]:
     """The last final minute stored per license server (the day rollups, then the minutes after
     their watermark: no scan of the whole history), and the dead letters and late events stored."""
-    rows = client.query(
-        f"SELECT server, max(m) FROM ("
-        f"  SELECT server, last_minute AS m FROM {db}.usage_daily WHERE level = 'pool'"
-        f"  UNION ALL SELECT server, minute AS m FROM {db}.usage_minute WHERE level = 'pool'"
-        f"    AND minute >= (SELECT toDateTime(max(upto)) FROM {db}.rollup_watermark)"
-        f") GROUP BY server ORDER BY server").result_rows
+    last = rollups.last_minutes(client, db, source=None)
     (dead,), = client.query(f"SELECT count() FROM {db}.dead_letters").result_rows
     (late,), = client.query(f"SELECT count() FROM {db}.late_events").result_rows
-    return {"last_final_minute": {str(s): _iso(m) for s, m in rows}, "dead_letters": int(dead),
+    return {"last_final_minute": {s: _iso(m) for s, m in last.items()}, "dead_letters": int(dead),
             "late_events": int(late)}
 
 
-def _iso(value: dt.datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%MZ")
+def _iso(seconds: int) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
 def discover(data_dir: Path) -> dict[str, str]:
@@ -80,7 +74,7 @@ async def group_lag(bootstrap: str, settings: Settings) -> dict[str, dict[str, i
               f"{settings.topic_prefix}-sink": [*inputs, "usage", "late", "deadletter"]}
     ends = {}
     for name in dict.fromkeys(n for names in groups.values() for n in names):
-        parts = 1 if name == "deadletter" else settings.partitions
+        parts = settings.partitions if name in PARTITIONED else 1
         ends[name] = await end_offsets(bootstrap, settings.topic(name), parts, settings)
     out: dict[str, dict[str, int]] = {}
     for group, names in groups.items():
