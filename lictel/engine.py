@@ -258,88 +258,99 @@ class Engine:
             self._fill(events, prev)
         gap = self.max_gap_us
         medians: dict[str, int] = {}  # servers without a clock yet: the reference of this call
+        pools = self._pools
+        dirty_pools = self._dirty_pools
         for ev in events:
-            source = SESSIONS_SOURCE if ev.vendor == SESSION_VENDOR else LICENSE_SOURCE
-            skey = ev.org + _SEP + ev.server if source is LICENSE_SOURCE else _skey(ev.org, ev.server, source)
+            # One unpacking instead of an attribute lookup per use: this loop runs once per event.
+            event_id, ts, org, server, vendor, feature, action, _, _, _, _, _, _, _ = ev
+            if vendor == SESSION_VENDOR:
+                source = SESSIONS_SOURCE
+                skey = _skey(org, server, source)
+            else:
+                source = LICENSE_SOURCE
+                skey = org + _SEP + server
             srv = servers.get(skey)
             if srv is None:
-                srv = servers[skey] = _Server(ev.org, ev.server, source)
-            ref = srv.max_ts if srv.max_ts is not None else srv.last_hb
+                srv = servers[skey] = _Server(org, server, source)
+            max_ts = srv.max_ts
+            ref = max_ts if max_ts is not None else srv.last_hb
             if ref is None:
                 ref = medians.get(skey)
                 if ref is None:
-                    ref = medians[skey] = _median_ts(events, ev.org, ev.server, ev.vendor == SESSION_VENDOR)
-            if ev.ts - ref > gap or ref - ev.ts > gap:
-                if ev.action == HEARTBEAT:
+                    ref = medians[skey] = _median_ts(events, org, server, vendor == SESSION_VENDOR)
+            if ts - ref > gap or ref - ts > gap:
+                if action == HEARTBEAT:
                     out.refused_heartbeats += 1
                 else:
                     out.refused.append((ev, _far(ev, ref, gap)))
                 continue
-            srv.last_seen_wall = max(srv.last_seen_wall, now_wall_us)
             touched.add(skey)
-            action = ev.action
             if action == HEARTBEAT:
-                if srv.last_hb is None or ev.ts > srv.last_hb:
-                    srv.last_hb = ev.ts
+                if srv.last_hb is None or ts > srv.last_hb:
+                    srv.last_hb = ts
                 continue
-            if srv.max_ts is None or ev.ts > srv.max_ts:
-                srv.max_ts = ev.ts
+            if max_ts is None or ts > max_ts:
+                srv.max_ts = ts
             if action in RECORDED_ONLY:
                 self._mark(ev)  # changes nothing: seen at once, so it leaves no hole in the applied set
                 continue  # recorded downstream: checkouts survive a reread; an unsupported feature has no pool
-            late = srv.boundary is not None and ev.ts < srv.boundary
+            boundary = srv.boundary
+            late = boundary is not None and ts < boundary
             if late and self._seen(ev):
                 out.duplicates += 1  # a replay of an event already in final state
                 continue
             if action == RESTART:
-                if ev.event_id in srv.restart_ids:
+                if event_id in srv.restart_ids:
                     out.duplicates += 1
                     continue
                 if late:
                     self._late(out, ev)
-                    for feature in srv.pools:
-                        self._apply_restart(self._pools[skey + _SEP + feature], ev)
-                        self._dirty_pools.add(skey + _SEP + feature)
+                    for feat in srv.pools:
+                        self._apply_restart(pools[skey + _SEP + feat], ev)
+                        dirty_pools.add(skey + _SEP + feat)
                     continue
                 srv.restarts.append(ev)
-                srv.restart_ids.add(ev.event_id)
+                srv.restart_ids.add(event_id)
                 continue
-            pkey = skey + _SEP + ev.feature
-            pool = self._pools.get(pkey)
+            pkey = skey + _SEP + feature
+            pool = pools.get(pkey)
             if pool is None:
-                start = floor_minute(ev.ts)
-                if srv.boundary is not None:
-                    start = max(start, srv.boundary)
-                pool = self._pools[pkey] = _Pool(ev.org, ev.server, ev.feature, start, source=srv.source)
+                start = floor_minute(ts)
+                if boundary is not None:
+                    start = max(start, boundary)
+                pool = pools[pkey] = _Pool(org, server, feature, start, source=srv.source)
                 if srv.source == LICENSE_SOURCE:
-                    pool.set_rule(self.rules.rule(ev.org, ev.feature))
-                srv.pools.add(ev.feature)
-                ekey = _ekey(ev.org, ev.feature, srv.source)
+                    pool.set_rule(self.rules.rule(org, feature))
+                srv.pools.add(feature)
+                ekey = _ekey(org, feature, srv.source)
                 est = self._estates.get(ekey)
                 if est is None:
-                    est = self._estates[ekey] = _Estate(ev.org, ev.feature, source=srv.source)
-                if ev.server not in est.servers:
-                    est.servers.add(ev.server)
+                    est = self._estates[ekey] = _Estate(org, feature, source=srv.source)
+                if server not in est.servers:
+                    est.servers.add(server)
                     self._dirty[_ESTATE].add(ekey)
-            if ev.event_id in pool.pending_ids:
+            pending_ids = pool.pending_ids
+            if event_id in pending_ids:
                 out.duplicates += 1
                 continue
-            self._dirty_pools.add(pkey)
-            if ev.ts > pool.last_ts:
-                pool.last_ts = ev.ts
+            dirty_pools.add(pkey)
+            if ts > pool.last_ts:
+                pool.last_ts = ts
             if late:
                 self._late(out, ev)
                 self._apply(pool, ev, _Counters(), self.sessions)
                 continue
-            if ev.ts < pool.final_upto:
+            if ts < pool.final_upto:
                 # Nothing of this pool is final yet before its first event: start earlier.
-                pool.final_upto = floor_minute(ev.ts)
+                pool.final_upto = floor_minute(ts)
             pool.pending.append(ev)
-            pool.pending_ids.add(ev.event_id)
+            pending_ids.add(event_id)
         self.duplicate_events += out.duplicates
         for skey in touched:
             self._dirty[_SERVER].add(skey)
             srv = servers[skey]
+            if now_wall_us > srv.last_seen_wall:
+                srv.last_seen_wall = now_wall_us
             marks = [t for t in (srv.max_ts, srv.last_hb) if t is not None]
             if not marks:
                 continue
@@ -397,6 +408,22 @@ class Engine:
     def _seen(self, ev: Event) -> bool:
         applied = self._applied.get(ev.source)
         return applied is not None and ev.seq in applied
+
+    def _mark_all(self, events: list[Event]) -> None:
+        """:meth:`_mark` each of ``events``, a source's seqs added as runs."""
+        by_source: dict[str, list[int]] = {}
+        for ev in events:
+            seqs = by_source.get(ev.source)
+            if seqs is None:
+                by_source[ev.source] = [ev.seq]
+            else:
+                seqs.append(ev.seq)
+        for source, seqs in by_source.items():
+            applied = self._applied.get(source)
+            if applied is None:
+                applied = self._applied[source] = SeqSet()
+            applied.add_many(seqs)
+            self._dirty_sources.add(source)
 
     def _mark(self, ev: Event) -> None:
         applied = self._applied.get(ev.source)
@@ -481,8 +508,7 @@ class Engine:
             if due:
                 pool.pending = [e for e in pool.pending if e.ts >= boundary]
                 pool.pending_ids = {e.event_id for e in pool.pending}
-            for e in due:
-                self._mark(e)
+                self._mark_all(due)
             evs = sorted([*due, *(r for r in restarts if r.ts >= pool.final_upto)], key=_order)
             pkey = skey + _SEP + feature
             if evs:
@@ -508,8 +534,7 @@ class Engine:
                 self._dirty_pools.discard(pkey)
                 self._evicted.add(_POOL + pkey)
         if restarts:
-            for r in restarts:
-                self._mark(r)
+            self._mark_all(restarts)
             srv.restarts = [r for r in srv.restarts if r.ts >= boundary]
             srv.restart_ids = {r.event_id for r in srv.restarts}
         srv.boundary = boundary
@@ -785,10 +810,25 @@ def _pool_minutes(pool: _Pool, evs: list[Event], boundary: int,
         ch = pool.charged if grouped else v
         cursor = m
         steps: Steps = []
+        # The row's figures are taken as each step is closed (one pass; _row does the same for
+        # estates): a step's value counts from its offset to the next step's.
+        peak = cpeak = -1
+        low = clow = 1 << 62
+        lic = clic = 0
         while i < n and evs[i].ts < end:
             s = evs[i].ts
             if s > cursor:
                 steps.append((cursor - m, v, ch))
+                lic += v * (s - cursor)
+                clic += ch * (s - cursor)
+                if v > peak:
+                    peak = v
+                if v < low:
+                    low = v
+                if ch > cpeak:
+                    cpeak = ch
+                if ch < clow:
+                    clow = ch
                 cursor = s
             while i < n and evs[i].ts == s:
                 if Engine._apply(pool, evs[i], cnt, rule):
@@ -798,7 +838,11 @@ def _pool_minutes(pool: _Pool, evs: list[Event], boundary: int,
             ch = pool.charged if grouped else v
         steps.append((cursor - m, v, ch))
         if had_event or steps[0][1] > 0:
-            yield _row(POOL, pool.org, pool.server, pool.feature, m, steps, cnt, pool.source, pool.rule), steps
+            lic += v * (end - cursor)
+            clic += ch * (end - cursor)
+            yield MinuteRow(POOL, pool.org, pool.server, pool.feature, m, max(peak, v), min(low, v), lic,
+                            cnt.checkouts, cnt.checkins, cnt.forced, cnt.denials, cnt.queued, cnt.orphans,
+                            max(cpeak, ch), min(clow, ch), clic, pool.rule, pool.source), steps
         m = end
 
 
@@ -825,19 +869,25 @@ def _row(level: str, org: str, server: str, feature: str, minute: int, steps: St
 
 
 def _estate_row(est: _Estate, minute: int, items: list[tuple[MinuteRow, Steps]]) -> MinuteRow:
-    # Sum the servers' step curves: at every breakpoint, the sum of each curve's current value.
-    points = sorted({st[0] for _, steps in items for st in steps})
+    # Sum the servers' step curves: every curve starts at offset 0 and changes by (its value - its
+    # previous value) at each later step, so the sum changes by the sum of those at each offset.
+    changes: dict[int, list[int]] = {}
+    for _, steps in items:
+        pv = pch = 0
+        for off, v, ch in steps:
+            d = changes.get(off)
+            if d is None:
+                changes[off] = [v - pv, ch - pch]
+            else:
+                d[0] += v - pv
+                d[1] += ch - pch
+            pv, pch = v, ch
     summed: Steps = []
-    idx = [0] * len(items)
-    for off in points:
-        total = charged = 0
-        for k, (_, steps) in enumerate(items):
-            j = idx[k]
-            while j + 1 < len(steps) and steps[j + 1][0] <= off:
-                j += 1
-            idx[k] = j
-            total += steps[j][1]  # every curve starts at offset 0, so steps[j] holds at ``off``
-            charged += steps[j][2]
+    total = charged = 0
+    for off in sorted(changes):
+        dv, dch = changes[off]
+        total += dv
+        charged += dch
         if not summed or summed[-1][1] != total or summed[-1][2] != charged:
             summed.append((off, total, charged))
     cnt = _Counters()

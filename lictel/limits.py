@@ -87,11 +87,22 @@ def value_problem(ev: Event) -> tuple[str, str] | None:
                                              ev.host, ev.handle or "", ev.source), ev.reason)
 
 
-def record_problem(e: dict[str, Any], now_us: int, max_ahead_us: int = MAX_AHEAD_US) -> tuple[str, str] | None:
-    """:func:`problem` for a decoded Avro record (the sink reads records, not events)."""
-    names = (e["event_id"], e["org"], e["server"], e["vendor"], e["feature"], e["user"], e["host"],
-             e["handle"] or "", e["source"])
-    return time_problem(e["ts"], now_us, max_ahead_us) or values_problem(e["count"], e["seq"], names, e["reason"])
+def columns_clean(cols: dict[str, list[Any]], now_us: int, max_ahead_us: int = MAX_AHEAD_US) -> bool:
+    """Whether every event of a columnar batch (:meth:`lictel.serde.Serde.decode_event_columns`)
+    passes :func:`problem`, checking each distinct text value once and each numeric column by its
+    extremes. False says only that some event may not: check those event by event."""
+    ts = cols["ts"]
+    if not ts:
+        return True
+    if min(ts) < MIN_TS or max(ts) > now_us + max_ahead_us:
+        return False
+    count, seq = cols["count"], cols["seq"]
+    if min(count) < 1 or max(count) > MAX_COUNT or min(seq) < 0 or max(seq) > MAX_SEQ:
+        return False
+    ids, strings = cols["event_id"], cols["strings"]
+    # The strings include reasons, which may be longer and hold a tab: such a batch takes the slow path.
+    return ("".join(ids).isprintable() and max(map(len, ids)) <= MAX_TEXT
+            and "".join(strings).isprintable() and max(map(len, strings), default=0) <= MAX_TEXT)
 
 
 def values_problem(count: int, seq: int, names: tuple[str, ...], reason: str | None) -> tuple[str, str] | None:

@@ -61,6 +61,19 @@ class SeqSet:
         lo[i:j] = [a]
         hi[i:j] = [b]
 
+    def add_many(self, xs: list[int]) -> None:
+        """Add every integer of ``xs`` (any order; sorted in place), run by run."""
+        if not xs:
+            return
+        xs.sort()
+        a = b = xs[0]
+        for x in xs:
+            if x > b + 1:
+                self.add_range(a, b)
+                a = x
+            b = x
+        self.add_range(a, b)
+
     def intervals(self) -> list[list[int]]:
         return [[a, b] for a, b in zip(self._lo, self._hi, strict=True)]
 

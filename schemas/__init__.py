@@ -17,7 +17,7 @@ DIR = Path(__file__).parent
 #: Each schema, with the schemas it references listed before it.
 DEPENDS = {
     "LicenseEvent": [],
-    "LicenseEventBatch": ["LicenseEvent"],
+    "LicenseEventBatch": [],
     "UsageRow": [],
     "UsageBatch": ["UsageRow"],
     "DeadLetter": [],

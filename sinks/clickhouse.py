@@ -34,6 +34,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +51,7 @@ from lictel.errors import BrokerError, SchemaError
 from lictel.events import HEARTBEAT
 from lictel.live import LiveGauges
 from lictel.partitioning import partition_name
-from lictel.serde import Serde, with_charged
+from lictel.serde import Serde, events_of, with_charged
 from lictel.status import warehouse_status
 from lictel.timeutil import US
 from lictel.warehouse import connect, ensure_schema
@@ -272,27 +273,37 @@ class ClickHouseSink:
         buf.note(tp, offset)
         try:
             if kind == "events":
-                events = [e for e in self.serde.events.decode(value)["events"] if e["action"] != HEARTBEAT]
+                cols, _ = self.serde.decode_event_columns(value)
                 now = int(time.time() * US)
-                kept = [e for e in events if limits.record_problem(e, now, self._max_ahead) is None]
-                if len(kept) < len(events):
+                n = len(cols["ts"])
+                actions = cols["action"]
+                keep: Sequence[int] = (range(n) if HEARTBEAT not in actions
+                                       else [i for i, a in enumerate(actions) if a != HEARTBEAT])
+                if not limits.columns_clean(cols, now, self._max_ahead):
                     # Not storable or not believable: the stream worker dead-letters these (one record
                     # each); storing them raw would let a reconcile count them.
-                    self.stats.refused += len(events) - len(kept)
-                    events = kept
-                for c, col in buf.raw.items():
-                    col.extend([e[c] for e in events])
-                buf.n_raw += len(events)
+                    events = events_of(cols)
+                    good = [i for i in keep if limits.problem(events[i], now, self._max_ahead) is None]
+                    self.stats.refused += len(keep) - len(good)
+                    keep = good
+                if len(keep) == n:
+                    for c, col in buf.raw.items():
+                        col.extend(cols[c])
+                else:
+                    for c, col in buf.raw.items():
+                        values = cols[c]
+                        col.extend([values[i] for i in keep])
+                buf.n_raw += len(keep)
             elif kind == "sessions":
                 decoded = [e for e in self.serde.decode_sessions(value) if e.action != HEARTBEAT]
                 for c, col in buf.raw.items():
                     col.extend([getattr(e, c) for e in decoded])
                 buf.n_raw += len(decoded)
             elif kind == "late":
-                late = self.serde.events.decode(value)["events"]
+                late, _ = self.serde.decode_event_columns(value)
                 for c, col in buf.late.items():
-                    col.extend([e[c] for e in late])
-                buf.n_late += len(late)
+                    col.extend(late[c])
+                buf.n_late += len(late["ts"])
             elif kind == "usage":
                 batch = self.serde.usage.decode(value)
                 rows = [with_charged(r) for r in batch["rows"]]

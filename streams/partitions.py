@@ -53,7 +53,7 @@ from lictel.config import Settings
 from lictel.engine import Engine
 from lictel.errors import LictelError, SchemaError
 from lictel.partitioning import partition_name
-from lictel.serde import Serde
+from lictel.serde import Serde, events_of
 from lictel.timeutil import DAY_US, US
 from streams import state
 from streams.state import Manifest
@@ -136,7 +136,6 @@ class PartitionWorker:
         self._rules = settings.dup_rules
         self._max_ahead = int(settings.max_ahead_s * US)
         self._max_gap = int(settings.max_source_gap_days * DAY_US)
-        self._decoders = {"events": self.serde.decode_events_prev, "sessions": self.serde.decode_sessions_prev}
         # One message, one checkpoint or one revocation at a time: a checkpoint never sees an engine
         # halfway through a message.
         self.lock = asyncio.Lock()
@@ -314,14 +313,20 @@ class PartitionWorker:
         c["messages"] += 1
         now = int(self.clock() * US)
         try:
-            batch, prev = self._decoders[stream](value)
+            if stream == "events":
+                cols, prev = self.serde.decode_event_columns(value)
+                batch, clean = events_of(cols), limits.columns_clean(cols, now, self._max_ahead)
+            else:
+                (batch, prev), clean = self.serde.decode_sessions_prev(value), False
         except SchemaError as exc:
             await self._dead(now, f"{s.topic(stream)}[{p}]", offset, None, str(exc), value[:4096].hex())
             log.warning("dead-lettered %s[%d]@%d: %s", stream, p, offset, exc)
             st.offset = offset
             return
-        # Producers refuse what lictel cannot hold; events written by others are checked here.
-        refused = [(ev, bad) for ev in batch if (bad := limits.problem(ev, now, self._max_ahead)) is not None]
+        # Producers refuse what lictel cannot hold; events written by others are checked here (each
+        # distinct value of a batch once; event by event only when something may be wrong).
+        refused = [] if clean else [(ev, bad) for ev in batch
+                                    if (bad := limits.problem(ev, now, self._max_ahead)) is not None]
         if refused:
             bad_ids = {ev.event_id for ev, _ in refused}
             batch = [ev for ev in batch if ev.event_id not in bad_ids]

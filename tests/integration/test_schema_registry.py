@@ -98,3 +98,28 @@ def test_a_whole_run_through_a_secured_registry_is_exact(lictel: Lictel, tls: tu
             (DATA / "small_pool.csv").read_text()
         assert reg.counts["lookup"] >= 4 and reg.counts["fetch"] >= 1 and reg.counts["unauthorised"] == 0
         assert reg.counts["register"] == registrations and reg.counts["denied"] == 0
+
+
+def test_batches_written_as_records_by_an_older_producer_are_read_through_the_registry() -> None:
+    # A producer of version 2 (events as an array of records) registered and wrote its schema; a
+    # reader of this version reads that message as written, and its own columnar ones alike.
+    import io
+    import json
+
+    import fastavro
+
+    import schemas
+
+    v2 = json.loads((Path(schemas.__file__).parent / "history" / "LicenseEventBatch.v2.avsc").read_text())
+    with SchemaRegistry() as reg:
+        sid = Registry(reg.url).register("lictel.events-value", v2)
+        buf = io.BytesIO()
+        buf.write(b"\x00" + sid.to_bytes(4, "big"))
+        two = [EV, EV._replace(seq=2, event_id="e2")]
+        fastavro.schemaless_writer(buf, fastavro.parse_schema(schemas.strip_logical(v2)),
+                                   {"events": [e._asdict() for e in two], "prev": {"t": 0}})
+        serde = Serde(Registry(reg.url, auto_register=True), {"events": "lictel.events"})
+        assert serde.decode_events_prev(buf.getvalue()) == (two, {"t": 0})
+        columnar = serde.encode_events([EV])
+        assert int.from_bytes(columnar[1:5], "big") != sid
+        assert serde.decode_events(columnar) == [EV]

@@ -65,6 +65,52 @@ def test_message_written_with_a_released_older_schema_is_still_read() -> None:
         2, 1, 90_000_000, "NONE")
 
 
+def _single_object(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
+    """``record`` framed as a writer of ``schema`` (a released version) framed it."""
+    fp = bytes.fromhex(fastavro.schema.fingerprint(
+        fastavro.schema.to_parsing_canonical_form(fastavro.parse_schema(schema)), "CRC-64-AVRO"))[::-1]
+    buf = io.BytesIO()
+    buf.write(b"\xc3\x01" + fp)
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(schemas.strip_logical(schema)), record)
+    return buf.getvalue()
+
+
+def test_event_batches_go_column_by_column_and_batches_of_records_are_still_read() -> None:
+    serde = Serde()
+    evs = [EV, EV._replace(event_id="x:2", seq=2, action="IN", handle="h\u00e9", reason="why"),
+           EV._replace(event_id="x:3", seq=3, user="bob", host="pc-1", count=4)]
+    cols = serde.events.decode(serde.encode_events(evs, {"x": 0}))["columns"]
+    # Each text value once, each event a small index.
+    assert sorted(cols["strings"]) == sorted({v for e in evs for v in e[2:13] if isinstance(v, str)})
+    assert cols["user"] == [cols["strings"].index("alice")] * 2 + [cols["strings"].index("bob")]
+    assert cols["handle"][0] == -1 and cols["reason"] == [-1, cols["strings"].index("why"), -1]
+    assert serde.decode_events_prev(serde.encode_events(evs, {"x": 0})) == (evs, {"x": 0})
+    assert serde.decode_events(serde.encode_events([])) == []
+    # Written by a producer of version 1 (no prev) or 2: an array of records, read as written.
+    for version, prev in ((1, {}), (2, {"x": 0})):
+        old = json.loads((HISTORY / f"LicenseEventBatch.v{version}.avsc").read_text())
+        record: dict[str, Any] = {"events": [e._asdict() for e in evs]}
+        if version == 2:
+            record["prev"] = prev
+        data = _single_object(old, record)
+        assert serde.decode_events_prev(data) == (evs, prev)
+        assert serde.decode_event_columns(data)[0]["user"] == ["alice", "alice", "bob"]
+
+
+def test_a_malformed_columnar_batch_is_a_schema_error_naming_the_column() -> None:
+    serde = Serde()
+    cols = serde.events.decode(serde.encode_events([EV, EV._replace(seq=2, event_id="e2")]))["columns"]
+    short = {**cols, "seq": cols["seq"][:1]}
+    with pytest.raises(SchemaError, match="column seq has 1 values, event_id has 2"):
+        serde.decode_events(serde.events.encode({"columns": short, "prev": {}}))
+    outside = {**cols, "feature": [0, len(cols["strings"])]}
+    with pytest.raises(SchemaError, match="column feature points outside"):
+        serde.decode_events(serde.events.encode({"columns": outside, "prev": {}}))
+    null_org = {**cols, "org": [-1, 0]}
+    with pytest.raises(SchemaError, match="column org points outside"):
+        serde.decode_events(serde.events.encode({"columns": null_org, "prev": {}}))
+
+
 def test_usage_round_trip() -> None:
     serde = Serde()
     row = MinuteRow("estate", "acme", "", "F", 1772445600000000, 4, 0, 120_000_000, 4, 0, 0, 0, 0, 0,
