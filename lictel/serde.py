@@ -228,7 +228,7 @@ class Serde:
 
         self.events = Codec("LicenseEventBatch", reg, f"{topics.get('events', 'events')}-value",
                             as_written=_record_batch)
-        self.usage = codec("UsageBatch", "usage")
+        self.usage = Codec("UsageBatch", reg, f"{topics.get('usage', 'usage')}-value", as_written=_record_batch)
         self.sessions = codec("SessionEventBatch", "sessions")
         self.dead = codec("DeadLetter", "deadletter")
         self.codecs = (self.events, self.sessions, self.usage, self.dead)
@@ -279,12 +279,25 @@ class Serde:
 
     def encode_usage(self, partition: int, final_upto: int | None, rows: Sequence[MinuteRow],
                      stream: str = "events") -> bytes:
-        return self.usage.encode({"partition": partition, "final_upto": final_upto,
-                                  "rows": [r._asdict() for r in rows], "stream": stream})
+        return self.usage.encode({"partition": partition, "final_upto": final_upto, "columns": usage_columns(rows),
+                                  "stream": stream})
 
     def decode_usage(self, data: bytes) -> tuple[int, int | None, list[MinuteRow]]:
+        partition, final_upto, _, cols = self.decode_usage_columns(data)
+        return partition, final_upto, list(map(MinuteRow._make, zip(*(cols[f] for f in MinuteRow._fields),
+                                                                    strict=True)))
+
+    def decode_usage_columns(self, data: bytes) -> tuple[int, int | None, str, dict[str, list[Any]]]:
+        """A UsageBatch's partition, final mark, input stream, and its rows as one list of values
+        per ``MinuteRow`` field (text resolved; rows of before licenses charged with their charged
+        figures: :func:`with_charged`)."""
         d = self.usage.decode(data)
-        return d["partition"], d["final_upto"], [_usage_row(r) for r in d["rows"]]
+        if "columns" in d:
+            cols = _resolve_columns(d["columns"], MinuteRow._fields, USAGE_TEXT, (), "UsageBatch")
+        else:  # written as records (versions 1 to 3)
+            rows = [with_charged(r) for r in d["rows"]]
+            cols = {f: [r.get(f, MinuteRow._field_defaults.get(f)) for r in rows] for f in MinuteRow._fields}
+        return d["partition"], d["final_upto"], d.get("stream", "events"), cols
 
     def encode_dead(self, record: dict[str, Any]) -> bytes:
         return self.dead.encode(record)
@@ -297,49 +310,68 @@ class Serde:
 #: for null.
 TEXT_COLUMNS = ("org", "server", "vendor", "feature", "action", "user", "host", "source")
 OPTIONAL_COLUMNS = ("handle", "reason")
+USAGE_TEXT = ("level", "org", "server", "feature", "dup_group", "source")
 
 
 def _record_batch(writer: Any) -> bool:
-    """A LicenseEventBatch written as an array of records (versions 1 and 2): read as written."""
-    return any(f["name"] == "events" for f in writer.get("fields", ()))
+    """A batch written as an array of records (LicenseEventBatch versions 1 and 2, UsageBatch 1 to
+    3): read as written."""
+    return any(f["name"] in ("events", "rows") for f in writer.get("fields", ()))
 
 
 def event_columns(events: Iterable[Event]) -> dict[str, list[Any]]:
     """The ``columns`` record of a LicenseEventBatch (schemas/LicenseEventBatch.avsc)."""
-    events = events if isinstance(events, list) else list(events)
-    if not events:
-        return {"strings": [], **{f: [] for f in Event._fields}}
-    cols = dict(zip(Event._fields, map(list, zip(*events, strict=True)), strict=True))
+    return _columns(events if isinstance(events, list) else list(events), Event._fields, TEXT_COLUMNS,
+                    OPTIONAL_COLUMNS)
+
+
+def _resolve(cols: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """Decoded LicenseEventBatch ``columns`` as one list of values per Event field, plus ``strings``."""
+    out = _resolve_columns(cols, Event._fields, TEXT_COLUMNS, OPTIONAL_COLUMNS, "LicenseEventBatch")
+    out["strings"] = cols["strings"]
+    return out
+
+
+def _resolve_columns(cols: dict[str, list[Any]], fields: Sequence[str], text_fields: Sequence[str],
+                     optional: Sequence[str], name: str) -> dict[str, list[Any]]:
+    """Decoded columns with their text indexes resolved (``optional`` ones: -1 is null); a malformed
+    batch (columns of different lengths, an index outside ``strings``) is a SchemaError."""
+    strings = cols["strings"]
+    n = len(cols[fields[0]])
+    out: dict[str, list[Any]] = {}
+    text = [*strings, None]  # -1: null
+    for f in fields:
+        col = cols[f]
+        if len(col) != n:
+            raise SchemaError(f"corrupt {name} message: column {f} has {len(col)} values, {fields[0]} has {n}")
+        if f in text_fields or f in optional:
+            if col and (min(col) < (-1 if f in optional else 0) or max(col) >= len(strings)):
+                raise SchemaError(f"corrupt {name} message: column {f} points outside the batch's "
+                                  f"{len(strings)} strings")
+            col = list(map(text.__getitem__, col))
+        out[f] = col
+    return out
+
+
+def _columns(items: Sequence[tuple[Any, ...]], fields: Sequence[str], text_fields: Sequence[str],
+             optional: Sequence[str] = ()) -> dict[str, list[Any]]:
+    """Tuples as one list per field, text as indexes into ``strings`` (-1: a null ``optional``)."""
+    if not items:
+        return {"strings": [], **{f: [] for f in fields}}
+    cols = dict(zip(fields, map(list, zip(*items, strict=True)), strict=True))
     table: dict[str, int] = {}
     index = table.setdefault
-    for f in TEXT_COLUMNS:
+    for f in text_fields:
         cols[f] = [index(v, len(table)) for v in cols[f]]
-    for f in OPTIONAL_COLUMNS:
+    for f in optional:
         cols[f] = [-1 if v is None else index(v, len(table)) for v in cols[f]]
     cols["strings"] = list(table)
     return cols
 
 
-def _resolve(cols: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    """Decoded ``columns`` as one list of values per Event field; a malformed batch (columns of
-    different lengths, an index outside ``strings``) is a SchemaError."""
-    strings = cols["strings"]
-    n = len(cols["event_id"])
-    out: dict[str, list[Any]] = {}
-    text = [*strings, None]  # -1: null
-    out["strings"] = strings
-    for f in Event._fields:
-        col = cols[f]
-        if len(col) != n:
-            raise SchemaError(f"corrupt LicenseEventBatch message: column {f} has {len(col)} values, "
-                              f"event_id has {n}")
-        if f in TEXT_COLUMNS or f in OPTIONAL_COLUMNS:
-            if col and (min(col) < (-1 if f in OPTIONAL_COLUMNS else 0) or max(col) >= len(strings)):
-                raise SchemaError(f"corrupt LicenseEventBatch message: column {f} points outside the batch's "
-                                  f"{len(strings)} strings")
-            col = list(map(text.__getitem__, col))
-        out[f] = col
-    return out
+def usage_columns(rows: Sequence[MinuteRow]) -> dict[str, list[Any]]:
+    """The ``columns`` record of a UsageBatch (schemas/UsageBatch.avsc)."""
+    return _columns(rows, MinuteRow._fields, USAGE_TEXT)
 
 
 def events_of(cols: dict[str, list[Any]]) -> list[Event]:
@@ -353,10 +385,6 @@ def with_charged(r: dict[str, Any]) -> dict[str, Any]:
     if r.get("charged_peak", -1) < 0:
         r["charged_peak"], r["charged_low"], r["charged_license_us"] = r["peak"], r["low"], r["license_us"]
     return r
-
-
-def _usage_row(r: dict[str, Any]) -> MinuteRow:
-    return MinuteRow(**with_charged(r))
 
 
 def session_event(d: dict[str, Any]) -> Event:

@@ -19,7 +19,7 @@ DEPENDS = {
     "LicenseEvent": [],
     "LicenseEventBatch": [],
     "UsageRow": [],
-    "UsageBatch": ["UsageRow"],
+    "UsageBatch": [],
     "DeadLetter": [],
     "SessionEvent": [],
     "SessionEventBatch": ["SessionEvent"],

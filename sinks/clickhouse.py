@@ -51,7 +51,7 @@ from lictel.errors import BrokerError, SchemaError
 from lictel.events import HEARTBEAT
 from lictel.live import LiveGauges
 from lictel.partitioning import partition_name
-from lictel.serde import Serde, events_of, with_charged
+from lictel.serde import Serde, events_of
 from lictel.status import warehouse_status
 from lictel.timeutil import US
 from lictel.warehouse import connect, ensure_schema
@@ -305,19 +305,17 @@ class ClickHouseSink:
                     col.extend(late[c])
                 buf.n_late += len(late["ts"])
             elif kind == "usage":
-                batch = self.serde.usage.decode(value)
-                rows = [with_charged(r) for r in batch["rows"]]
-                version = STREAM_VERSION
+                partition, final, stream, rows = self.serde.decode_usage_columns(value)
+                n = len(rows["minute"])
                 for c, col in buf.usage.items():
                     if c == "minute":
-                        col.extend([r["minute"] // US for r in rows])
+                        col.extend([m // US for m in rows["minute"]])
                     elif c == "version":
-                        col.extend([version] * len(rows))
+                        col.extend([STREAM_VERSION] * n)
                     else:
-                        col.extend([r[c] for r in rows])
-                buf.n_usage += len(rows)
-                key = (batch["stream"], batch["partition"])
-                final = batch["final_upto"]
+                        col.extend(rows[c])
+                buf.n_usage += n
+                key = (stream, partition)
                 if final is not None:
                     buf.final[key] = max(final, buf.final.get(key, final))
             else:

@@ -57,7 +57,7 @@ def test_message_written_with_a_released_older_schema_is_still_read() -> None:
     fastavro.schemaless_writer(buf, parsed, {"partition": 5, "final_upto": None, "rows": [row]})
     serde = Serde()
     assert fp != serde.usage.fingerprint
-    assert serde.usage.decode(buf.getvalue())["stream"] == "events"
+    assert serde.decode_usage_columns(buf.getvalue())[2] == "events"
     p, final, rows = serde.decode_usage(buf.getvalue())
     assert (p, final, rows[0].source, rows[0].peak) == (5, None, "license", 2)
     # Computed before licenses charged existed, so under no rule: charged = checkouts.
@@ -116,6 +116,32 @@ def test_usage_round_trip() -> None:
     row = MinuteRow("estate", "acme", "", "F", 1772445600000000, 4, 0, 120_000_000, 4, 0, 0, 0, 0, 0,
                     2, 0, 60_000_000, "UH")
     assert serde.decode_usage(serde.encode_usage(3, 1772445660000000, [row])) == (3, 1772445660000000, [row])
+
+
+def test_usage_goes_column_by_column_and_every_released_version_is_still_read() -> None:
+    serde = Serde()
+    rows = [MinuteRow("pool", "acme", "lic01", "F", 60_000_000 * k, k, 0, 1_000 * k, k, 0, 0, 0, 0, 0, k, 0,
+                      1_000 * k, "UH") for k in range(1, 4)]
+    rows.append(rows[0]._replace(level="estate", server="", source="sessions", dup_group="NONE"))
+    data = serde.encode_usage(7, 240_000_000, rows, "sessions")
+    cols = serde.usage.decode(data)["columns"]
+    assert cols["org"] == [cols["strings"].index("acme")] * 4
+    assert sorted(cols["strings"]) == sorted({v for r in rows for v in r if isinstance(v, str)})
+    assert serde.decode_usage(data) == (7, 240_000_000, rows)
+    assert serde.decode_usage_columns(data)[2] == "sessions"
+    for version in (2, 3):
+        old = json.loads((HISTORY / f"UsageBatch.v{version}.avsc").read_text())
+        names = {f["name"] for f in old["fields"][2]["type"]["items"]["fields"]}
+        record = {"partition": 7, "final_upto": None, "stream": "events",
+                  "rows": [{k: v for k, v in r._asdict().items() if k in names} for r in rows]}
+        got = serde.decode_usage(_single_object(old, record))[2]
+        if "charged_peak" in names:
+            assert got == rows
+        else:  # before licenses charged: charged = checkouts, no rule
+            assert [(r.charged_peak, r.dup_group) for r in got] == [(r.peak, "NONE") for r in rows]
+    with pytest.raises(SchemaError, match="column peak has 3 values"):
+        serde.decode_usage(serde.usage.encode({"partition": 0, "final_upto": None, "stream": "events",
+                                               "columns": {**cols, "peak": cols["peak"][:3]}}))
 
 
 def test_wrong_schema_is_refused_clearly() -> None:
