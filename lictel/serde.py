@@ -376,7 +376,8 @@ def usage_columns(rows: Sequence[MinuteRow]) -> dict[str, list[Any]]:
 
 def events_of(cols: dict[str, list[Any]]) -> list[Event]:
     """The events of :meth:`Serde.decode_event_columns`'s columns."""
-    return list(map(Event._make, zip(*(cols[f] for f in Event._fields), strict=True)))
+    new = tuple.__new__  # one tuple per event, without Event._make's checks: the columns are of equal length
+    return [new(Event, values) for values in zip(*(cols[f] for f in Event._fields), strict=True)]
 
 
 def with_charged(r: dict[str, Any]) -> dict[str, Any]:
