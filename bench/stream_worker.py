@@ -108,7 +108,7 @@ def main() -> None:
         f"- licenses charged under `*=UH` cost {1 - rates['*=UH'] / rates['no rule']:.1%} of the throughput "
         "without a rule (target: at most 10 %)",
         "- per message: Avro decode, engine (both measures), usage batch sent; every 5 s per partition: producer "
-        "flush + engine snapshot to the changelog table",
+        "flush + engine state to the state topic (what changed)",
     ]
     record("stream", "Stream worker: one Faust worker, events in, final minute rows out", "bench/stream_worker.py",
            lines)

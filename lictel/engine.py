@@ -390,20 +390,29 @@ class Engine:
     def _fill(self, events: list[Event], prev: dict[str, int]) -> None:
         """Count as seen the seqs between a source's events here that its producer sent elsewhere."""
         last = dict(prev)
+        gaps: dict[str, list[tuple[int, int]]] = {}
         for ev in events:
-            p = last.get(ev.source)
+            source = ev.source
+            p = last.get(source)
             if p is None:
                 continue
-            if ev.action == HEARTBEAT or ev.seq <= p:  # heartbeats are never marked; out of order: stop
-                del last[ev.source]
+            seq = ev.seq
+            if ev.action == HEARTBEAT or seq <= p:  # heartbeats are never marked; out of order: stop
+                del last[source]
                 continue
-            if ev.seq > p + 1:
-                applied = self._applied.get(ev.source)
-                if applied is None:
-                    applied = self._applied[ev.source] = SeqSet()
-                applied.add_range(p + 1, ev.seq - 1)
-                self._dirty_sources.add(ev.source)
-            last[ev.source] = ev.seq
+            if seq > p + 1:
+                runs = gaps.get(source)
+                if runs is None:
+                    gaps[source] = [(p + 1, seq - 1)]
+                else:
+                    runs.append((p + 1, seq - 1))
+            last[source] = seq
+        for source, runs in gaps.items():
+            applied = self._applied.get(source)
+            if applied is None:
+                applied = self._applied[source] = SeqSet()
+            applied.add_ranges(runs)
+            self._dirty_sources.add(source)
 
     def _seen(self, ev: Event) -> bool:
         applied = self._applied.get(ev.source)

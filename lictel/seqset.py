@@ -62,17 +62,57 @@ class SeqSet:
         hi[i:j] = [b]
 
     def add_many(self, xs: list[int]) -> None:
-        """Add every integer of ``xs`` (any order; sorted in place), run by run."""
+        """Add every integer of ``xs`` (any order; sorted in place)."""
         if not xs:
             return
         xs.sort()
+        runs: list[tuple[int, int]] = []
         a = b = xs[0]
         for x in xs:
             if x > b + 1:
-                self.add_range(a, b)
+                runs.append((a, b))
                 a = x
             b = x
-        self.add_range(a, b)
+        runs.append((a, b))
+        self.add_ranges(runs)
+
+    def add_ranges(self, runs: list[tuple[int, int]]) -> None:
+        """Add every ``[a, b]`` of ``runs`` (any order; sorted in place). A few go one by one; more
+        are merged with the set in one pass, which costs less than a search and a list splice each
+        when a batch fills many holes between seqs seen already."""
+        if len(runs) <= 4:
+            for a, b in runs:
+                self.add_range(a, b)
+            return
+        runs.sort()
+        lo, hi = self._lo, self._hi
+        new_lo: list[int] = []
+        new_hi: list[int] = []
+        i = j = 0
+        n, m = len(lo), len(runs)
+        cur_lo = cur_hi = None
+        while i < n or j < m:
+            if j >= m or (i < n and lo[i] <= runs[j][0]):
+                a, b = lo[i], hi[i]
+                i += 1
+            else:
+                a, b = runs[j]
+                j += 1
+                if b < a:
+                    continue
+            if cur_hi is None or cur_lo is None:
+                cur_lo, cur_hi = a, b
+            elif a <= cur_hi + 1:
+                if b > cur_hi:
+                    cur_hi = b
+            else:
+                new_lo.append(cur_lo)
+                new_hi.append(cur_hi)
+                cur_lo, cur_hi = a, b
+        if cur_lo is not None and cur_hi is not None:
+            new_lo.append(cur_lo)
+            new_hi.append(cur_hi)
+        self._lo, self._hi = new_lo, new_hi
 
     def intervals(self) -> list[list[int]]:
         return [[a, b] for a, b in zip(self._lo, self._hi, strict=True)]

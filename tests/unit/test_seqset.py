@@ -50,3 +50,21 @@ def test_add_range_agrees_with_a_plain_set(seed: int) -> None:
         ivs = s.intervals()
         assert all(ivs[k][1] + 1 < ivs[k + 1][0] for k in range(len(ivs) - 1))  # merged, sorted
         assert {x for a, b in ivs for x in range(a, b + 1)} == ref
+
+
+@given(st.lists(st.tuples(st.integers(0, 120), st.integers(-2, 12)), max_size=12),
+       st.lists(st.lists(st.integers(0, 140), max_size=20), max_size=4))
+def test_bulk_adds_agree_with_a_plain_set(ranges: list[tuple[int, int]], batches: list[list[int]]) -> None:
+    # add_ranges (one by one below 5 runs, merged in one pass above) and add_many, as the engine
+    # fills a batch's gaps and marks its final events.
+    s, ref = SeqSet(), set()
+    s.add_ranges([(a, a + d) for a, d in ranges])
+    for a, d in ranges:
+        ref.update(range(a, a + d + 1))
+    for xs in [[], *batches]:
+        s.add_many(list(xs))
+        ref.update(xs)
+        ivs = s.intervals()
+        assert all(a <= b for a, b in ivs)
+        assert all(ivs[k][1] + 1 < ivs[k + 1][0] for k in range(len(ivs) - 1))  # merged, sorted
+        assert {x for a, b in ivs for x in range(a, b + 1)} == ref
