@@ -62,12 +62,13 @@ def main() -> None:
         assert result is not None and result.events == len(events), result
         assert result.rows_changed == 0, f"the recompute changed {result.rows_changed} rows of a clean stream"
         t = time.perf_counter()
-        rows = client.query(
+        columns = client.query(
             f"SELECT event_id, toUnixTimestamp64Micro(ts), org, server, vendor, feature, action, user, host, handle, "
-            f"count, reason, source, seq FROM {db}.raw_events FINAL ORDER BY ts, seq").result_rows
+            f"count, reason, source, seq FROM {db}.raw_events FINAL ORDER BY ts, seq").result_columns
         t_read = time.perf_counter() - t
         t = time.perf_counter()
-        evs = [Event(*r) for r in rows]
+        make = tuple.__new__  # as lictel.reconcile builds them
+        evs = [make(Event, values) for values in zip(*columns, strict=True)]
         t_build = time.perf_counter() - t
         t = time.perf_counter()
         out = compute_rows(evs, until_us=end)

@@ -362,6 +362,8 @@ def _columns(items: Sequence[tuple[Any, ...]], fields: Sequence[str], text_field
     table: dict[str, int] = {}
     index = table.setdefault
     for f in text_fields:
+        if None in cols[f]:  # else the encoder would name the field 'strings'
+            raise ValueError(f"{f} is null: only {', '.join(optional) or 'no field'} may be")
         cols[f] = [index(v, len(table)) for v in cols[f]]
     for f in optional:
         cols[f] = [-1 if v is None else index(v, len(table)) for v in cols[f]]

@@ -188,3 +188,14 @@ def test_partitioning_is_stable_across_processes() -> None:
     # Pinned: if these change, running pipelines would split a key over two partitions.
     assert [partition_for("acme", f, 8) for f in ("XDT_PLT_CCU", "XDT_ENT_UD", "XDS_PLT_CCS")] == [3, 1, 7]
     assert partition_for("acme", "XDT_PLT_CCU", 1000) == 115
+
+
+def test_an_event_the_schema_cannot_hold_is_refused_at_encoding_naming_the_field() -> None:
+    # The producer dead-letters such an event alone (producers/base.py); a null in a text field must
+    # not become an index the readers refuse, which would cost the whole batch.
+    serde = Serde()
+    with pytest.raises(ValueError, match="user is null"):
+        serde.encode_events([EV, EV._replace(user=None)])
+    with pytest.raises((ValueError, TypeError)):
+        serde.encode_events([EV._replace(org=7)])
+    assert serde.decode_events(serde.encode_events([EV._replace(handle=None, reason=None)]))[0].handle is None
