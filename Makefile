@@ -70,6 +70,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/run_workers.py
 	$(BIN)/python bench/sink_rows.py
 	$(BIN)/python bench/run_end_to_end.py
+	$(BIN)/python bench/run_end_to_end.py --ten-million
+	$(BIN)/python bench/reconcile.py
 	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/flexnet_parse.py
 	$(BIN)/python bench/reports.py
