@@ -515,8 +515,12 @@ class Engine:
                 continue
             due = [e for e in pool.pending if e.ts < boundary]
             if due:
-                pool.pending = [e for e in pool.pending if e.ts >= boundary]
-                pool.pending_ids = {e.event_id for e in pool.pending}
+                if len(due) == len(pool.pending):  # the common case: everything waiting is due
+                    pool.pending = []
+                    pool.pending_ids = set()
+                else:  # an id is pending at most once (intake drops a second), so removing is exact
+                    pool.pending = [e for e in pool.pending if e.ts >= boundary]
+                    pool.pending_ids.difference_update([e.event_id for e in due])
                 self._mark_all(due)
             evs = sorted([*due, *(r for r in restarts if r.ts >= pool.final_upto)], key=_order)
             pkey = skey + _SEP + feature
@@ -811,6 +815,21 @@ def _pool_minutes(pool: _Pool, evs: list[Event], boundary: int,
                 m = first
                 if m >= boundary:
                     break
+        else:
+            stop = boundary if i >= n else min(boundary, floor_minute(evs[i].ts))
+            if stop > m:
+                # Minutes without an event hold the same count throughout: one row each, alike but
+                # for the minute (the rows share their one-step curve, which nothing changes).
+                v = pool.c
+                ch = pool.charged if pool.group_of is not None else v
+                flat: Steps = [(0, v, ch)]
+                lic, clic = v * MINUTE_US, ch * MINUTE_US
+                org, server, feature, rule_, source = pool.org, pool.server, pool.feature, pool.rule, pool.source
+                for minute in range(m, stop, MINUTE_US):
+                    yield MinuteRow(POOL, org, server, feature, minute, v, v, lic, 0, 0, 0, 0, 0, 0, ch, ch, clic,
+                                    rule_, source), flat
+                m = stop
+                continue
         end = m + MINUTE_US
         cnt = _Counters()
         had_event = False
