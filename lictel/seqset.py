@@ -79,8 +79,10 @@ class SeqSet:
     def add_ranges(self, runs: list[tuple[int, int]]) -> None:
         """Add every ``[a, b]`` of ``runs`` (any order; sorted in place). A few go one by one; more
         are merged with the set in one pass, which costs less than a search and a list splice each
-        when a batch fills many holes between seqs seen already."""
-        if len(runs) <= 4:
+        when a batch fills many holes between seqs seen already. A set of many intervals (a source
+        whose seqs no ``prev`` joins) takes a few runs one by one: a pass over all of its intervals
+        would cost more."""
+        if len(runs) <= 4 or len(runs) * 8 < len(self._lo):
             for a, b in runs:
                 self.add_range(a, b)
             return
