@@ -24,6 +24,7 @@ from lictel.config import Settings
 from lictel.engine import compute_rows
 from lictel.events import HEARTBEAT, Event
 from lictel.reconcile import reconcile
+from lictel.serde import tuples_of
 from lictel.timeutil import MINUTE_US, floor_minute
 from lictel.warehouse import connect, migrate
 from producers.simulate import SimSpec, simulate
@@ -67,8 +68,7 @@ def main() -> None:
             f"count, reason, source, seq FROM {db}.raw_events FINAL ORDER BY ts, seq").result_columns
         t_read = time.perf_counter() - t
         t = time.perf_counter()
-        make = tuple.__new__  # as lictel.reconcile builds them
-        evs = [make(Event, values) for values in zip(*columns, strict=True)]
+        evs = tuples_of(Event, columns)  # as lictel.reconcile builds them
         t_build = time.perf_counter() - t
         t = time.perf_counter()
         out = compute_rows(evs, until_us=end)

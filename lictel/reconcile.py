@@ -31,6 +31,7 @@ from lictel.dupgroup import DupRules
 from lictel.engine import SessionRule, compute_rows
 from lictel.events import LICENSE_SOURCE, SOURCES, Event
 from lictel.partitioning import partition_for
+from lictel.serde import tuples_of
 from lictel.timeutil import MINUTE_US, US, floor_minute
 from sinks.clickhouse import STREAM_VERSION, write_minute_rows
 
@@ -104,8 +105,7 @@ def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | No
         f"WHERE (org, server) IN {{servers:Array(Tuple(String, String))}} "
         f"AND ts < fromUnixTimestamp64Micro({{end:Int64}}) ORDER BY ts, seq",
         parameters={"servers": [tuple(s) for s in servers], "end": end})
-    make = tuple.__new__
-    events = [make(Event, values) for values in zip(*result.result_columns, strict=True)] if result.row_count else []
+    events = tuples_of(Event, result.result_columns) if result.row_count else []
     limit = final_limits(client, db, partitions)
     # Each key's range ends where the stream's final minutes end: (source, org, feature) -> end.
     ends = {(source, o, f): min(end, limit(source, o, f)) for o, f in features for source in SOURCES}

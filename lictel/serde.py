@@ -23,7 +23,7 @@ import json
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -35,6 +35,7 @@ from lictel.errors import SchemaError
 from lictel.events import SESSION_VENDOR, Event
 
 _SINGLE = b"\xc3\x01"
+T = TypeVar("T", bound=tuple[Any, ...])
 
 
 class Codec:
@@ -74,13 +75,14 @@ class Codec:
         return buf.getvalue()
 
     def _reader(self, writer: Any) -> Any:
-        """The reader schema for ``writer``: None (as written) for a shape this version no longer has."""
-        return None if self._as_written(writer) else self.schema
+        """The reader schema for ``writer``: None (read as written) for this version's own schema,
+        the fast path, and for a shape this version no longer has."""
+        return None if writer == self.schema or self._as_written(writer) else self.schema
 
     def decode(self, data: bytes) -> dict[str, Any]:
         if data[:2] == _SINGLE:
             if data[2:10] == self.fingerprint:
-                writer, reader = self.schema, None  # no resolution: read as written, the fast path
+                writer, reader = self.schema, None
             else:
                 older = self._older.get(data[2:10])
                 if older is None:
@@ -98,7 +100,7 @@ class Codec:
             writer = self._registry.parsed(schema_id)
             reader = self._by_id.get(schema_id, False)
             if reader is False:
-                reader = self._by_id[schema_id] = None if writer == self.schema else self._reader(writer)
+                reader = self._by_id[schema_id] = self._reader(writer)
             body = io.BytesIO(data[5:])
         else:
             raise SchemaError(f"not an Avro single-object or Confluent message (starts {data[:4].hex()})")
@@ -284,8 +286,7 @@ class Serde:
 
     def decode_usage(self, data: bytes) -> tuple[int, int | None, list[MinuteRow]]:
         partition, final_upto, _, cols = self.decode_usage_columns(data)
-        return partition, final_upto, list(map(MinuteRow._make, zip(*(cols[f] for f in MinuteRow._fields),
-                                                                    strict=True)))
+        return partition, final_upto, tuples_of(MinuteRow, [cols[f] for f in MinuteRow._fields])
 
     def decode_usage_columns(self, data: bytes) -> tuple[int, int | None, str, dict[str, list[Any]]]:
         """A UsageBatch's partition, final mark, input stream, and its rows as one list of values
@@ -376,10 +377,16 @@ def usage_columns(rows: Sequence[MinuteRow]) -> dict[str, list[Any]]:
     return _columns(rows, MinuteRow._fields, USAGE_TEXT)
 
 
+def tuples_of(cls: type[T], columns: Sequence[Sequence[Any]]) -> list[T]:
+    """One ``cls`` (a NamedTuple) per position of ``columns``, given in ``cls``'s field order: one
+    tuple each, without ``_make``'s checks (the columns are of equal length, or this raises)."""
+    new = tuple.__new__
+    return [new(cls, values) for values in zip(*columns, strict=True)]
+
+
 def events_of(cols: dict[str, list[Any]]) -> list[Event]:
     """The events of :meth:`Serde.decode_event_columns`'s columns."""
-    new = tuple.__new__  # one tuple per event, without Event._make's checks: the columns are of equal length
-    return [new(Event, values) for values in zip(*(cols[f] for f in Event._fields), strict=True)]
+    return tuples_of(Event, [cols[f] for f in Event._fields])
 
 
 def with_charged(r: dict[str, Any]) -> dict[str, Any]:
