@@ -5,6 +5,8 @@ fresh consumer group) for each run. Then N `lictel stream` processes start toget
 is timed from their first output batch until every partition is final past the last event (read
 from the usage topic). Runs go in the order 1 2 2 1 and the best of each is kept, so the ratio
 comes from one benchmark run. On a 2-core machine two workers can reach at most 2x.
+The watcher reads only each usage batch's head (partition, final mark, row count): it shares the
+cores with the workers it times, and decoding every row took a quarter of a core from them.
 Also counts, from the worker logs, any consumer-group rebalance after the first join.
 The input is several simulated organisations: the topics are keyed by (org, feature), and one
 simulated organisation has only 3 features.
@@ -34,7 +36,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=27000)
     ap.add_argument("--servers", type=int, default=5)
-    ap.add_argument("--days", type=int, default=7)
+    ap.add_argument("--days", type=int, default=14)
     ap.add_argument("--orgs", type=int, default=8)
     args = ap.parse_args()
     # A simulated organisation has 3 features; the input is keyed by (org, feature), so one
@@ -42,6 +44,7 @@ def main() -> None:
     specs = [SimSpec(org=f"org{i}", users=args.users // args.orgs, servers=args.servers, days=args.days, seed=i)
              for i in range(args.orgs)]
     best: dict[int, float] = {}
+    every: dict[int, list[float]] = {1: [], 2: []}
     runs: list[str] = []
     churn = 0
     events = 0
@@ -70,6 +73,7 @@ def main() -> None:
             churn += len(group_churn(logs))
             rate = events / took
             best[n] = max(best.get(n, 0.0), rate)
+            every[n].append(rate)
             runs.append(f"{n} worker(s) {rate:,.0f} events/s ({took:.1f} s; {first - started:.1f} s start + join)")
             print(runs[-1], flush=True)
     ratio = best[2] / best[1]
@@ -78,7 +82,8 @@ def main() -> None:
         f"each, {args.days} days: {3 * args.orgs} (org, feature) keys), 8 partitions, produced before the "
         f"workers start; runs in the order 1 2 2 1: " + "; ".join(runs),
         f"- best of each: one worker **{best[1]:,.0f} events/s**, two workers **{best[2]:,.0f} events/s**: "
-        f"**{ratio:.2f}x** (target: at least 1.6x)",
+        f"**{ratio:.2f}x** (target: at least 1.6x); the mean of each: "
+        f"**{sum(every[2]) / len(every[2]) / (sum(every[1]) / len(every[1])):.2f}x**",
         f"- consumer-group rebalances after the first join, all runs: {churn}",
     ])
 

@@ -41,8 +41,58 @@ async def produce(settings: Settings, bootstrap: str, *specs: SimSpec) -> tuple[
     return producer.stats.events, mark - settings.lateness_us
 
 
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    """The Avro (zigzag) int or long at ``data[i]``, and the index after it."""
+    n = shift = 0
+    while True:
+        b = data[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        if b < 0x80:
+            return (n >> 1) ^ -(n & 1), i
+        shift += 7
+
+
+def usage_head(data: bytes, fingerprint: bytes) -> tuple[int, int | None, int] | None:
+    """A UsageBatch's partition, final mark and row count, read without decoding its rows; None when
+    the message is not a single-object UsageBatch of this version.
+
+    The watcher runs beside the workers it times, on the same cores: decoding every row it reads
+    (what ``Serde.decode_usage`` does) took a quarter of a core away from two workers on 2 cores.
+    """
+    if data[2:10] != fingerprint:
+        return None
+    partition, i = _varint(data, 10)
+    branch, i = _varint(data, i)
+    final = None
+    if branch:
+        final, i = _varint(data, i)
+    rows = 0
+    for column in ("strings", "level"):  # skip the batch's text values, then count the first column
+        while True:
+            n, i = _varint(data, i)
+            if n == 0:
+                break
+            if n < 0:  # a block with its size in bytes
+                n = -n
+                size, i = _varint(data, i)
+                if column == "level":
+                    rows += n
+                i += size
+                continue
+            for _ in range(n):
+                if column == "strings":
+                    size, i = _varint(data, i)
+                    i += size
+                else:
+                    _, i = _varint(data, i)
+                    rows += 1
+    return partition, final, rows
+
+
 async def watch(settings: Settings, bootstrap: str, target: int, timeout: float) -> tuple[float, float, int]:
     serde = Serde()
+    fingerprint = serde.usage.fingerprint
     consumer = AIOKafkaConsumer(settings.topic("usage"), bootstrap_servers=bootstrap,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
@@ -55,8 +105,12 @@ async def watch(settings: Settings, bootstrap: str, target: int, timeout: float)
             for msgs in (await consumer.getmany(timeout_ms=200)).values():
                 for m in msgs:
                     first = first or time.monotonic()
-                    p, f, batch = serde.decode_usage(m.value)
-                    rows += len(batch)
+                    head = usage_head(m.value, fingerprint)
+                    if head is None:
+                        p, f, batch = serde.decode_usage(m.value)
+                        head = p, f, len(batch)
+                    p, f, n = head
+                    rows += n
                     if f is not None:
                         final[p] = max(final.get(p, f), f)
             if len(final) == settings.partitions and min(final.values()) >= target:
