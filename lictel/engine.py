@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from lictel import dupgroup
@@ -730,8 +731,8 @@ class _Counters:
         self.denials = self.queued = self.orphans = 0
 
 
-def _order(ev: Event) -> tuple[int, int]:
-    return (ev.ts, ev.seq)
+#: The order events are applied in: (ts, seq), read in C (a sort calls it once per event).
+_order = itemgetter(Event._fields.index("ts"), Event._fields.index("seq"))
 
 
 def _skey(org: str, server: str, source: str) -> str:

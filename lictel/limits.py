@@ -94,10 +94,12 @@ def columns_clean(cols: dict[str, list[Any]], now_us: int, max_ahead_us: int = M
     ts = cols["ts"]
     if not ts:
         return True
-    if min(ts) < MIN_TS or max(ts) > now_us + max_ahead_us:
+    bounds: dict[str, tuple[int, int]] = cols.get("bounds") or {}  # type: ignore[assignment]
+    (ts_low, ts_high), (count_low, count_high), (seq_low, seq_high) = (
+        bounds.get(f) or (min(cols[f]), max(cols[f])) for f in ("ts", "count", "seq"))
+    if ts_low < MIN_TS or ts_high > now_us + max_ahead_us:
         return False
-    count, seq = cols["count"], cols["seq"]
-    if min(count) < 1 or max(count) > MAX_COUNT or min(seq) < 0 or max(seq) > MAX_SEQ:
+    if count_low < 1 or count_high > MAX_COUNT or seq_low < 0 or seq_high > MAX_SEQ:
         return False
     ids, strings = cols["event_id"], cols["strings"]
     # The strings include reasons, which may be longer and hold a tab: such a batch takes the slow path.

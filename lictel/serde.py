@@ -22,6 +22,7 @@ import io
 import json
 import struct
 from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +30,8 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 import schemas
+from lictel import avrocols
+from lictel.avrocols import Unsupported, compile_reader, compile_writer
 from lictel.config import Settings, safe_url
 from lictel.engine import MinuteRow
 from lictel.errors import SchemaError
@@ -57,9 +60,14 @@ class Codec:
                 writer = fastavro.parse_schema(schemas.strip_logical(old))
                 self._older[fp] = (writer, self._reader(writer))
         self._registry = registry
-        self._by_id: dict[int, Any] = {}  # registry schema id -> reader schema (None: read as written)
+        # registry schema id -> (reader schema (None: read as written), whether it is this version's)
+        self._by_id: dict[int, tuple[Any, bool]] = {}
         self.subject = subject
         self._schema_id: int | None = None
+        # This version's own schema, when a record of arrays, is read and written by avrocols
+        # (numbers a column at once); anything else by fastavro.
+        self._compiled = compile_reader(self.schema)
+        self._writer = compile_writer(self.schema)
 
     def _header(self) -> bytes:
         if self._registry is None:
@@ -69,6 +77,11 @@ class Codec:
         return b"\x00" + struct.pack(">I", self._schema_id)
 
     def encode(self, record: dict[str, Any]) -> bytes:
+        if self._writer is not None:
+            try:
+                return self._header() + self._writer(record)
+            except Unsupported:
+                pass  # fastavro encodes it, or says why it cannot
         buf = io.BytesIO()
         buf.write(self._header())
         fastavro.schemaless_writer(buf, self.schema, record)
@@ -79,10 +92,13 @@ class Codec:
         the fast path, and for a shape this version no longer has."""
         return None if writer == self.schema or self._as_written(writer) else self.schema
 
-    def decode(self, data: bytes) -> dict[str, Any]:
+    def decode(self, data: bytes, bounds: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
+        """The record of ``data``. ``bounds``, when given, gets the extremes of the arrays of numbers
+        where the reader has them at no cost (lictel.avrocols: this version's columnar batches)."""
         if data[:2] == _SINGLE:
+            offset = 10
             if data[2:10] == self.fingerprint:
-                writer, reader = self.schema, None
+                writer, reader, own = self.schema, None, True
             else:
                 older = self._older.get(data[2:10])
                 if older is None:
@@ -90,22 +106,24 @@ class Codec:
                         f"message was written with another schema (fingerprint {data[2:10].hex()}, "
                         f"expected {self.fingerprint.hex()} for {self.name}); upgrade the reader or "
                         "route the topic to a compatible consumer")
-                writer, reader = older
-            body = io.BytesIO(data[10:])
+                (writer, reader), own = older, False
         elif data[:1] == b"\x00" and len(data) >= 5:
             if self._registry is None:
                 raise SchemaError("message uses the Confluent wire format but no "
                                   "LICTEL_SCHEMA_REGISTRY_URL is set")
+            offset = 5
             (schema_id,) = struct.unpack(">I", data[1:5])
             writer = self._registry.parsed(schema_id)
-            reader = self._by_id.get(schema_id, False)
-            if reader is False:
-                reader = self._by_id[schema_id] = self._reader(writer)
-            body = io.BytesIO(data[5:])
+            known = self._by_id.get(schema_id)
+            if known is None:
+                known = self._by_id[schema_id] = (self._reader(writer), writer == self.schema)
+            reader, own = known
         else:
             raise SchemaError(f"not an Avro single-object or Confluent message (starts {data[:4].hex()})")
         try:
-            result = fastavro.schemaless_reader(body, writer, reader)
+            if own and self._compiled is not None and len(data) >= avrocols.WORTH_BYTES:
+                return self._compiled(data, offset, bounds)
+            result = fastavro.schemaless_reader(io.BytesIO(data[offset:]), writer, reader)
         except Exception as exc:  # fastavro raises many types for corrupt bodies
             raise SchemaError(f"corrupt {self.name} message: {exc}") from exc
         if not isinstance(result, dict):
@@ -256,10 +274,15 @@ class Serde:
     def decode_event_columns(self, data: bytes) -> tuple[dict[str, list[Any]], dict[str, int]]:
         """A batch as one list of values per ``Event`` field (text resolved) and ``strings`` (its
         distinct text values, for checks that need each once: :func:`lictel.limits.columns_clean`),
-        and the batch's ``prev`` map."""
-        record = self.events.decode(data)
+        and the batch's ``prev`` map. ``bounds``, when the reader had them: the smallest and largest
+        value of numeric fields, by field name (a dict, not a list, under that key)."""
+        bounds: dict[str, tuple[int, int]] = {}
+        record = self.events.decode(data, bounds)
         if "columns" in record:
-            return _resolve(record["columns"]), record.get("prev") or {}
+            found = {k.removeprefix("columns."): v for k, v in bounds.items()}
+            cols = _resolve(record["columns"], found)
+            cols["bounds"] = found  # type: ignore[assignment]
+            return cols, record.get("prev") or {}
         rows = record["events"]  # written as records (versions 1 and 2)
         cols = {f: [e[f] for e in rows] for f in Event._fields}
         cols["strings"] = list({v for f in (*TEXT_COLUMNS, *OPTIONAL_COLUMNS) for v in cols[f] if v is not None})
@@ -326,17 +349,20 @@ def event_columns(events: Iterable[Event]) -> dict[str, list[Any]]:
                     OPTIONAL_COLUMNS)
 
 
-def _resolve(cols: dict[str, list[Any]]) -> dict[str, list[Any]]:
+def _resolve(cols: dict[str, list[Any]], bounds: dict[str, tuple[int, int]]) -> dict[str, list[Any]]:
     """Decoded LicenseEventBatch ``columns`` as one list of values per Event field, plus ``strings``."""
-    out = _resolve_columns(cols, Event._fields, TEXT_COLUMNS, OPTIONAL_COLUMNS, "LicenseEventBatch")
+    out = _resolve_columns(cols, Event._fields, TEXT_COLUMNS, OPTIONAL_COLUMNS, "LicenseEventBatch", bounds)
     out["strings"] = cols["strings"]
     return out
 
 
 def _resolve_columns(cols: dict[str, list[Any]], fields: Sequence[str], text_fields: Sequence[str],
-                     optional: Sequence[str], name: str) -> dict[str, list[Any]]:
+                     optional: Sequence[str], name: str,
+                     bounds: dict[str, tuple[int, int]] | None = None) -> dict[str, list[Any]]:
     """Decoded columns with their text indexes resolved (``optional`` ones: -1 is null); a malformed
-    batch (columns of different lengths, an index outside ``strings``) is a SchemaError."""
+    batch (columns of different lengths, an index outside ``strings``) is a SchemaError.
+    ``bounds``: the extremes of columns the reader knew (the others are found here)."""
+    bounds = bounds or {}
     strings = cols["strings"]
     n = len(cols[fields[0]])
     out: dict[str, list[Any]] = {}
@@ -346,7 +372,8 @@ def _resolve_columns(cols: dict[str, list[Any]], fields: Sequence[str], text_fie
         if len(col) != n:
             raise SchemaError(f"corrupt {name} message: column {f} has {len(col)} values, {fields[0]} has {n}")
         if f in text_fields or f in optional:
-            if col and (min(col) < (-1 if f in optional else 0) or max(col) >= len(strings)):
+            low, high = bounds.get(f) or ((min(col), max(col)) if col else (0, -1))
+            if low < (-1 if f in optional else 0) or high >= len(strings):
                 raise SchemaError(f"corrupt {name} message: column {f} points outside the batch's "
                                   f"{len(strings)} strings")
             col = list(map(text.__getitem__, col))
@@ -380,8 +407,9 @@ def usage_columns(rows: Sequence[MinuteRow]) -> dict[str, list[Any]]:
 def tuples_of(cls: type[T], columns: Sequence[Sequence[Any]]) -> list[T]:
     """One ``cls`` (a NamedTuple) per position of ``columns``, given in ``cls``'s field order: one
     tuple each, without ``_make``'s checks (the columns are of equal length, or this raises)."""
-    new = tuple.__new__
-    return [new(cls, values) for values in zip(*columns, strict=True)]
+    if columns and len({len(c) for c in columns}) > 1:
+        raise ValueError(f"{cls.__name__} columns of different lengths: {sorted({len(c) for c in columns})}")
+    return list(map(tuple.__new__, repeat(cls), zip(*columns, strict=False)))  # lengths checked above
 
 
 def events_of(cols: dict[str, list[Any]]) -> list[Event]:

@@ -74,3 +74,26 @@ def test_json_lines_name_the_line_and_field_of_a_value_storage_cannot_hold() -> 
     with pytest.raises(InputError) as err2:
         event_from_line(text, source="f.jsonl", line=8)
     assert err2.value.field == "user" and "surrogate" in err2.value.reason
+
+
+@pytest.mark.parametrize("bad", [
+    {"ts": limits.MIN_TS - 1}, {"ts": NOW + limits.MAX_AHEAD_US + 1}, {"count": 0}, {"count": limits.MAX_COUNT + 1},
+    {"seq": -1}, {"user": "a\tb"}, {"host": "h" * (limits.MAX_TEXT + 1)}, {"event_id": "x\x00"},
+    {"reason": "r" * (limits.MAX_REASON + 1)}, {},
+])
+@pytest.mark.parametrize("via_reader", [True, False])
+def test_a_batch_is_clean_only_when_every_event_is(bad: dict[str, object], via_reader: bool) -> None:
+    """columns_clean, with the extremes the columnar reader found (or without, as for a batch read
+    by fastavro), never passes a batch holding an event that problem() refuses."""
+    from lictel.serde import Serde, event_columns
+
+    serde = Serde()
+    events = [ev(seq=i, event_id=f"s:{i}", user=f"u{i}") for i in range(1, 200)]  # past avrocols.WORTH_BYTES
+    events[17] = events[17]._replace(**bad)
+    cols, _ = serde.decode_event_columns(serde.events.encode({"columns": event_columns(events), "prev": {}}))
+    assert ("bounds" in cols) and cols["bounds"]["ts"] == (min(e.ts for e in events), max(e.ts for e in events))
+    if not via_reader:
+        del cols["bounds"]
+    clean = limits.columns_clean(cols, NOW)
+    assert clean == (not bad)
+    assert clean == all(limits.problem(e, NOW) is None for e in events)
