@@ -62,7 +62,8 @@ def note(rule: str) -> str:
 
 def group_key(rule: str) -> GroupKey | None:
     """The function from a checkout's ``(vendor, user, host)`` to its group, or ``None`` when every
-    checkout is its own group (charged = checkouts)."""
+    checkout is its own group (charged = checkouts). A group by user and host is keyed as
+    :data:`BY_IDENTITY` says."""
     by = fields(rule)
     if by == "":
         return None
@@ -72,7 +73,14 @@ def group_key(rule: str) -> GroupKey | None:
         return lambda vendor, user, host: vendor + _SEP + user
     if by == "H":
         return lambda vendor, user, host: vendor + _SEP + host
-    return lambda vendor, user, host: vendor + _SEP + user + _SEP + host
+    return lambda vendor, user, host: vendor + _SEP + user + _SEP + host + _SEP
+
+
+def by_identity(rule: str) -> bool:
+    """Whether ``rule`` groups by user and host, keyed as the engine's identity of a checkout without
+    a handle (``vendor␟user␟host␟``): the engine, which has built that identity already, then uses
+    it as the group key instead of building another string."""
+    return fields(rule) == "UH"
 
 
 def parse(text: str, what: str = "LICTEL_DUP_GROUP") -> dict[str, str]:

@@ -152,6 +152,7 @@ class _Pool:
     parts: dict[str, list[int]] = field(default_factory=dict)
     rule: str = dupgroup.NONE
     group_of: GroupKey | None = None
+    by_identity: bool = False  # the group of a checkout without a handle is its identity (dupgroup)
     groups: dict[str, dict[int, int]] = field(default_factory=dict)
     charged: int = 0
     last_ts: int = 0  # the newest event time applied or pending (eviction waits for quiet)
@@ -160,6 +161,7 @@ class _Pool:
         """Charge under ``rule`` from now on (rebuilds the groups from the open checkouts)."""
         self.rule = rule
         self.group_of = dupgroup.group_key(rule) if self.source == LICENSE_SOURCE else None
+        self.by_identity = self.group_of is not None and dupgroup.by_identity(rule)
         self.groups = {}
         self.charged = 0
         if self.group_of is None:
@@ -473,8 +475,17 @@ class Engine:
                 parts.append(k)
             elif k != 1:
                 pool.parts[ident] = [1] * have + [k]
-            if pool.group_of is not None:
-                _charge_out(pool, pool.group_of(ev.vendor, ev.user, ev.host), k)
+            group_of = pool.group_of
+            if group_of is not None:
+                gkey = ident if pool.by_identity and not ev.handle else group_of(ev.vendor, ev.user, ev.host)
+                group = pool.groups.get(gkey)
+                if group is None:
+                    pool.groups[gkey] = {k: 1}
+                    pool.charged += k
+                elif k == 1:  # the common case: a group holding something is charged 1 at least
+                    group[1] = group.get(1, 0) + 1
+                else:
+                    _charge_out(pool, gkey, k)
         elif action == IN:
             ident = _SEP.join((ev.vendor, ev.user, ev.host, ev.handle or ""))
             have = pool.held.get(ident, 0)
@@ -488,8 +499,20 @@ class Engine:
                     pool.held[ident] = have - released
                 pool.c -= released
                 cnt.checkins += released
-                if pool.group_of is not None:
-                    _charge_in(pool, ident, pool.group_of(ev.vendor, ev.user, ev.host), released)
+                group_of = pool.group_of
+                if group_of is not None:
+                    gkey = ident if pool.by_identity and not ev.handle else group_of(ev.vendor, ev.user, ev.host)
+                    group = pool.groups[gkey]
+                    if len(group) == 1 and ident not in pool.parts:
+                        # The common case: only checkouts of 1 in the group (charged 1 while any is open).
+                        left = group[1] - released
+                        if left:
+                            group[1] = left
+                        else:
+                            del pool.groups[gkey]
+                            pool.charged -= 1
+                    else:
+                        _charge_in(pool, ident, gkey, released)
                 elif ident in pool.parts:
                     parts = pool.parts[ident]
                     _close_oldest(parts, released, None)
