@@ -1,4 +1,4 @@
-"""Avro encoding of every topic's messages, with fastavro on the hot path.
+"""Avro encoding of every topic's messages: lictel.avrocols for the columnar batches, fastavro for the rest.
 
 Two framings:
 
