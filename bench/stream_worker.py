@@ -21,6 +21,7 @@ from pathlib import Path
 from _report import record
 from aiokafka import AIOKafkaConsumer
 
+from lictel.avrocols import Message, blocks
 from lictel.broker import EmbeddedBroker, ensure_topics
 from lictel.config import Settings
 from lictel.pipeline import settings_env
@@ -41,20 +42,8 @@ async def produce(settings: Settings, bootstrap: str, *specs: SimSpec) -> tuple[
     return producer.stats.events, mark - settings.lateness_us
 
 
-def _varint(data: bytes, i: int) -> tuple[int, int]:
-    """The Avro (zigzag) int or long at ``data[i]``, and the index after it."""
-    n = shift = 0
-    while True:
-        b = data[i]
-        i += 1
-        n |= (b & 0x7F) << shift
-        if b < 0x80:
-            return (n >> 1) ^ -(n & 1), i
-        shift += 7
-
-
 def usage_head(data: bytes, fingerprint: bytes) -> tuple[int, int | None, int] | None:
-    """A UsageBatch's partition, final mark and row count, read without decoding its rows; None when
+    """A UsageBatch's partition, final mark and row count, read without building its rows; None when
     the message is not a single-object UsageBatch of this version.
 
     The watcher runs beside the workers it times, on the same cores: decoding every row it reads
@@ -62,31 +51,13 @@ def usage_head(data: bytes, fingerprint: bytes) -> tuple[int, int | None, int] |
     """
     if data[2:10] != fingerprint:
         return None
-    partition, i = _varint(data, 10)
-    branch, i = _varint(data, i)
-    final = None
-    if branch:
-        final, i = _varint(data, i)
-    rows = 0
-    for column in ("strings", "level"):  # skip the batch's text values, then count the first column
-        while True:
-            n, i = _varint(data, i)
-            if n == 0:
-                break
-            if n < 0:  # a block with its size in bytes
-                n = -n
-                size, i = _varint(data, i)
-                if column == "level":
-                    rows += n
-                i += size
-                continue
-            for _ in range(n):
-                if column == "strings":
-                    size, i = _varint(data, i)
-                    i += size
-                else:
-                    _, i = _varint(data, i)
-                    rows += 1
+    msg = Message(data, 10, None)
+    partition = msg.varint("partition")
+    branch = msg.varint("final_upto")  # a union of null and long
+    final = msg.varint("final_upto") if branch else None
+    for n in blocks(msg, "strings"):  # the batch's text values, then its first column
+        msg.strings(n, "strings")
+    rows = sum(len(msg.numbers(n, "level")) for n in blocks(msg, "level"))
     return partition, final, rows
 
 

@@ -17,7 +17,7 @@ what was being read; nothing is read past the message's end, and bytes left over
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import numpy as np
@@ -33,8 +33,9 @@ _SEVEN = np.uint64(7)
 _ONE = np.uint64(1)
 
 
-class _Message:
-    """One message's bytes, a position, and where its varints end."""
+class Message:
+    """One message's bytes, a position, and where its varints end: the reading steps of a compiled
+    reader, and of a caller that reads only the head of a message (``bench/stream_worker.py``)."""
 
     __slots__ = ("bounds", "buf", "data", "ends", "pos", "text")
 
@@ -140,10 +141,12 @@ class _Message:
         self.pos = start
         return [self.string(what) for _ in range(n)]
 
-Step = Callable[[_Message], Any]
+
+Step = Callable[[Message], Any]
 
 
-def _blocks(msg: _Message, what: str) -> Any:
+def blocks(msg: Message, what: str) -> Iterator[int]:
+    """The item counts of an array's or map's blocks, read as they come."""
     while True:
         n = msg.varint(what)
         if n == 0:
@@ -175,7 +178,7 @@ def _step(schema: Any, what: str) -> Step | None:
                 return None
             steps: list[tuple[str, Step]] = [(name, s) for name, s in fields if s is not None]
 
-            def record(msg: _Message) -> dict[str, Any]:
+            def record(msg: Message) -> dict[str, Any]:
                 return {name: s(msg) for name, s in steps}
             return record
         if kind == "array":
@@ -188,7 +191,7 @@ def _step(schema: Any, what: str) -> Step | None:
             inner = _step(schema[1], what)
             assert inner is not None
 
-            def optional(msg: _Message) -> Any:
+            def optional(msg: Message) -> Any:
                 branch = msg.varint(what)
                 if branch == 0:
                     return None
@@ -207,9 +210,9 @@ def _step(schema: Any, what: str) -> Step | None:
 def _array(items: Any, what: str) -> Step | None:
     items = _plain(items)
     if items in _NUMBERS:
-        def numbers(msg: _Message) -> list[int]:
+        def numbers(msg: Message) -> list[int]:
             out: list[int] = []
-            for n in _blocks(msg, what):
+            for n in blocks(msg, what):
                 if out:
                     out.extend(msg.numbers(n, what))
                 else:
@@ -217,9 +220,9 @@ def _array(items: Any, what: str) -> Step | None:
             return out
         return numbers
     if items == "string":
-        def strings(msg: _Message) -> list[str]:
+        def strings(msg: Message) -> list[str]:
             out: list[str] = []
-            for n in _blocks(msg, what):
+            for n in blocks(msg, what):
                 out.extend(msg.strings(n, what))
             return out
         return strings
@@ -232,9 +235,9 @@ def _map(values: Any, what: str) -> Step | None:
     value = _step(values, what)
     assert value is not None
 
-    def mapping(msg: _Message) -> dict[str, Any]:
+    def mapping(msg: Message) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for n in _blocks(msg, what):
+        for n in blocks(msg, what):
             for _ in range(n):
                 key = msg.string(what)
                 out[key] = value(msg)
@@ -262,7 +265,7 @@ def compile_reader(schema: Any) -> Reader | None:
     root = step
 
     def read(data: bytes, offset: int, bounds: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
-        msg = _Message(data, offset, bounds)
+        msg = Message(data, offset, bounds)
         out: dict[str, Any] = root(msg)
         if msg.pos != len(data):
             raise ValueError(f"{len(data) - msg.pos} bytes after the record's end")
@@ -384,10 +387,10 @@ def _put(schema: Any) -> Put | None:
                 return strings
             return None
         if kind == "map":
-            put = _put(schema["values"]) if _plain(schema["values"]) in _PRIMITIVES else None
-            if put is None:
+            if _plain(schema["values"]) not in _PRIMITIVES:
                 return None
-            value_put = put
+            value_put = _put(schema["values"])
+            assert value_put is not None
 
             def mapping(value: Any, out: list[bytes]) -> None:
                 if type(value) is not dict:

@@ -63,7 +63,7 @@ def note(rule: str) -> str:
 def group_key(rule: str) -> GroupKey | None:
     """The function from a checkout's ``(vendor, user, host)`` to its group, or ``None`` when every
     checkout is its own group (charged = checkouts). A group by user and host is keyed as
-    :data:`BY_IDENTITY` says."""
+    :func:`by_identity` says."""
     by = fields(rule)
     if by == "":
         return None

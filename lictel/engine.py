@@ -978,14 +978,9 @@ def sort_rows(rows: Iterable[MinuteRow]) -> list[MinuteRow]:
 
 
 def _charge_out(pool: _Pool, gkey: str, k: int) -> None:
-    group = pool.groups.get(gkey)
-    if group is None:
-        pool.groups[gkey] = {k: 1}
-        pool.charged += k
-        return
-    if k == 1:  # the common case: a group holding something is charged at least 1 already
-        group[1] = group.get(1, 0) + 1
-        return
+    """A checkout of ``k`` > 1 into the group ``gkey``, which holds something already (Engine._apply
+    takes a new group and a checkout of 1 itself)."""
+    group = pool.groups[gkey]
     old = max(group)
     group[k] = group.get(k, 0) + 1
     if k > old:
@@ -994,18 +989,10 @@ def _charge_out(pool: _Pool, gkey: str, k: int) -> None:
 
 def _charge_in(pool: _Pool, ident: str, gkey: str, released: int) -> None:
     """Close ``released`` licenses of ``ident``'s open checkouts (group ``gkey``), oldest first (a
-    partial IN reduces the oldest), and update the licenses charged."""
+    partial IN reduces the oldest), and update the licenses charged. Engine._apply takes the common
+    case itself: a group of checkouts of 1 only, ``ident`` holding no other."""
     parts = pool.parts.get(ident)
     group = pool.groups[gkey]
-    if parts is None and len(group) == 1:
-        # The common case: only checkouts of 1 in the group (charged 1 while any is open).
-        left = group[1] - released
-        if left:
-            group[1] = left
-        else:
-            del pool.groups[gkey]
-            pool.charged -= 1
-        return
     old = max(group)
     if parts is None:
         left = group[1] - released
