@@ -1,0 +1,492 @@
+"""The batch recompute, a column at a time: the engine's minute rows from a whole event history.
+
+``lictel reconcile`` recomputes months of minutes from raw events. Driving :class:`~lictel.engine.Engine`
+event by event moves at ~140,000 events/s; this module computes the same rows with whole-array
+operations (numpy), so the read from the warehouse, not the arithmetic, sets the pace. It covers
+the license series of every feature charged without a ``DUP_GROUP`` rule, and of features under a
+rule whose checkouts are all of one license. The rest (session series, a feature under a rule that
+has a checkout of more than one license, a server whose clock jumps past ``max_gap_us``, an event
+id stored twice) is *declined* per estate key ``(org, feature)`` and left to the engine, which the
+caller runs for those keys alone: keys never share a held license, only a server's RESTART, which
+both sides see.
+
+How the engine's sequential rules become array operations (DESIGN.md "Concurrency semantics"):
+
+- *What a checkout identity holds* evolves as ``h = max(0, h + x)`` (OUT adds its count, IN takes
+  at most what is held): the reflected walk of the prefix sums ``S`` of ``x``, ``h = S - min(0,
+  min S so far)``. A RESTART of the identity's ``(org, server, vendor)`` sets ``h`` to 0: it ends a
+  segment, the walk restarts, and what the segment held last is a *forced release* at the
+  RESTART's instant. Ordered per identity by ``(ts, seq)``, as the engine applies them.
+- *A pool's count* ``c(t)`` is the prefix sum of the holding changes in time; the order inside an
+  instant does not matter, as only the state after all of an instant's events counts.
+- *Licenses charged* under a rule, every checkout of one license: a group is charged 1 while it
+  holds anything, so the charged count changes by +1/-1 as a group's holding leaves/returns to 0.
+- *An estate's curve* is the sum of its pools' curves: the same prefix sum over all of their
+  changes.
+- *Minute rows*: a row per key and minute with an event of the key, plus one per minute carried
+  over with something held (all alike: the count at its start, the whole minute).
+
+Exact against the engine row for row; ``tests/unit/test_recompute.py`` checks it on simulated,
+damaged, reordered and concatenated histories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from lictel import dupgroup
+from lictel.dupgroup import DupRules
+from lictel.events import (
+    DENIED,
+    DEQUEUED,
+    IN,
+    LICENSE_SOURCE,
+    OUT,
+    QUEUED,
+    RESTART,
+    SESSION_VENDOR,
+)
+from lictel.limits import MAX_GAP_US
+from lictel.timeutil import MINUTE_US
+
+I64 = npt.NDArray[np.int64]
+Mask = npt.NDArray[np.bool_]
+_SEP = "\x1f"
+#: Action codes of :class:`Events` (an action not listed, e.g. REREAD, is code -1: recorded only).
+ACTION_CODES = (OUT, IN, DENIED, QUEUED, DEQUEUED, RESTART)
+_OUT, _IN, _DENIED, _QUEUED, _DEQUEUED, _RESTART = range(6)
+#: The metric columns of :class:`Rows`, in MinuteRow's order.
+METRICS = ("peak", "low", "license_us", "checkouts", "checkins", "forced_releases", "denials", "queued",
+           "orphans", "charged_peak", "charged_low", "charged_license_us")
+
+
+@dataclass
+class Events:
+    """Events as columns: numbers as arrays, strings as codes into their labels (dictionary columns).
+
+    ``ident`` is the checkout identity without its pool: ``vendor␟user␟host␟handle``. ``id_hash``: a
+    64-bit hash of the event id (two events stored with one id are declined to the engine).
+    """
+
+    ts: I64
+    seq: npt.NDArray[np.uint64]
+    count: I64
+    action: I64  # an index into ACTION_CODES, -1 for actions recorded only
+    org: I64
+    server: I64
+    vendor: I64
+    feature: I64
+    ident: I64
+    id_hash: npt.NDArray[np.uint64]
+    orgs: Sequence[str]
+    servers: Sequence[str]
+    vendors: Sequence[str]
+    features: Sequence[str]
+    idents: Sequence[str]
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+@dataclass
+class Rows:
+    """Minute rows as columns (``level``: 0 pool, 1 estate; the key's strings as codes of Events)."""
+
+    level: I64
+    org: I64
+    server: I64  # -1 at estate level
+    feature: I64
+    minute: I64
+    metrics: dict[str, I64]
+    rule: list[str]  # per row: the dup_group it was charged under
+    declined: set[tuple[str, str]] = field(default_factory=set)  # (org, feature) left to the engine
+
+    def __len__(self) -> int:
+        return len(self.minute)
+
+
+def actions_of(labels: Sequence[str]) -> I64:
+    """Action codes for action labels (-1 for an action that changes nothing, e.g. REREAD)."""
+    return np.array([ACTION_CODES.index(a) if a in ACTION_CODES else -1 for a in labels], dtype=np.int64)
+
+
+def compute(ev: Events, until_us: int, rules: DupRules | None = None, max_gap_us: int = MAX_GAP_US) -> Rows:
+    """The minute rows of every license key before ``until_us`` (a minute boundary past the last
+    event), as :func:`lictel.engine.compute_rows` gives them, but for the keys in ``Rows.declined``."""
+    rules = rules or DupRules()
+    n_org, n_srv, n_feat = len(ev.orgs), len(ev.servers), len(ev.features)
+    session = np.array([v == SESSION_VENDOR for v in ev.vendors], dtype=bool)[ev.vendor] if len(ev) else \
+        np.zeros(0, dtype=bool)
+    act = ev.action
+    keep = (act >= 0) & ~session
+    # Estates (org, feature) the engine must take, as a mask over estate codes.
+    est_code = ev.org * n_feat + ev.feature
+    declined = np.zeros(n_org * n_feat, dtype=bool)
+    declined[est_code[session]] = True
+
+    # Servers whose clock spans more than the engine accepts: the engine decides what it refuses.
+    srv_code = ev.org * n_srv + ev.server
+    lic = ~session
+    if lic.any():
+        lo = np.full(n_org * n_srv, np.iinfo(np.int64).max)
+        hi = np.full(n_org * n_srv, np.iinfo(np.int64).min)
+        np.minimum.at(lo, srv_code[lic], ev.ts[lic])
+        np.maximum.at(hi, srv_code[lic], ev.ts[lic])
+        far = hi - lo > max_gap_us
+        if far.any():
+            declined[np.unique(est_code[lic & far[srv_code] & (act != _RESTART)])] = True
+    # One event id stored twice (the engine applies it once; it cannot be told apart here).
+    order = np.argsort(ev.id_hash, kind="stable")
+    twice = np.flatnonzero(ev.id_hash[order][1:] == ev.id_hash[order][:-1])
+    if len(twice):
+        both = order[np.concatenate([twice, twice + 1])]
+        declined[est_code[both]] = True
+        # A RESTART stored twice: the engine applies it once, to every feature of its server.
+        again = np.zeros(n_org * n_srv, dtype=bool)
+        again[srv_code[both[act[both] == _RESTART]]] = True
+        declined[np.unique(est_code[keep & again[srv_code]])] = True
+
+    # Rules, per estate present: charged as checkouts (NONE) or by groups of checkouts of 1.
+    present = np.unique(est_code[keep & (act != _RESTART)])
+    grouped_est = np.zeros(n_org * n_feat, dtype=bool)
+    rule_of: dict[int, str] = {}
+    for e in present.tolist():
+        rule = rules.rule(ev.orgs[e // n_feat], ev.features[e % n_feat])
+        rule_of[e] = rule
+        if dupgroup.group_key(rule) is not None:
+            grouped_est[e] = True
+    if grouped_est.any():
+        multi = keep & (act == _OUT) & (ev.count != 1) & grouped_est[est_code]
+        declined[np.unique(est_code[multi])] = True
+
+    # Only estates with events of their own (a RESTART's key is its server's, not an estate).
+    has_events = np.zeros(n_org * n_feat, dtype=bool)
+    has_events[present] = True
+    has_events[est_code[session & (act != _RESTART)]] = True
+    declined &= has_events
+    use = keep & ~declined[est_code]
+    restart = keep & (act == _RESTART)  # every server's restarts: a declined key's are the engine's
+    use &= act != _RESTART
+    out = _compute(ev, use, restart, until_us, grouped_est, rule_of)
+    out.declined = {(ev.orgs[e // n_feat], ev.features[e % n_feat]) for e in np.flatnonzero(declined).tolist()}
+    return out
+
+
+def _compute(ev: Events, use: Mask, restart: Mask, until_us: int, grouped_est: Mask,
+             rule_of: dict[int, str]) -> Rows:
+    n_srv, n_feat, n_vend = len(ev.servers), len(ev.features), len(ev.vendors)
+    idx = np.flatnonzero(use)
+    if not len(idx):
+        none = np.zeros(0, dtype=np.int64)
+        return Rows(none, none, none, none, none, {m: none for m in METRICS}, [])
+    ts, act, cnt = ev.ts[idx], ev.action[idx], ev.count[idx]
+    org, srv, feat = ev.org[idx], ev.server[idx], ev.feature[idx]
+    pool_key = (org * n_srv + srv) * n_feat + feat
+    pool, pool_keys = _dense(pool_key)
+    est_of_pool = (pool_keys // (n_srv * n_feat)) * n_feat + pool_keys % n_feat
+
+    # ---- what each checkout identity holds (OUT and IN only) -------------------------------------
+    hold = np.flatnonzero((act == _OUT) | (act == _IN))
+    h_ts = ts[hold]
+    h_seq = ev.seq[idx][hold]
+    h_pool = pool[hold]
+    h_ident = ev.ident[idx][hold]
+    ikey, _ = _dense(h_pool.astype(np.int64) * max(len(ev.idents), 1) + h_ident)
+    # Segments: a RESTART of (org, server, vendor) ends what each of its identities holds.
+    sv = (org[hold] * n_srv + srv[hold]) * n_vend + ev.vendor[idx][hold]
+    epoch, restarts = _epochs(ev, restart, sv, h_ts, h_seq)
+    o = np.lexsort((h_seq, h_ts, epoch, ikey))
+    ikey, epoch, h_ts, h_pool, h_ident, sv = ikey[o], epoch[o], h_ts[o], h_pool[o], h_ident[o], sv[o]
+    is_in = act[hold][o] == _IN
+    k = cnt[hold][o]
+    first = _firsts(ikey, epoch)
+    walk = _group_cumsum(np.where(is_in, -k, k), first)
+    h = walk - np.minimum(0, _group_cummin(walk, first))
+    h_prev = np.where(first, 0, np.roll(h, 1))
+    d = h - h_prev  # the change of the pool's count: +count for an OUT, minus what an IN released
+    orphan = is_in & (h_prev <= 0)
+    # The last holding of a segment a RESTART ends is released at that RESTART.
+    last = np.append(first[1:], True)
+    ended = last & (epoch < _restart_count(sv, restarts))
+    forced_at = np.flatnonzero(ended & (h > 0))
+    f_ts = restarts[1][_restart_index(sv[forced_at], epoch[forced_at], restarts)] if len(forced_at) else \
+        np.zeros(0, dtype=np.int64)
+    f_amount = h[forced_at]
+
+    # Holding changes: identity events, then forced releases (same pool, at the RESTART's time).
+    c_pool = np.concatenate([h_pool, h_pool[forced_at]])
+    c_ts = np.concatenate([h_ts, f_ts])
+    c_d = np.concatenate([d, -f_amount])
+    c_ident = np.concatenate([h_ident, h_ident[forced_at]])
+    # Licenses charged: as the count, or (a grouped pool) +1/-1 as a group starts/stops holding.
+    c_ch = c_d.copy()
+    grouped = grouped_est[est_of_pool][c_pool]
+    if grouped.any():
+        c_ch[grouped] = _group_changes(ev, c_pool[grouped], c_ident[grouped], c_ts[grouped], c_d[grouped],
+                                       pool_keys, rule_of, n_srv, n_feat)
+
+    # ---- every event of a pool, with its changes and counters ------------------------------------
+    other = np.flatnonzero(~((act == _OUT) | (act == _IN)))
+    n_h, n_f, n_o = len(hold), len(forced_at), len(other)
+    e_pool = np.concatenate([c_pool, pool[other]])
+    e_ts = np.concatenate([c_ts, ts[other]])
+    e_d = np.concatenate([c_d, np.zeros(n_o, dtype=np.int64)])
+    e_ch = np.concatenate([c_ch, np.zeros(n_o, dtype=np.int64)])
+    zeros_f = np.zeros(n_f, dtype=np.int64)
+    o_act = act[other]
+    counters = {
+        "checkouts": np.concatenate([np.where(is_in, 0, k), zeros_f, np.zeros(n_o, dtype=np.int64)]),
+        "checkins": np.concatenate([np.where(is_in, -d, 0), zeros_f, np.zeros(n_o, dtype=np.int64)]),
+        "forced_releases": np.concatenate([np.zeros(n_h, dtype=np.int64), f_amount, np.zeros(n_o, dtype=np.int64)]),
+        "denials": np.concatenate([np.zeros(n_h + n_f, dtype=np.int64), (o_act == _DENIED).astype(np.int64)]),
+        "queued": np.concatenate([np.zeros(n_h + n_f, dtype=np.int64), (o_act == _QUEUED).astype(np.int64)]),
+        "orphans": np.concatenate([orphan.astype(np.int64), zeros_f, np.zeros(n_o, dtype=np.int64)]),
+    }
+    pools = _series(e_pool, e_ts, e_d, e_ch, counters, until_us)
+    estates = _series(est_of_pool[e_pool], e_ts, e_d, e_ch, counters, until_us)
+
+    p_key, e_key = pool_keys[pools.pop("key")], estates.pop("key")
+    n = len(p_key) + len(e_key)
+    level = np.concatenate([np.zeros(len(p_key), dtype=np.int64), np.ones(len(e_key), dtype=np.int64)])
+    row_org = np.concatenate([p_key // (n_srv * n_feat), e_key // n_feat])
+    row_srv = np.concatenate([(p_key // n_feat) % n_srv, np.full(len(e_key), -1, dtype=np.int64)])
+    row_feat = np.concatenate([p_key % n_feat, e_key % n_feat])
+    minute = np.concatenate([pools.pop("minute"), estates.pop("minute")])
+    metrics = {m: np.concatenate([pools[m], estates[m]]) for m in METRICS}
+    rule_codes = row_org * n_feat + row_feat
+    labels = {e: rule_of.get(e, dupgroup.NONE) for e in np.unique(rule_codes).tolist()} if n else {}
+    return Rows(level, row_org, row_srv, row_feat, minute, metrics, [labels[e] for e in rule_codes.tolist()])
+
+
+def _series(key: I64, ts: I64, d: I64, dch: I64, counters: dict[str, I64], until_us: int) -> dict[str, I64]:
+    """Minute rows of the curves ``c`` (changes ``d``) and ``charged`` (changes ``dch``) of every key."""
+    o = np.lexsort((ts, key))
+    key, ts, d, dch = key[o], ts[o], d[o], dch[o]
+    first_of_key = _firsts(key)
+    v = _group_cumsum(d, first_of_key)
+    ch = _group_cumsum(dch, first_of_key)
+    minute = ts - ts % MINUTE_US
+    # Row groups: (key, minute) runs. Instants: (key, ts) runs, their value the state after them.
+    g_first = _firsts(key, minute)
+    g_start = np.flatnonzero(g_first)
+    i_last = np.append((key[1:] != key[:-1]) | (ts[1:] != ts[:-1]), True)
+    inst = np.flatnonzero(i_last)
+    iv, ich, its = v[inst], ch[inst], ts[inst]
+    i_group = np.cumsum(g_first)[inst] - 1
+    i_first = np.append(True, i_group[1:] != i_group[:-1])
+    i_start = np.flatnonzero(i_first)
+    g_min = minute[g_start]
+    g_key = key[g_start]
+    # Carried into each group: the state after the key's previous event (0 before its first).
+    c_in = np.where(first_of_key[g_start], 0, v[g_start - 1])
+    ch_in = np.where(first_of_key[g_start], 0, ch[g_start - 1])
+    lead = ts[g_start] - g_min  # the carried state lasts until the first instant of the minute
+    has_lead = lead > 0
+    # Each instant's state lasts until the next instant of its group, or the end of the minute.
+    nxt = np.append(its[1:], 0)
+    nxt = np.where(np.append(i_first[1:], True), g_min[i_group] + MINUTE_US, nxt)
+    span = nxt - its
+    big = np.iinfo(np.int64).max
+    out: dict[str, I64] = {
+        "key": g_key, "minute": g_min,
+        "peak": np.maximum(np.maximum.reduceat(iv, i_start), np.where(has_lead, c_in, -1)),
+        "low": np.minimum(np.minimum.reduceat(iv, i_start), np.where(has_lead, c_in, big)),
+        "license_us": np.add.reduceat(iv * span, i_start) + c_in * lead,
+        "charged_peak": np.maximum(np.maximum.reduceat(ich, i_start), np.where(has_lead, ch_in, -1)),
+        "charged_low": np.minimum(np.minimum.reduceat(ich, i_start), np.where(has_lead, ch_in, big)),
+        "charged_license_us": np.add.reduceat(ich * span, i_start) + ch_in * lead,
+    }
+    for name, col in counters.items():
+        out[name] = np.add.reduceat(col[o], g_start)
+    # Minutes carried over: from a group's minute to the key's next group (or until_us), holding
+    # the state at the group's end.
+    end_v = iv[np.append(i_start[1:] - 1, len(inst) - 1)]
+    end_ch = ich[np.append(i_start[1:] - 1, len(inst) - 1)]
+    last_of_key = np.append(g_key[1:] != g_key[:-1], True)
+    next_min = np.where(last_of_key, until_us, np.append(g_min[1:], 0))
+    gap = np.where(end_v > 0, np.maximum((next_min - g_min) // MINUTE_US - 1, 0), 0)
+    if gap.any():
+        rep = np.repeat(np.arange(len(g_min)), gap)
+        within = np.arange(len(rep)) - np.repeat(np.cumsum(gap) - gap, gap) + 1
+        fv, fch = end_v[rep], end_ch[rep]
+        flat = {"key": g_key[rep], "minute": g_min[rep] + within * MINUTE_US, "peak": fv, "low": fv,
+                "license_us": fv * MINUTE_US, "charged_peak": fch, "charged_low": fch,
+                "charged_license_us": fch * MINUTE_US}
+        zero = np.zeros(len(rep), dtype=np.int64)
+        out = {name: np.concatenate([col, flat.get(name, zero)]) for name, col in out.items()}
+    return out
+
+
+def _group_changes(ev: Events, pool: I64, ident: I64, ts: I64, d: I64, pool_keys: I64,
+                   rule_of: dict[int, str], n_srv: int, n_feat: int) -> I64:
+    """For holding changes ``d`` of grouped pools: +1 where a group starts holding, -1 where it
+    stops (every checkout of one license, so a group holding anything is charged 1)."""
+    # The group of an identity: its pool and the rule's projection of (vendor, user, host).
+    est = (pool_keys[pool] // (n_srv * n_feat)) * n_feat + pool_keys[pool] % n_feat
+    labels: dict[tuple[int, int], int] = {}
+    names: dict[str, int] = {}
+    pairs = np.unique(est * max(len(ev.idents), 1) + ident)
+    for pair in pairs.tolist():
+        e, i = divmod(pair, max(len(ev.idents), 1))
+        vendor, user, host, _ = ev.idents[i].split(_SEP)
+        group_of = dupgroup.group_key(rule_of[e])
+        assert group_of is not None
+        labels[(e, i)] = names.setdefault(group_of(vendor, user, host), len(names))
+    proj = np.array([labels[(e, i)] for e, i in zip((pairs // max(len(ev.idents), 1)).tolist(),
+                                                    (pairs % max(len(ev.idents), 1)).tolist(), strict=True)],
+                    dtype=np.int64)
+    gid = proj[np.searchsorted(pairs, est * max(len(ev.idents), 1) + ident)]
+    gkey, _ = _dense(pool * max(len(names), 1) + gid)
+    o = np.lexsort((ts, gkey))
+    g = _group_cumsum(d[o], _firsts(gkey[o]))
+    holding = (g > 0).astype(np.int64)
+    prev = np.where(_firsts(gkey[o]), 0, np.roll(holding, 1))
+    out = np.empty(len(d), dtype=np.int64)
+    out[o] = holding - prev
+    return out
+
+
+# ---------------------------------------------------------------------------------------- restarts
+
+def _epochs(ev: Events, restart: Mask, sv: I64, ts: I64, seq: npt.NDArray[np.uint64]) -> tuple[I64, Any]:
+    """For each holding event: how many RESTARTs of its (org, server, vendor) come before it in
+    ``(ts, seq)`` order; and the RESTARTs ``(sv, ts, seq)`` sorted, for what follows."""
+    r = np.flatnonzero(restart)
+    n_srv, n_vend = len(ev.servers), len(ev.vendors)
+    r_sv = (ev.org[r] * n_srv + ev.server[r]) * n_vend + ev.vendor[r]
+    o = np.lexsort((ev.seq[r], ev.ts[r], r_sv))
+    r_sv, r_ts, r_seq = r_sv[o], ev.ts[r][o], ev.seq[r][o]
+    if not len(r):
+        return np.zeros(len(sv), dtype=np.int64), (r_sv, r_ts, r_seq)
+    # Position of each event among the RESTARTs, ordered by (sv, ts, seq): searchsorted on the
+    # triple, done as sv first, then (ts, seq) inside the sv's run.
+    lo = np.searchsorted(r_sv, sv, side="left")
+    hi = np.searchsorted(r_sv, sv, side="right")
+    epoch = np.zeros(len(sv), dtype=np.int64)
+    for s in np.unique(sv[hi > lo]).tolist():
+        at = np.flatnonzero(sv == s)
+        a, b = int(lo[at[0]]), int(hi[at[0]])
+        rt, rs = r_ts[a:b], r_seq[a:b]
+        # events strictly after a RESTART in (ts, seq): count RESTARTs with (ts, seq) < the event's
+        before = np.searchsorted(rt, ts[at], side="left")
+        same = np.searchsorted(rt, ts[at], side="right")
+        n = before.copy()
+        for j in np.flatnonzero(same > before).tolist():
+            n[j] += int(np.count_nonzero(rs[before[j]:same[j]] < seq[at][j]))
+        epoch[at] = n
+    return epoch, (r_sv, r_ts, r_seq)
+
+
+def _restart_count(sv: I64, restarts: Any) -> I64:
+    r_sv = restarts[0]
+    return np.searchsorted(r_sv, sv, side="right") - np.searchsorted(r_sv, sv, side="left")
+
+
+def _restart_index(sv: I64, epoch: I64, restarts: Any) -> I64:
+    """The index (into the sorted RESTARTs) of the RESTART that ends segment ``epoch`` of ``sv``."""
+    return np.searchsorted(restarts[0], sv, side="left") + epoch
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+def _dense(key: I64) -> tuple[I64, I64]:
+    """Dense codes 0..n-1 for ``key``'s values (in value order), and the values."""
+    values, codes = np.unique(key, return_inverse=True)
+    return codes.astype(np.int64), values.astype(np.int64)
+
+
+def _firsts(*keys: I64) -> Mask:
+    """Where a run of equal ``keys`` (already sorted) starts."""
+    n = len(keys[0])
+    first = np.zeros(n, dtype=bool)
+    if n:
+        first[0] = True
+        for k in keys:
+            first[1:] |= k[1:] != k[:-1]
+    return first
+
+
+def _group_cumsum(x: I64, first: Mask) -> I64:
+    """Prefix sums of ``x`` that start again at every ``first``."""
+    total = np.cumsum(x)
+    starts = np.flatnonzero(first)
+    base = total[starts] - x[starts]
+    return total - np.repeat(base, np.diff(np.append(starts, len(x))))
+
+
+def _group_cummin(x: I64, first: Mask) -> I64:
+    """Running minimum of ``x`` that starts again at every ``first``: each group is lowered below
+    everything before it, so a running minimum over all never reaches back across a start."""
+    if not len(x):
+        return x
+    group = np.cumsum(first) - 1
+    span = int(x.max()) - int(x.min()) + 1
+    if span * (int(group[-1]) + 1) >= 1 << 62:  # pragma: no cover - beyond any estate
+        out = np.empty_like(x)
+        starts = np.append(np.flatnonzero(first), len(x))
+        for a, b in zip(starts[:-1], starts[1:], strict=True):
+            out[a:b] = np.minimum.accumulate(x[a:b])
+        return out
+    shift = group * span
+    return np.minimum.accumulate(x - shift) + shift
+
+
+def events_of(events: Sequence[Any]) -> Events:
+    """:class:`Events` from :class:`lictel.events.Event` tuples (what tests and small inputs have)."""
+    cols = list(zip(*events, strict=True)) if events else [()] * 14
+    event_id, ts, org, server, vendor, feature, action, user, host, handle, count, _, _, seq = cols
+
+    def coded(values: Sequence[str]) -> tuple[I64, list[str]]:
+        labels: dict[str, int] = {}
+        codes = np.fromiter((labels.setdefault(v, len(labels)) for v in values), dtype=np.int64, count=len(values))
+        return codes, list(labels)
+
+    o, orgs = coded(org)
+    s, servers = coded(server)
+    v, vendors = coded(vendor)
+    f, features = coded(feature)
+    a, action_labels = coded(action)
+    i, idents = coded([_SEP.join((x, u, h, d or "")) for x, u, h, d in zip(vendor, user, host, handle, strict=True)])
+    ids, _ = coded(event_id)
+    return Events(np.array(ts, dtype=np.int64), np.array(seq, dtype=np.uint64), np.array(count, dtype=np.int64),
+                  actions_of(action_labels)[a] if len(a) else a, o, s, v, f, i, ids.astype(np.uint64),
+                  orgs, servers, vendors, features, idents)
+
+
+def minute_rows(rows: Rows, ev: Events, source: str = LICENSE_SOURCE) -> list[Any]:
+    """``rows`` as :class:`lictel.engine.MinuteRow` tuples (tests compare them with the engine's)."""
+    from lictel.engine import ESTATE, POOL, MinuteRow
+
+    cols = [rows.metrics[m].tolist() for m in METRICS]
+    out = []
+    for j, (lv, o, s, f, m) in enumerate(zip(rows.level.tolist(), rows.org.tolist(), rows.server.tolist(),
+                                              rows.feature.tolist(), rows.minute.tolist(), strict=True)):
+        out.append(MinuteRow(ESTATE if lv else POOL, ev.orgs[o], ev.servers[s] if s >= 0 else "", ev.features[f], m,
+                             *(c[j] for c in cols), rows.rule[j], source))
+    return out
+
+
+def recompute_rows(events: Sequence[Any], until_us: int | None = None, sessions: Any = None,
+                   rules: DupRules | None = None) -> list[Any]:
+    """:func:`lictel.engine.compute_rows` for a whole event list, the declined keys by the engine:
+    the same rows, sorted (what tests hold against the engine)."""
+    from lictel.engine import compute_rows, sort_rows
+    from lictel.events import HEARTBEAT
+
+    evs = [e for e in events if e.action != HEARTBEAT]
+    if not evs:
+        return []
+    if until_us is None:
+        until_us = max(e.ts for e in evs) // MINUTE_US * MINUTE_US + MINUTE_US
+    cols = events_of(evs)
+    rows = compute(cols, until_us, rules)
+    out = minute_rows(rows, cols)
+    if rows.declined:
+        out += [r for r in compute_rows(evs, until_us=until_us, sessions=sessions, rules=rules)
+                if (r.org, r.feature) in rows.declined]
+    return sort_rows(out)
