@@ -133,16 +133,20 @@ def compute(ev: Events, until_us: int, rules: DupRules | None = None, max_gap_us
     srv_code = ev.org * n_srv + ev.server
     lic = ~session
     if lic.any():
-        lo = np.full(n_org * n_srv, np.iinfo(np.int64).max)
-        hi = np.full(n_org * n_srv, np.iinfo(np.int64).min)
-        np.minimum.at(lo, srv_code[lic], ev.ts[lic])
-        np.maximum.at(hi, srv_code[lic], ev.ts[lic])
-        far = hi - lo > max_gap_us
+        o = _stable_order(srv_code[lic])
+        codes, times = srv_code[lic][o], ev.ts[lic][o]
+        starts = np.flatnonzero(_firsts(codes))
+        spans = np.maximum.reduceat(times, starts) - np.minimum.reduceat(times, starts)
+        far = np.zeros(n_org * n_srv, dtype=bool)
+        far[codes[starts[spans > max_gap_us]]] = True
         if far.any():
             declined[np.unique(est_code[lic & far[srv_code] & (act != _RESTART)])] = True
     # One event id stored twice (the engine applies it once; it cannot be told apart here).
-    order = np.argsort(ev.id_hash, kind="stable")
-    twice = np.flatnonzero(ev.id_hash[order][1:] == ev.id_hash[order][:-1])
+    hashes = np.sort(ev.id_hash)
+    twice = np.zeros(0, dtype=np.int64)
+    if len(hashes) and (hashes[1:] == hashes[:-1]).any():
+        order = np.argsort(ev.id_hash, kind="stable")
+        twice = np.flatnonzero(ev.id_hash[order][1:] == ev.id_hash[order][:-1])
     if len(twice):
         both = order[np.concatenate([twice, twice + 1])]
         declined[est_code[both]] = True
@@ -152,7 +156,7 @@ def compute(ev: Events, until_us: int, rules: DupRules | None = None, max_gap_us
         declined[np.unique(est_code[keep & again[srv_code]])] = True
 
     # Rules, per estate present: charged as checkouts (NONE) or by groups of checkouts of 1.
-    present = np.unique(est_code[keep & (act != _RESTART)])
+    present = np.flatnonzero(np.bincount(est_code[keep & (act != _RESTART)], minlength=n_org * n_feat))
     grouped_est = np.zeros(n_org * n_feat, dtype=bool)
     rule_of: dict[int, str] = {}
     for e in present.tolist():
@@ -184,32 +188,38 @@ def _compute(ev: Events, use: Mask, restart: Mask, until_us: int, grouped_est: M
     if not len(idx):
         none = np.zeros(0, dtype=np.int64)
         return Rows(none, none, none, none, none, {m: none for m in METRICS}, [])
+    # Everything below in (ts, seq) order, as the engine applies events; later sorts are stable.
+    idx = idx[np.lexsort((ev.seq[idx], ev.ts[idx]))]
     ts, act, cnt = ev.ts[idx], ev.action[idx], ev.count[idx]
     org, srv, feat = ev.org[idx], ev.server[idx], ev.feature[idx]
-    pool_key = (org * n_srv + srv) * n_feat + feat
-    pool, pool_keys = _dense(pool_key)
+    pool, pool_keys = _dense((org * n_srv + srv) * n_feat + feat)
     est_of_pool = (pool_keys // (n_srv * n_feat)) * n_feat + pool_keys % n_feat
 
     # ---- what each checkout identity holds (OUT and IN only) -------------------------------------
-    hold = np.flatnonzero((act == _OUT) | (act == _IN))
+    is_hold = (act == _OUT) | (act == _IN)
+    hold = np.flatnonzero(is_hold)
     h_ts = ts[hold]
-    h_seq = ev.seq[idx][hold]
     h_pool = pool[hold]
-    h_ident = ev.ident[idx][hold]
-    ikey, _ = _dense(h_pool.astype(np.int64) * max(len(ev.idents), 1) + h_ident)
+    h_ident = ev.ident[idx[hold]]
+    ikey, _ = _dense(h_pool * max(len(ev.idents), 1) + h_ident)
     # Segments: a RESTART of (org, server, vendor) ends what each of its identities holds.
-    sv = (org[hold] * n_srv + srv[hold]) * n_vend + ev.vendor[idx][hold]
-    epoch, restarts = _epochs(ev, restart, sv, h_ts, h_seq)
-    o = np.lexsort((h_seq, h_ts, epoch, ikey))
+    sv = (org[hold] * n_srv + srv[hold]) * n_vend + ev.vendor[idx[hold]]
+    epoch, restarts = _epochs(ev, restart, sv, h_ts, ev.seq[idx[hold]])
+    # Per identity, in time order (so epochs rise along it too).
+    o = _stable_order(ikey)
+    hold_o = hold[o]
     ikey, epoch, h_ts, h_pool, h_ident, sv = ikey[o], epoch[o], h_ts[o], h_pool[o], h_ident[o], sv[o]
-    is_in = act[hold][o] == _IN
-    k = cnt[hold][o]
+    is_in = act[hold_o] == _IN
+    k = cnt[hold_o]
     first = _firsts(ikey, epoch)
     walk = _group_cumsum(np.where(is_in, -k, k), first)
     h = walk - np.minimum(0, _group_cummin(walk, first))
     h_prev = np.where(first, 0, np.roll(h, 1))
-    d = h - h_prev  # the change of the pool's count: +count for an OUT, minus what an IN released
-    orphan = is_in & (h_prev <= 0)
+    # The change of the pool's count, back in time order: +count for an OUT, minus what an IN released.
+    d = np.zeros(len(idx), dtype=np.int64)
+    d[hold_o] = h - h_prev
+    orphan = np.zeros(len(idx), dtype=np.int64)
+    orphan[hold_o] = is_in & (h_prev <= 0)
     # The last holding of a segment a RESTART ends is released at that RESTART.
     last = np.append(first[1:], True)
     ended = last & (epoch < _restart_count(sv, restarts))
@@ -217,38 +227,39 @@ def _compute(ev: Events, use: Mask, restart: Mask, until_us: int, grouped_est: M
     f_ts = restarts[1][_restart_index(sv[forced_at], epoch[forced_at], restarts)] if len(forced_at) else \
         np.zeros(0, dtype=np.int64)
     f_amount = h[forced_at]
+    f_pool, f_ident = h_pool[forced_at], h_ident[forced_at]
 
-    # Holding changes: identity events, then forced releases (same pool, at the RESTART's time).
-    c_pool = np.concatenate([h_pool, h_pool[forced_at]])
-    c_ts = np.concatenate([h_ts, f_ts])
-    c_d = np.concatenate([d, -f_amount])
-    c_ident = np.concatenate([h_ident, h_ident[forced_at]])
+    # ---- every event of a pool in time order, then the forced releases merged in -----------------
+    e_pool, e_ts, e_d = pool, ts, d
+    e_ident = np.full(len(idx), -1, dtype=np.int64)
+    e_ident[hold] = ev.ident[idx[hold]]
+    zero = np.zeros(len(idx), dtype=np.int64)
+    counters = {
+        "checkouts": np.where(act == _OUT, cnt, 0),
+        "checkins": np.where(act == _IN, -d, 0),
+        "forced_releases": zero,
+        "denials": (act == _DENIED).astype(np.int64),
+        "queued": (act == _QUEUED).astype(np.int64),
+        "orphans": orphan,
+    }
+    if len(forced_at):
+        at = np.searchsorted(ts, f_ts, side="right")
+        f_zero = np.zeros(len(forced_at), dtype=np.int64)
+        e_pool, e_ts, e_d, e_ident = (np.insert(e_pool, at, f_pool), np.insert(e_ts, at, f_ts),
+                                      np.insert(e_d, at, -f_amount), np.insert(e_ident, at, f_ident))
+        counters = {name: np.insert(col, at, f_amount if name == "forced_releases" else f_zero)
+                    for name, col in counters.items()}  # inserted where their time goes: still in order
     # Licenses charged: as the count, or (a grouped pool) +1/-1 as a group starts/stops holding.
-    c_ch = c_d.copy()
-    grouped = grouped_est[est_of_pool][c_pool]
+    e_ch = e_d
+    grouped = grouped_est[est_of_pool][e_pool] & (e_ident >= 0)
     if grouped.any():
-        c_ch[grouped] = _group_changes(ev, c_pool[grouped], c_ident[grouped], c_ts[grouped], c_d[grouped],
+        e_ch = e_d.copy()
+        e_ch[grouped] = _group_changes(ev, e_pool[grouped], e_ident[grouped], e_d[grouped],
                                        pool_keys, rule_of, n_srv, n_feat)
 
-    # ---- every event of a pool, with its changes and counters ------------------------------------
-    other = np.flatnonzero(~((act == _OUT) | (act == _IN)))
-    n_h, n_f, n_o = len(hold), len(forced_at), len(other)
-    e_pool = np.concatenate([c_pool, pool[other]])
-    e_ts = np.concatenate([c_ts, ts[other]])
-    e_d = np.concatenate([c_d, np.zeros(n_o, dtype=np.int64)])
-    e_ch = np.concatenate([c_ch, np.zeros(n_o, dtype=np.int64)])
-    zeros_f = np.zeros(n_f, dtype=np.int64)
-    o_act = act[other]
-    counters = {
-        "checkouts": np.concatenate([np.where(is_in, 0, k), zeros_f, np.zeros(n_o, dtype=np.int64)]),
-        "checkins": np.concatenate([np.where(is_in, -d, 0), zeros_f, np.zeros(n_o, dtype=np.int64)]),
-        "forced_releases": np.concatenate([np.zeros(n_h, dtype=np.int64), f_amount, np.zeros(n_o, dtype=np.int64)]),
-        "denials": np.concatenate([np.zeros(n_h + n_f, dtype=np.int64), (o_act == _DENIED).astype(np.int64)]),
-        "queued": np.concatenate([np.zeros(n_h + n_f, dtype=np.int64), (o_act == _QUEUED).astype(np.int64)]),
-        "orphans": np.concatenate([orphan.astype(np.int64), zeros_f, np.zeros(n_o, dtype=np.int64)]),
-    }
-    pools = _series(e_pool, e_ts, e_d, e_ch, counters, until_us)
-    estates = _series(est_of_pool[e_pool], e_ts, e_d, e_ch, counters, until_us)
+    pools = _series(_stable_order(e_pool), e_pool, e_ts, e_d, e_ch, counters, until_us)
+    e_est = est_of_pool[e_pool]
+    estates = _series(_stable_order(e_est), e_est, e_ts, e_d, e_ch, counters, until_us)
 
     p_key, e_key = pool_keys[pools.pop("key")], estates.pop("key")
     n = len(p_key) + len(e_key)
@@ -263,9 +274,9 @@ def _compute(ev: Events, use: Mask, restart: Mask, until_us: int, grouped_est: M
     return Rows(level, row_org, row_srv, row_feat, minute, metrics, [labels[e] for e in rule_codes.tolist()])
 
 
-def _series(key: I64, ts: I64, d: I64, dch: I64, counters: dict[str, I64], until_us: int) -> dict[str, I64]:
-    """Minute rows of the curves ``c`` (changes ``d``) and ``charged`` (changes ``dch``) of every key."""
-    o = np.lexsort((ts, key))
+def _series(o: I64, key: I64, ts: I64, d: I64, dch: I64, counters: dict[str, I64], until_us: int) -> dict[str, I64]:
+    """Minute rows of the curves ``c`` (changes ``d``) and ``charged`` (changes ``dch``) of every key;
+    ``o`` orders the events by key, then time."""
     key, ts, d, dch = key[o], ts[o], d[o], dch[o]
     first_of_key = _firsts(key)
     v = _group_cumsum(d, first_of_key)
@@ -322,7 +333,7 @@ def _series(key: I64, ts: I64, d: I64, dch: I64, counters: dict[str, I64], until
     return out
 
 
-def _group_changes(ev: Events, pool: I64, ident: I64, ts: I64, d: I64, pool_keys: I64,
+def _group_changes(ev: Events, pool: I64, ident: I64, d: I64, pool_keys: I64,
                    rule_of: dict[int, str], n_srv: int, n_feat: int) -> I64:
     """For holding changes ``d`` of grouped pools: +1 where a group starts holding, -1 where it
     stops (every checkout of one license, so a group holding anything is charged 1)."""
@@ -342,7 +353,7 @@ def _group_changes(ev: Events, pool: I64, ident: I64, ts: I64, d: I64, pool_keys
                     dtype=np.int64)
     gid = proj[np.searchsorted(pairs, est * max(len(ev.idents), 1) + ident)]
     gkey, _ = _dense(pool * max(len(names), 1) + gid)
-    o = np.lexsort((ts, gkey))
+    o = _stable_order(gkey)  # the changes come in time order
     g = _group_cumsum(d[o], _firsts(gkey[o]))
     holding = (g > 0).astype(np.int64)
     prev = np.where(_firsts(gkey[o]), 0, np.roll(holding, 1))
@@ -395,9 +406,31 @@ def _restart_index(sv: I64, epoch: I64, restarts: Any) -> I64:
 # ---------------------------------------------------------------------------------------- helpers
 
 def _dense(key: I64) -> tuple[I64, I64]:
-    """Dense codes 0..n-1 for ``key``'s values (in value order), and the values."""
+    """Dense codes 0..n-1 for ``key``'s values (non-negative; in value order), and the values."""
+    if not len(key):
+        return key.astype(np.int64), key.astype(np.int64)
+    top = int(key.max()) + 1
+    if top <= max(4 * len(key), 1 << 16):  # a table over the key space: no sort
+        seen = np.zeros(top, dtype=bool)
+        seen[key] = True
+        values = np.flatnonzero(seen)
+        code = np.cumsum(seen) - 1
+        return code[key], values.astype(np.int64)
     values, codes = np.unique(key, return_inverse=True)
     return codes.astype(np.int64), values.astype(np.int64)
+
+
+def _stable_order(key: I64) -> I64:
+    """The stable sort order of non-negative integer ``key``: radix passes of 16 bits, lowest first
+    (numpy sorts 16-bit keys stably by radix, several times faster than a comparison sort)."""
+    top = int(key.max()) if len(key) else 0
+    order = np.argsort((key & 0xFFFF).astype(np.uint16), kind="stable")
+    shift = 16
+    while top >> shift:
+        digit = ((key[order] >> shift) & 0xFFFF).astype(np.uint16)
+        order = order[np.argsort(digit, kind="stable")]
+        shift += 16
+    return order
 
 
 def _firsts(*keys: I64) -> Mask:

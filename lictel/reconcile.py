@@ -24,16 +24,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
-from lictel import rollups
+from lictel import recompute, rollups
 from lictel.dupgroup import DupRules
-from lictel.engine import SessionRule, compute_rows
+from lictel.engine import ESTATE, POOL, MinuteRow, SessionRule, compute_rows
 from lictel.events import LICENSE_SOURCE, SOURCES, Event
 from lictel.partitioning import partition_for
 from lictel.serde import tuples_of
 from lictel.timeutil import MINUTE_US, US, floor_minute
-from sinks.clickhouse import STREAM_VERSION, write_minute_rows
+from sinks.clickhouse import STREAM_VERSION
 
 
 @dataclass(frozen=True)
@@ -89,57 +91,201 @@ def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | No
     in_range_min = ("minute >= toDateTime(intDiv({start:Int64}, 1000000)) "
                     "AND minute < toDateTime(intDiv({end:Int64}, 1000000))")
     features = client.query(
-        f"SELECT DISTINCT org, feature FROM {db}.raw_events FINAL WHERE {in_range_us} AND feature != '' {org_sql} "
-        f"UNION DISTINCT SELECT DISTINCT org, feature FROM {db}.usage_minute FINAL WHERE {in_range_min} {org_sql}",
+        f"SELECT DISTINCT org, feature FROM {db}.raw_events WHERE {in_range_us} AND feature != '' {org_sql} "
+        f"UNION DISTINCT SELECT DISTINCT org, feature FROM {db}.usage_minute WHERE {in_range_min} {org_sql}",
         parameters=params).result_rows
     if not features:
         return ReconcileResult(start, end, 0, 0, 0, 0)
     # Every server that ever served an affected feature: estate minutes sum all of them.
-    servers = client.query(
-        f"SELECT DISTINCT org, server FROM {db}.raw_events FINAL "
+    servers = [tuple(s) for s in client.query(
+        f"SELECT DISTINCT org, server FROM {db}.raw_events "
         f"WHERE (org, feature) IN {{keys:Array(Tuple(String, String))}}",
-        parameters={"keys": [tuple(f) for f in features]}).result_rows
-    result = client.query(
-        f"SELECT event_id, toUnixTimestamp64Micro(ts), org, server, vendor, feature, action, user, host, handle, "
-        f"count, reason, source, seq FROM {db}.raw_events FINAL "
-        f"WHERE (org, server) IN {{servers:Array(Tuple(String, String))}} "
-        f"AND ts < fromUnixTimestamp64Micro({{end:Int64}}) ORDER BY ts, seq",
-        parameters={"servers": [tuple(s) for s in servers], "end": end})
-    events = tuples_of(Event, result.result_columns) if result.row_count else []
+        parameters={"keys": [tuple(f) for f in features]}).result_rows]
+    cols = read_events(client, db, servers, end)
+    fast = recompute.compute(cols, end, rules)
     limit = final_limits(client, db, partitions)
     # Each key's range ends where the stream's final minutes end: (source, org, feature) -> end.
     ends = {(source, o, f): min(end, limit(source, o, f)) for o, f in features for source in SOURCES}
-    rows = [r for r in compute_rows(events, until_us=end, sessions=sessions, rules=rules)
-            if start <= r.minute < ends.get((r.source, r.org, r.feature), start)]
-    # One delete per distinct end (usually one): stored rows of the range up to each key's end.
+    table = _fast_table(fast, cols, start, ends)
+    if fast.declined:
+        # What arrays decline (sessions, multi-license checkouts under a rule, ...): the engine.
+        result = client.query(
+            f"SELECT event_id, toUnixTimestamp64Micro(ts), org, server, vendor, feature, action, user, host, "
+            f"handle, count, reason, source, seq FROM {db}.raw_events FINAL "
+            f"WHERE (org, server) IN {{servers:Array(Tuple(String, String))}} "
+            f"AND ts < fromUnixTimestamp64Micro({{end:Int64}}) ORDER BY ts, seq",
+            parameters={"servers": [s for s in servers if s[0] in {o for o, _ in fast.declined}], "end": end})
+        events = tuples_of(Event, result.result_columns) if result.row_count else []
+        rows = [r for r in compute_rows(events, until_us=end, sessions=sessions, rules=rules)
+                if (r.org, r.feature) in fast.declined
+                and start <= r.minute < ends.get((r.source, r.org, r.feature), start)]
+        table = pa.concat_tables([table, _engine_table(rows)])
+    # The stored rows of the range up to each key's end; one condition per distinct end (usually one).
     by_end: dict[int, list[tuple[str, str, str]]] = {}
     for key, key_end in ends.items():
         if key_end > start:
             by_end.setdefault(key_end, []).append(key)
-    ranges = [("minute >= toDateTime({start:Int64}) AND minute < toDateTime({end:Int64}) "
-               "AND (source, org, feature) IN {keys:Array(Tuple(String, String, String))}",
-               {"start": start // US, "end": key_end // US, "keys": keys}) for key_end, keys in by_end.items()]
-    old: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-    for range_sql, range_params in ranges:
-        before = client.query(f"SELECT source, level, org, server, feature, toUnixTimestamp(minute), peak, low, "
-                              f"license_us, checkouts, checkins, forced_releases, denials, queued, orphans, "
-                              f"charged_peak, charged_low, charged_license_us, dup_group "
-                              f"FROM {db}.usage_minute FINAL WHERE {range_sql}", parameters=range_params).result_rows
-        old |= {(*tuple(r[:5]), int(r[5]) * US): (*(int(x) for x in r[6:18]), r[18]) for r in before}
-    new = {(r.source, r.level, r.org, r.server, r.feature, r.minute): tuple(r[5:18]) for r in rows}
-    changed = sum(1 for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    ranges, range_params = [], {}
+    for j, (key_end, keys) in enumerate(by_end.items()):
+        ranges.append(f"(minute >= toDateTime({{start:Int64}}) AND minute < toDateTime({{end{j}:Int64}}) "
+                      f"AND (source, org, feature) IN {{keys{j}:Array(Tuple(String, String, String))}})")
+        range_params |= {f"end{j}": key_end // US, f"keys{j}": keys}
+    range_params["start"] = start // US
+    in_ranges = " OR ".join(ranges) or "0"
+    # The rows stored now, compared key by key with the new ones; the new go in beside them under a
+    # higher version (what FINAL and merges keep); the old rows of minutes that have no row now are
+    # deleted last. A reader sees the old minutes or the new, never a range without rows.
+    old = client.query_arrow(f"SELECT {_COLUMNS} FROM {db}.usage_minute FINAL WHERE {in_ranges}",
+                             parameters=range_params, settings=_DICTIONARIES)
+    before, after, changed, vanished = _compare(old, table)
     version = next_version(client, db)
-    for range_sql, range_params in ranges:
-        client.command(f"DELETE FROM {db}.usage_minute WHERE {range_sql}", parameters=range_params)
-    if rows:
-        write_minute_rows(client, db, rows, version=version)
+    if table.num_rows:
+        client.insert_arrow(f"{db}.usage_minute", table.append_column("version", pa.array(
+            np.full(table.num_rows, version, dtype=np.uint64))))
+    if vanished:
+        client.command(f"DELETE FROM {db}.usage_minute WHERE ({in_ranges}) AND version < {{v:UInt64}}",
+                       parameters=range_params | {"v": version})
     final_end = max([start, *by_end])
     mark = rollups.watermark(client, db)
     if mark is not None and final_end > start:
         # The day rollups of the days rewritten, where they are kept already.
         last = min(mark, rollups.day_of(final_end - 1) + dt.timedelta(days=1))
         rollups.recompute(client, db, rollups.days_from(rollups.day_of(start), last), replace=True)
-    return ReconcileResult(start, end, len(events), len(old), len(new), changed, final_end)
+    return ReconcileResult(start, end, len(cols), int(before), int(after), int(changed), final_end)
+
+
+_KEY = ("level", "source", "org", "server", "feature")
+_COLUMNS = ", ".join((*_KEY, "toUnixTimestamp(minute) AS minute_s", *recompute.METRICS, "dup_group"))
+_DICTIONARIES = {"output_format_arrow_low_cardinality_as_dictionary": 1}
+
+
+def _compare(old: Any, new: Any) -> tuple[int, int, int, int]:
+    """Rows before, rows after, rows that differ (or exist on one side only), old rows without a new
+    one: ``old`` and ``new`` are Arrow tables of ``usage_minute`` rows, one per key and minute."""
+    if not old.num_rows or not new.num_rows:
+        return old.num_rows, new.num_rows, old.num_rows + new.num_rows, old.num_rows
+    old, new = old.combine_chunks(), new.combine_chunks()
+    strings = {name: _codes(old.column(name).chunk(0), new.column(name).chunk(0)) for name in (*_KEY, "dup_group")}
+    minutes = (old.column("minute_s").to_numpy().astype(np.int64), new.column("minute").to_numpy().astype(np.int64))
+    keys = [*(strings[name] for name in _KEY), minutes]
+    rank_old, rank_new = _ranks([k[0] for k in keys], [k[1] for k in keys])
+    _, at_old, at_new = np.intersect1d(rank_old, rank_new, assume_unique=True, return_indices=True)
+    same = strings["dup_group"][0][at_old] == strings["dup_group"][1][at_new]
+    for name in recompute.METRICS:
+        same &= (old.column(name).to_numpy()[at_old].astype(np.int64)
+                 == new.column(name).to_numpy()[at_new].astype(np.int64))
+    vanished = old.num_rows - len(at_old)
+    changed = vanished + (new.num_rows - len(at_new)) + int((~same).sum())
+    return old.num_rows, new.num_rows, changed, vanished
+
+
+def _codes(a: Any, b: Any) -> tuple[Any, Any]:
+    """Two string (or dictionary) Arrow arrays as integer codes in one label space."""
+    labels: dict[str, int] = {}
+    out = []
+    for col in (a, b):
+        if not pa.types.is_dictionary(col.type):
+            col = col.dictionary_encode()
+        mapped = np.array([labels.setdefault(x, len(labels)) for x in col.dictionary.to_pylist()], dtype=np.int64)
+        out.append(mapped[col.indices.to_numpy()] if len(mapped) else np.zeros(len(col), dtype=np.int64))
+    return out[0], out[1]
+
+
+def _ranks(old: list[Any], new: list[Any]) -> tuple[Any, Any]:
+    """One integer per row of two sides' composite keys (lists of columns), equal exactly when the
+    keys are."""
+    both = [np.concatenate([a, b]) for a, b in zip(old, new, strict=True)]
+    order = np.lexsort(both[::-1])
+    change = np.zeros(len(order), dtype=bool)
+    change[0] = True
+    for col in both:
+        s = col[order]
+        change[1:] |= s[1:] != s[:-1]
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.cumsum(change) - 1
+    return rank[:len(old[0])], rank[len(old[0]):]
+
+
+def read_events(client: Client, db: str, servers: list[tuple[str, str]], end: int) -> recompute.Events:
+    """The raw events of ``servers`` before ``end``, as columns (strings as dictionary codes)."""
+    table = client.query_arrow(
+        f"SELECT toUnixTimestamp64Micro(ts) AS ts_us, seq, count, action, org, server, vendor, feature, "
+        f"toLowCardinality(concat(vendor, '\\x1f', user, '\\x1f', host, '\\x1f', ifNull(handle, ''))) AS ident, "
+        f"cityHash64(event_id) AS id_hash FROM {db}.raw_events FINAL "
+        f"WHERE (org, server) IN {{servers:Array(Tuple(String, String))}} "
+        f"AND ts < fromUnixTimestamp64Micro({{end:Int64}})",
+        parameters={"servers": servers, "end": end},
+        settings={"output_format_arrow_low_cardinality_as_dictionary": 1})
+    table = table.unify_dictionaries().combine_chunks()
+
+    def coded(name: str) -> tuple[Any, list[str]]:
+        col = table.column(name)
+        arr = col.chunk(0) if col.num_chunks else pa.array([], pa.dictionary(pa.int32(), pa.string()))
+        if not pa.types.is_dictionary(arr.type):  # a server that sends plain strings
+            arr = arr.dictionary_encode()
+        return arr.indices.to_numpy().astype(np.int64), arr.dictionary.to_pylist()
+
+    def number(name: str, dtype: Any) -> Any:
+        col = table.column(name)
+        return col.to_numpy().astype(dtype) if col.num_chunks else np.zeros(0, dtype=dtype)
+
+    action, actions = coded("action")
+    org, orgs = coded("org")
+    server, server_names = coded("server")
+    vendor, vendors = coded("vendor")
+    feature, feature_names = coded("feature")
+    ident, idents = coded("ident")
+    return recompute.Events(number("ts_us", np.int64), number("seq", np.uint64), number("count", np.int64),
+                            recompute.actions_of(actions)[action] if len(action) else action, org, server,
+                            vendor, feature, ident, number("id_hash", np.uint64), orgs, server_names, vendors,
+                            feature_names, idents)
+
+
+def _fast_table(rows: recompute.Rows, ev: recompute.Events, start: int, ends: dict[tuple[str, str, str], int]) -> Any:
+    """The rows arrays computed, each key up to its end, as an Arrow table of ``usage_minute``."""
+    n_feat = max(len(ev.features), 1)
+    key_end = np.full(max(len(ev.orgs), 1) * n_feat, start, dtype=np.int64)
+    for (source, o, f), e in ends.items():
+        if source == LICENSE_SOURCE and o in ev.orgs and f in ev.features:
+            key_end[ev.orgs.index(o) * n_feat + ev.features.index(f)] = e
+    keep = (rows.minute >= start) & (rows.minute < key_end[rows.org * n_feat + rows.feature])
+    rule_codes, rule_labels = np.unique(np.array(rows.rule, dtype=object), return_inverse=True) \
+        if len(rows.rule) else (np.array([], dtype=object), np.zeros(0, dtype=np.int64))
+    n = int(keep.sum())
+
+    def dictionary(codes: Any, labels: list[str]) -> Any:
+        return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(labels, pa.string()))
+
+    servers = list(ev.servers)
+    if "" not in servers:
+        servers.append("")
+    blank = servers.index("")  # the server of estate rows (code -1)
+    columns = {
+        "level": dictionary(rows.level[keep], [POOL, ESTATE]),
+        "source": dictionary(np.zeros(n, dtype=np.int32), [LICENSE_SOURCE]),
+        "org": dictionary(rows.org[keep], list(ev.orgs)),
+        "server": dictionary(np.where(rows.server[keep] < 0, blank, rows.server[keep]), servers),
+        "feature": dictionary(rows.feature[keep], list(ev.features)),
+        "minute": pa.array(rows.minute[keep] // US, pa.uint32()),
+    }
+    for name, typ in _METRIC_TYPES.items():
+        columns[name] = pa.array(rows.metrics[name][keep], typ)
+    columns["dup_group"] = dictionary(np.asarray(rule_labels)[keep], [str(x) for x in rule_codes])
+    return pa.table(columns)
+
+
+def _engine_table(rows: list[MinuteRow]) -> Any:
+    columns: dict[str, Any] = {c: pa.array([getattr(r, c) for r in rows], pa.string()).dictionary_encode()
+                               for c in ("level", "source", "org", "server", "feature")}
+    columns["minute"] = pa.array([r.minute // US for r in rows], pa.uint32())
+    for name, typ in _METRIC_TYPES.items():
+        columns[name] = pa.array([getattr(r, name) for r in rows], typ)
+    columns["dup_group"] = pa.array([r.dup_group for r in rows], pa.string()).dictionary_encode()
+    return pa.table(columns)
+
+
+_METRIC_TYPES = {m: pa.uint32() if m in ("peak", "low", "charged_peak", "charged_low") else
+                 pa.int64() if m.endswith("license_us") else pa.uint64() for m in recompute.METRICS}
 
 
 def late_range(client: Client, db: str) -> tuple[int, int] | None:
