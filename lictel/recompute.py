@@ -60,6 +60,8 @@ _SEP = "\x1f"
 #: Action codes of :class:`Events` (an action not listed, e.g. REREAD, is code -1: recorded only).
 ACTION_CODES = (OUT, IN, DENIED, QUEUED, DEQUEUED, RESTART)
 _OUT, _IN, _DENIED, _QUEUED, _DEQUEUED, _RESTART = range(6)
+#: The event counters of a row, in MinuteRow's order.
+COUNTERS = ("checkouts", "checkins", "forced_releases", "denials", "queued", "orphans")
 #: The metric columns of :class:`Rows`, in MinuteRow's order.
 METRICS = ("peak", "low", "license_us", "checkouts", "checkins", "forced_releases", "denials", "queued",
            "orphans", "charged_peak", "charged_low", "charged_license_us")
@@ -69,8 +71,12 @@ METRICS = ("peak", "low", "license_us", "checkouts", "checkins", "forced_release
 class Events:
     """Events as columns: numbers as arrays, strings as codes into their labels (dictionary columns).
 
-    ``ident`` is the checkout identity without its pool: ``vendor␟user␟host␟handle``. ``id_hash``: a
-    64-bit hash of the event id (two events stored with one id are declined to the engine).
+    ``ident``: the checkout identity with its pool, ``(org, server, feature, vendor, user, host,
+    handle)``, as a 64-bit hash (or any code equal exactly when identities are); ``ident_check``: a
+    second, independent hash of it (two identities of one ``ident`` are told apart by it and
+    declined). ``group`` / ``group_check``: the same for the group a ``DUP_GROUP`` rule puts the
+    checkout in, with its pool (any value where its feature has no rule). ``id_hash``: a hash of
+    the event id (two events stored with one id are declined to the engine).
     """
 
     ts: I64
@@ -81,13 +87,15 @@ class Events:
     server: I64
     vendor: I64
     feature: I64
-    ident: I64
+    ident: npt.NDArray[np.uint64]
+    ident_check: npt.NDArray[np.uint64]
+    group: npt.NDArray[np.uint64]
+    group_check: npt.NDArray[np.uint64]
     id_hash: npt.NDArray[np.uint64]
     orgs: Sequence[str]
     servers: Sequence[str]
     vendors: Sequence[str]
     features: Sequence[str]
-    idents: Sequence[str]
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -103,7 +111,8 @@ class Rows:
     feature: I64
     minute: I64
     metrics: dict[str, I64]
-    rule: list[str]  # per row: the dup_group it was charged under
+    rule: I64  # per row: the dup_group it was charged under, as an index into ``rules``
+    rules: list[str]
     declined: set[tuple[str, str]] = field(default_factory=set)  # (org, feature) left to the engine
 
     def __len__(self) -> int:
@@ -173,12 +182,21 @@ def compute(ev: Events, until_us: int, rules: DupRules | None = None, max_gap_us
     has_events[present] = True
     has_events[est_code[session & (act != _RESTART)]] = True
     declined &= has_events
-    use = keep & ~declined[est_code]
     restart = keep & (act == _RESTART)  # every server's restarts: a declined key's are the engine's
-    use &= act != _RESTART
-    out = _compute(ev, use, restart, until_us, grouped_est, rule_of)
+    while True:
+        try:
+            out = _compute(ev, keep & (act != _RESTART) & ~declined[est_code], restart, until_us, grouped_est,
+                           rule_of)
+            break
+        except _Collision as clash:  # two identities (or groups) of one hash: the engine tells them apart
+            declined[est_code[clash.events]] = True
     out.declined = {(ev.orgs[e // n_feat], ev.features[e % n_feat]) for e in np.flatnonzero(declined).tolist()}
     return out
+
+
+class _Collision(Exception):
+    def __init__(self, events: I64) -> None:
+        self.events = events  # indices into Events
 
 
 def _compute(ev: Events, use: Mask, restart: Mask, until_us: int, grouped_est: Mask,
@@ -187,7 +205,7 @@ def _compute(ev: Events, use: Mask, restart: Mask, until_us: int, grouped_est: M
     idx = np.flatnonzero(use)
     if not len(idx):
         none = np.zeros(0, dtype=np.int64)
-        return Rows(none, none, none, none, none, {m: none for m in METRICS}, [])
+        return Rows(none, none, none, none, none, {m: none for m in METRICS}, none, [])
     # Everything below in (ts, seq) order, as the engine applies events; later sorts are stable.
     idx = idx[np.lexsort((ev.seq[idx], ev.ts[idx]))]
     ts, act, cnt = ev.ts[idx], ev.action[idx], ev.count[idx]
@@ -200,15 +218,15 @@ def _compute(ev: Events, use: Mask, restart: Mask, until_us: int, grouped_est: M
     hold = np.flatnonzero(is_hold)
     h_ts = ts[hold]
     h_pool = pool[hold]
-    h_ident = ev.ident[idx[hold]]
-    ikey, _ = _dense(h_pool * max(len(ev.idents), 1) + h_ident)
+    ikey = ev.ident[idx[hold]]
     # Segments: a RESTART of (org, server, vendor) ends what each of its identities holds.
     sv = (org[hold] * n_srv + srv[hold]) * n_vend + ev.vendor[idx[hold]]
     epoch, restarts = _epochs(ev, restart, sv, h_ts, ev.seq[idx[hold]])
     # Per identity, in time order (so epochs rise along it too).
     o = _stable_order(ikey)
     hold_o = hold[o]
-    ikey, epoch, h_ts, h_pool, h_ident, sv = ikey[o], epoch[o], h_ts[o], h_pool[o], h_ident[o], sv[o]
+    ikey, epoch, h_ts, h_pool, sv = ikey[o], epoch[o], h_ts[o], h_pool[o], sv[o]
+    _check(ikey, ev.ident_check[idx[hold_o]], idx[hold_o])
     is_in = act[hold_o] == _IN
     k = cnt[hold_o]
     first = _firsts(ikey, epoch)
@@ -226,61 +244,61 @@ def _compute(ev: Events, use: Mask, restart: Mask, until_us: int, grouped_est: M
     forced_at = np.flatnonzero(ended & (h > 0))
     f_ts = restarts[1][_restart_index(sv[forced_at], epoch[forced_at], restarts)] if len(forced_at) else \
         np.zeros(0, dtype=np.int64)
+    by_time = np.argsort(f_ts, kind="stable")  # merged into the events by time below
+    forced_at, f_ts = forced_at[by_time], f_ts[by_time]
     f_amount = h[forced_at]
-    f_pool, f_ident = h_pool[forced_at], h_ident[forced_at]
+    f_pool, f_at = h_pool[forced_at], idx[hold_o[forced_at]]  # and the event of their identity
 
     # ---- every event of a pool in time order, then the forced releases merged in -----------------
     e_pool, e_ts, e_d = pool, ts, d
-    e_ident = np.full(len(idx), -1, dtype=np.int64)
-    e_ident[hold] = ev.ident[idx[hold]]
-    zero = np.zeros(len(idx), dtype=np.int64)
-    counters = {
-        "checkouts": np.where(act == _OUT, cnt, 0),
-        "checkins": np.where(act == _IN, -d, 0),
-        "forced_releases": zero,
-        "denials": (act == _DENIED).astype(np.int64),
-        "queued": (act == _QUEUED).astype(np.int64),
-        "orphans": orphan,
-    }
+    e_at = np.where(is_hold, idx, -1)  # the event (for its group), -1 where none
+    # The event counters, one row each (COUNTERS' order), a column per event.
+    counters = np.zeros((len(COUNTERS), len(idx)), dtype=np.int64)
+    counters[0] = np.where(act == _OUT, cnt, 0)
+    counters[1] = np.where(act == _IN, -d, 0)
+    counters[3] = act == _DENIED
+    counters[4] = act == _QUEUED
+    counters[5] = orphan
     if len(forced_at):
-        at = np.searchsorted(ts, f_ts, side="right")
-        f_zero = np.zeros(len(forced_at), dtype=np.int64)
-        e_pool, e_ts, e_d, e_ident = (np.insert(e_pool, at, f_pool), np.insert(e_ts, at, f_ts),
-                                      np.insert(e_d, at, -f_amount), np.insert(e_ident, at, f_ident))
-        counters = {name: np.insert(col, at, f_amount if name == "forced_releases" else f_zero)
-                    for name, col in counters.items()}  # inserted where their time goes: still in order
+        at = np.searchsorted(ts, f_ts, side="right")  # inserted where their time goes: still in order
+        e_pool, e_ts, e_d, e_at = (np.insert(e_pool, at, f_pool), np.insert(e_ts, at, f_ts),
+                                   np.insert(e_d, at, -f_amount), np.insert(e_at, at, f_at))
+        released = np.zeros((len(COUNTERS), len(at)), dtype=np.int64)
+        released[2] = f_amount
+        counters = np.insert(counters, at, released, axis=1)
     # Licenses charged: as the count, or (a grouped pool) +1/-1 as a group starts/stops holding.
     e_ch = e_d
-    grouped = grouped_est[est_of_pool][e_pool] & (e_ident >= 0)
+    grouped = grouped_est[est_of_pool][e_pool] & (e_at >= 0)
     if grouped.any():
         e_ch = e_d.copy()
-        e_ch[grouped] = _group_changes(ev, e_pool[grouped], e_ident[grouped], e_d[grouped],
-                                       pool_keys, rule_of, n_srv, n_feat)
+        e_ch[grouped] = _group_changes(ev, e_at[grouped], e_d[grouped])
 
     pools = _series(_stable_order(e_pool), e_pool, e_ts, e_d, e_ch, counters, until_us)
     e_est = est_of_pool[e_pool]
     estates = _series(_stable_order(e_est), e_est, e_ts, e_d, e_ch, counters, until_us)
 
     p_key, e_key = pool_keys[pools.pop("key")], estates.pop("key")
-    n = len(p_key) + len(e_key)
     level = np.concatenate([np.zeros(len(p_key), dtype=np.int64), np.ones(len(e_key), dtype=np.int64)])
     row_org = np.concatenate([p_key // (n_srv * n_feat), e_key // n_feat])
     row_srv = np.concatenate([(p_key // n_feat) % n_srv, np.full(len(e_key), -1, dtype=np.int64)])
     row_feat = np.concatenate([p_key % n_feat, e_key % n_feat])
     minute = np.concatenate([pools.pop("minute"), estates.pop("minute")])
     metrics = {m: np.concatenate([pools[m], estates[m]]) for m in METRICS}
-    rule_codes = row_org * n_feat + row_feat
-    labels = {e: rule_of.get(e, dupgroup.NONE) for e in np.unique(rule_codes).tolist()} if n else {}
-    return Rows(level, row_org, row_srv, row_feat, minute, metrics, [labels[e] for e in rule_codes.tolist()])
+    names = sorted({dupgroup.NONE, *rule_of.values()})
+    rule_at = np.zeros(max(len(ev.orgs), 1) * n_feat, dtype=np.int64)  # per estate code
+    for e, rule in rule_of.items():
+        rule_at[e] = names.index(rule)
+    return Rows(level, row_org, row_srv, row_feat, minute, metrics, rule_at[row_org * n_feat + row_feat], names)
 
 
-def _series(o: I64, key: I64, ts: I64, d: I64, dch: I64, counters: dict[str, I64], until_us: int) -> dict[str, I64]:
-    """Minute rows of the curves ``c`` (changes ``d``) and ``charged`` (changes ``dch``) of every key;
-    ``o`` orders the events by key, then time."""
-    key, ts, d, dch = key[o], ts[o], d[o], dch[o]
+def _series(o: I64, key: I64, ts: I64, d: I64, dch: I64, counters: Any, until_us: int) -> dict[str, I64]:
+    """Minute rows of the curves ``c`` (changes ``d``) and ``charged`` (changes ``dch``; the same
+    array where nothing is grouped) of every key; ``o`` orders the events by key, then time."""
+    alike = dch is d
+    key, ts, d = key[o], ts[o], d[o]
     first_of_key = _firsts(key)
     v = _group_cumsum(d, first_of_key)
-    ch = _group_cumsum(dch, first_of_key)
+    ch = v if alike else _group_cumsum(dch[o], first_of_key)
     minute = ts - ts % MINUTE_US
     # Row groups: (key, minute) runs. Instants: (key, ts) runs, their value the state after them.
     g_first = _firsts(key, minute)
@@ -308,12 +326,17 @@ def _series(o: I64, key: I64, ts: I64, d: I64, dch: I64, counters: dict[str, I64
         "peak": np.maximum(np.maximum.reduceat(iv, i_start), np.where(has_lead, c_in, -1)),
         "low": np.minimum(np.minimum.reduceat(iv, i_start), np.where(has_lead, c_in, big)),
         "license_us": np.add.reduceat(iv * span, i_start) + c_in * lead,
-        "charged_peak": np.maximum(np.maximum.reduceat(ich, i_start), np.where(has_lead, ch_in, -1)),
-        "charged_low": np.minimum(np.minimum.reduceat(ich, i_start), np.where(has_lead, ch_in, big)),
-        "charged_license_us": np.add.reduceat(ich * span, i_start) + ch_in * lead,
     }
-    for name, col in counters.items():
-        out[name] = np.add.reduceat(col[o], g_start)
+    if alike:
+        out |= {"charged_peak": out["peak"], "charged_low": out["low"], "charged_license_us": out["license_us"]}
+    else:
+        out |= {
+            "charged_peak": np.maximum(np.maximum.reduceat(ich, i_start), np.where(has_lead, ch_in, -1)),
+            "charged_low": np.minimum(np.minimum.reduceat(ich, i_start), np.where(has_lead, ch_in, big)),
+            "charged_license_us": np.add.reduceat(ich * span, i_start) + ch_in * lead,
+        }
+    sums = np.add.reduceat(counters[:, o], g_start, axis=1)
+    out |= {name: sums[j] for j, name in enumerate(COUNTERS)}
     # Minutes carried over: from a group's minute to the key's next group (or until_us), holding
     # the state at the group's end.
     end_v = iv[np.append(i_start[1:] - 1, len(inst) - 1)]
@@ -333,64 +356,55 @@ def _series(o: I64, key: I64, ts: I64, d: I64, dch: I64, counters: dict[str, I64
     return out
 
 
-def _group_changes(ev: Events, pool: I64, ident: I64, d: I64, pool_keys: I64,
-                   rule_of: dict[int, str], n_srv: int, n_feat: int) -> I64:
-    """For holding changes ``d`` of grouped pools: +1 where a group starts holding, -1 where it
-    stops (every checkout of one license, so a group holding anything is charged 1)."""
-    # The group of an identity: its pool and the rule's projection of (vendor, user, host).
-    est = (pool_keys[pool] // (n_srv * n_feat)) * n_feat + pool_keys[pool] % n_feat
-    labels: dict[tuple[int, int], int] = {}
-    names: dict[str, int] = {}
-    pairs = np.unique(est * max(len(ev.idents), 1) + ident)
-    for pair in pairs.tolist():
-        e, i = divmod(pair, max(len(ev.idents), 1))
-        vendor, user, host, _ = ev.idents[i].split(_SEP)
-        group_of = dupgroup.group_key(rule_of[e])
-        assert group_of is not None
-        labels[(e, i)] = names.setdefault(group_of(vendor, user, host), len(names))
-    proj = np.array([labels[(e, i)] for e, i in zip((pairs // max(len(ev.idents), 1)).tolist(),
-                                                    (pairs % max(len(ev.idents), 1)).tolist(), strict=True)],
-                    dtype=np.int64)
-    gid = proj[np.searchsorted(pairs, est * max(len(ev.idents), 1) + ident)]
-    gkey, _ = _dense(pool * max(len(names), 1) + gid)
-    o = _stable_order(gkey)  # the changes come in time order
-    g = _group_cumsum(d[o], _firsts(gkey[o]))
-    holding = (g > 0).astype(np.int64)
-    prev = np.where(_firsts(gkey[o]), 0, np.roll(holding, 1))
+def _group_changes(ev: Events, at: I64, d: I64) -> I64:
+    """For holding changes ``d`` (in time order) of the checkouts of events ``at`` in grouped pools:
+    +1 where a group starts holding, -1 where it stops (every checkout of one license, so a group
+    holding anything is charged 1)."""
+    gkey = ev.group[at]
+    o = _stable_order(gkey)
+    _check(gkey[o], ev.group_check[at[o]], at[o])
+    first = _firsts(gkey[o])
+    holding = (_group_cumsum(d[o], first) > 0).astype(np.int64)
+    prev = np.where(first, 0, np.roll(holding, 1))
     out = np.empty(len(d), dtype=np.int64)
     out[o] = holding - prev
     return out
 
 
+def _check(key: Any, check: Any, at: I64) -> None:
+    """Raise :class:`_Collision` where runs of one ``key`` (sorted) hold more than one ``check``."""
+    clash = np.flatnonzero((key[1:] == key[:-1]) & (check[1:] != check[:-1]))
+    if len(clash):
+        same = np.isin(key, key[clash])
+        raise _Collision(at[same])
+
+
 # ---------------------------------------------------------------------------------------- restarts
 
 def _epochs(ev: Events, restart: Mask, sv: I64, ts: I64, seq: npt.NDArray[np.uint64]) -> tuple[I64, Any]:
-    """For each holding event: how many RESTARTs of its (org, server, vendor) come before it in
-    ``(ts, seq)`` order; and the RESTARTs ``(sv, ts, seq)`` sorted, for what follows."""
+    """For each holding event (``ts``, ``seq``: in time order): how many RESTARTs of its (org,
+    server, vendor) ``sv`` come before it in ``(ts, seq)`` order; and the RESTARTs ``(sv, ts)``
+    sorted by ``sv`` then time, for what follows."""
     r = np.flatnonzero(restart)
     n_srv, n_vend = len(ev.servers), len(ev.vendors)
     r_sv = (ev.org[r] * n_srv + ev.server[r]) * n_vend + ev.vendor[r]
     o = np.lexsort((ev.seq[r], ev.ts[r], r_sv))
     r_sv, r_ts, r_seq = r_sv[o], ev.ts[r][o], ev.seq[r][o]
     if not len(r):
-        return np.zeros(len(sv), dtype=np.int64), (r_sv, r_ts, r_seq)
-    # Position of each event among the RESTARTs, ordered by (sv, ts, seq): searchsorted on the
-    # triple, done as sv first, then (ts, seq) inside the sv's run.
-    lo = np.searchsorted(r_sv, sv, side="left")
-    hi = np.searchsorted(r_sv, sv, side="right")
-    epoch = np.zeros(len(sv), dtype=np.int64)
-    for s in np.unique(sv[hi > lo]).tolist():
-        at = np.flatnonzero(sv == s)
-        a, b = int(lo[at[0]]), int(hi[at[0]])
-        rt, rs = r_ts[a:b], r_seq[a:b]
-        # events strictly after a RESTART in (ts, seq): count RESTARTs with (ts, seq) < the event's
-        before = np.searchsorted(rt, ts[at], side="left")
-        same = np.searchsorted(rt, ts[at], side="right")
-        n = before.copy()
-        for j in np.flatnonzero(same > before).tolist():
-            n[j] += int(np.count_nonzero(rs[before[j]:same[j]] < seq[at][j]))
-        epoch[at] = n
-    return epoch, (r_sv, r_ts, r_seq)
+        return np.zeros(len(sv), dtype=np.int64), (r_sv, r_ts)
+    # Where each RESTART falls among the events: after those before it in (ts, seq) (an event of
+    # the same ts and seq goes first). RESTARTs are few; the events many.
+    lo = np.searchsorted(ts, r_ts, side="left")
+    hi = np.searchsorted(ts, r_ts, side="right")
+    pos = lo.copy()
+    for j in np.flatnonzero(hi > lo).tolist():
+        pos[j] += int(np.searchsorted(seq[lo[j]:hi[j]], r_seq[j], side="right"))
+    # An event's epoch: the RESTARTs of its sv placed at or before it, as one search over (sv, pos).
+    n = len(sv) + 1
+    placed = r_sv * n + pos
+    key = sv * n
+    epoch = np.searchsorted(placed, key + np.arange(len(sv)), side="right") - np.searchsorted(placed, key, side="left")
+    return epoch, (r_sv, r_ts)
 
 
 def _restart_count(sv: I64, restarts: Any) -> I64:
@@ -469,13 +483,15 @@ def _group_cummin(x: I64, first: Mask) -> I64:
     return np.minimum.accumulate(x - shift) + shift
 
 
-def events_of(events: Sequence[Any]) -> Events:
-    """:class:`Events` from :class:`lictel.events.Event` tuples (what tests and small inputs have)."""
+def events_of(events: Sequence[Any], rules: DupRules | None = None) -> Events:
+    """:class:`Events` from :class:`lictel.events.Event` tuples (what tests and small inputs have):
+    identities and groups coded exactly, so never two in one code."""
+    rules = rules or DupRules()
     cols = list(zip(*events, strict=True)) if events else [()] * 14
     event_id, ts, org, server, vendor, feature, action, user, host, handle, count, _, _, seq = cols
 
-    def coded(values: Sequence[str]) -> tuple[I64, list[str]]:
-        labels: dict[str, int] = {}
+    def coded(values: Sequence[Any]) -> tuple[I64, list[Any]]:
+        labels: dict[Any, int] = {}
         codes = np.fromiter((labels.setdefault(v, len(labels)) for v in values), dtype=np.int64, count=len(values))
         return codes, list(labels)
 
@@ -484,11 +500,18 @@ def events_of(events: Sequence[Any]) -> Events:
     v, vendors = coded(vendor)
     f, features = coded(feature)
     a, action_labels = coded(action)
-    i, idents = coded([_SEP.join((x, u, h, d or "")) for x, u, h, d in zip(vendor, user, host, handle, strict=True)])
+    ident, _ = coded([(e.org, e.server, e.feature, e.vendor, e.user, e.host, e.handle or "") for e in events])
+
+    def group(e: Any) -> Any:
+        group_of = dupgroup.group_key(rules.rule(e.org, e.feature))
+        return (e.org, e.server, e.feature, group_of(e.vendor, e.user, e.host) if group_of else "")
+
+    groups, _ = coded([group(e) for e in events])
     ids, _ = coded(event_id)
-    return Events(np.array(ts, dtype=np.int64), np.array(seq, dtype=np.uint64), np.array(count, dtype=np.int64),
-                  actions_of(action_labels)[a] if len(a) else a, o, s, v, f, i, ids.astype(np.uint64),
-                  orgs, servers, vendors, features, idents)
+    u64 = np.uint64
+    return Events(np.array(ts, dtype=np.int64), np.array(seq, dtype=u64), np.array(count, dtype=np.int64),
+                  actions_of(action_labels)[a] if len(a) else a, o, s, v, f, ident.astype(u64), ident.astype(u64),
+                  groups.astype(u64), groups.astype(u64), ids.astype(u64), orgs, servers, vendors, features)
 
 
 def minute_rows(rows: Rows, ev: Events, source: str = LICENSE_SOURCE) -> list[Any]:
@@ -500,7 +523,7 @@ def minute_rows(rows: Rows, ev: Events, source: str = LICENSE_SOURCE) -> list[An
     for j, (lv, o, s, f, m) in enumerate(zip(rows.level.tolist(), rows.org.tolist(), rows.server.tolist(),
                                               rows.feature.tolist(), rows.minute.tolist(), strict=True)):
         out.append(MinuteRow(ESTATE if lv else POOL, ev.orgs[o], ev.servers[s] if s >= 0 else "", ev.features[f], m,
-                             *(c[j] for c in cols), rows.rule[j], source))
+                             *(c[j] for c in cols), rows.rules[rows.rule[j]], source))
     return out
 
 
@@ -516,7 +539,7 @@ def recompute_rows(events: Sequence[Any], until_us: int | None = None, sessions:
         return []
     if until_us is None:
         until_us = max(e.ts for e in evs) // MINUTE_US * MINUTE_US + MINUTE_US
-    cols = events_of(evs)
+    cols = events_of(evs, rules)
     rows = compute(cols, until_us, rules)
     out = minute_rows(rows, cols)
     if rows.declined:

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
-from lictel import recompute, rollups
+from lictel import dupgroup, recompute, rollups
 from lictel.dupgroup import DupRules
 from lictel.engine import ESTATE, POOL, MinuteRow, SessionRule, compute_rows
 from lictel.events import LICENSE_SOURCE, SOURCES, Event
@@ -101,7 +101,7 @@ def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | No
         f"SELECT DISTINCT org, server FROM {db}.raw_events "
         f"WHERE (org, feature) IN {{keys:Array(Tuple(String, String))}}",
         parameters={"keys": [tuple(f) for f in features]}).result_rows]
-    cols = read_events(client, db, servers, end)
+    cols = read_events(client, db, servers, end, [tuple(f) for f in features], rules)
     fast = recompute.compute(cols, end, rules)
     limit = final_limits(client, db, partitions)
     # Each key's range ends where the stream's final minutes end: (source, org, feature) -> end.
@@ -206,16 +206,34 @@ def _ranks(old: list[Any], new: list[Any]) -> tuple[Any, Any]:
     return rank[:len(old[0])], rank[len(old[0]):]
 
 
-def read_events(client: Client, db: str, servers: list[tuple[str, str]], end: int) -> recompute.Events:
-    """The raw events of ``servers`` before ``end``, as columns (strings as dictionary codes)."""
+def read_events(client: Client, db: str, servers: list[tuple[str, str]], end: int,
+                features: list[tuple[str, str]], rules: DupRules | None = None) -> recompute.Events:
+    """The raw events of ``servers`` before ``end``, as columns: strings as dictionary codes, checkout
+    identities and the groups ``rules`` put ``features``' checkouts in as two independent hashes."""
+    rules = rules or DupRules()
+    identity = "vendor, user, host, ifNull(handle, '')"  # the pool is mixed in below, from its codes
+    by: dict[str, list[tuple[str, str]]] = {}
+    for org, feature in features:
+        by.setdefault(dupgroup.fields(rules.rule(org, feature)), []).append((org, feature))
+    # The group of a checkout, with its pool: the fields its feature's rule groups by.
+    fields = {"U": "vendor, user", "H": "vendor, host", "UH": "vendor, user, host", "SITE": "vendor"}
+    cases = [(f"(org, feature) IN {{g_{name}:Array(Tuple(String, String))}}", cols)
+             for name, cols in fields.items() if by.get(name)]
+
+    def group(fn: str) -> str:
+        if not cases:
+            return "toUInt64(0)"
+        return "multiIf(" + ", ".join(f"{cond}, {fn}({args})" for cond, args in cases) + ", toUInt64(0))"
+
     table = client.query_arrow(
         f"SELECT toUnixTimestamp64Micro(ts) AS ts_us, seq, count, action, org, server, vendor, feature, "
-        f"toLowCardinality(concat(vendor, '\\x1f', user, '\\x1f', host, '\\x1f', ifNull(handle, ''))) AS ident, "
+        f"cityHash64({identity}) AS ident, xxHash64({identity}) AS ident_check, "
+        f"{group('cityHash64')} AS grp, {group('xxHash64')} AS grp_check, "
         f"cityHash64(event_id) AS id_hash FROM {db}.raw_events FINAL "
         f"WHERE (org, server) IN {{servers:Array(Tuple(String, String))}} "
         f"AND ts < fromUnixTimestamp64Micro({{end:Int64}})",
-        parameters={"servers": servers, "end": end},
-        settings={"output_format_arrow_low_cardinality_as_dictionary": 1})
+        parameters={"servers": servers, "end": end} | {f"g_{name}": by[name] for name in fields if by.get(name)},
+        settings=_DICTIONARIES)
     table = table.unify_dictionaries().combine_chunks()
 
     def coded(name: str) -> tuple[Any, list[str]]:
@@ -234,11 +252,18 @@ def read_events(client: Client, db: str, servers: list[tuple[str, str]], end: in
     server, server_names = coded("server")
     vendor, vendors = coded("vendor")
     feature, feature_names = coded("feature")
-    ident, idents = coded("ident")
-    return recompute.Events(number("ts_us", np.int64), number("seq", np.uint64), number("count", np.int64),
+    u64 = np.uint64
+    # Hashes of (vendor, user, host, handle) and of a group's fields, made the pool's: two of
+    # different pools meet only where both independent hashes do (recompute declines a clash).
+    pool = ((org * len(server_names) + server) * len(feature_names) + feature).astype(u64)
+    with np.errstate(over="ignore"):
+        mixed = [number(name, u64) + pool * u64(factor) for name, factor in
+                 (("ident", 0x9E3779B97F4A7C15), ("ident_check", 0xC2B2AE3D27D4EB4F),
+                  ("grp", 0x9E3779B97F4A7C15), ("grp_check", 0xC2B2AE3D27D4EB4F))]
+    return recompute.Events(number("ts_us", np.int64), number("seq", u64), number("count", np.int64),
                             recompute.actions_of(actions)[action] if len(action) else action, org, server,
-                            vendor, feature, ident, number("id_hash", np.uint64), orgs, server_names, vendors,
-                            feature_names, idents)
+                            vendor, feature, *mixed, number("id_hash", u64), orgs, server_names, vendors,
+                            feature_names)
 
 
 def _fast_table(rows: recompute.Rows, ev: recompute.Events, start: int, ends: dict[tuple[str, str, str], int]) -> Any:
@@ -249,8 +274,6 @@ def _fast_table(rows: recompute.Rows, ev: recompute.Events, start: int, ends: di
         if source == LICENSE_SOURCE and o in ev.orgs and f in ev.features:
             key_end[ev.orgs.index(o) * n_feat + ev.features.index(f)] = e
     keep = (rows.minute >= start) & (rows.minute < key_end[rows.org * n_feat + rows.feature])
-    rule_codes, rule_labels = np.unique(np.array(rows.rule, dtype=object), return_inverse=True) \
-        if len(rows.rule) else (np.array([], dtype=object), np.zeros(0, dtype=np.int64))
     n = int(keep.sum())
 
     def dictionary(codes: Any, labels: list[str]) -> Any:
@@ -270,7 +293,7 @@ def _fast_table(rows: recompute.Rows, ev: recompute.Events, start: int, ends: di
     }
     for name, typ in _METRIC_TYPES.items():
         columns[name] = pa.array(rows.metrics[name][keep], typ)
-    columns["dup_group"] = dictionary(np.asarray(rule_labels)[keep], [str(x) for x in rule_codes])
+    columns["dup_group"] = dictionary(rows.rule[keep], rows.rules)
     return pa.table(columns)
 
 
