@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 from lictel import dupgroup
 from lictel.dupgroup import DupRules
@@ -223,7 +224,7 @@ def _compute(ev: Events, use: Mask, restart: Mask, until_us: int, grouped_est: M
     sv = (org[hold] * n_srv + srv[hold]) * n_vend + ev.vendor[idx[hold]]
     epoch, restarts = _epochs(ev, restart, sv, h_ts, ev.seq[idx[hold]])
     # Per identity, in time order (so epochs rise along it too).
-    o = _stable_order(ikey)
+    o = _stable_order(_factorize(ikey))
     hold_o = hold[o]
     ikey, epoch, h_ts, h_pool, sv = ikey[o], epoch[o], h_ts[o], h_pool[o], sv[o]
     _check(ikey, ev.ident_check[idx[hold_o]], idx[hold_o])
@@ -252,20 +253,25 @@ def _compute(ev: Events, use: Mask, restart: Mask, until_us: int, grouped_est: M
     # ---- every event of a pool in time order, then the forced releases merged in -----------------
     e_pool, e_ts, e_d = pool, ts, d
     e_at = np.where(is_hold, idx, -1)  # the event (for its group), -1 where none
-    # The event counters, one row each (COUNTERS' order), a column per event.
-    counters = np.zeros((len(COUNTERS), len(idx)), dtype=np.int64)
-    counters[0] = np.where(act == _OUT, cnt, 0)
-    counters[1] = np.where(act == _IN, -d, 0)
-    counters[3] = act == _DENIED
-    counters[4] = act == _QUEUED
-    counters[5] = orphan
+    # The event counters: where (in the e_ arrays) each counts, and how much (None: 1 each).
+    at_event = np.arange(len(idx))
     if len(forced_at):
         at = np.searchsorted(ts, f_ts, side="right")  # inserted where their time goes: still in order
         e_pool, e_ts, e_d, e_at = (np.insert(e_pool, at, f_pool), np.insert(e_ts, at, f_ts),
                                    np.insert(e_d, at, -f_amount), np.insert(e_at, at, f_at))
-        released = np.zeros((len(COUNTERS), len(at)), dtype=np.int64)
-        released[2] = f_amount
-        counters = np.insert(counters, at, released, axis=1)
+        at_event = at_event + np.searchsorted(at, at_event, side="right")
+        at_forced = at + np.arange(len(at))
+    else:
+        at_forced = np.zeros(0, dtype=np.int64)
+    out_at, in_at = np.flatnonzero(act == _OUT), np.flatnonzero(act == _IN)
+    counters: list[tuple[I64, I64 | None]] = [
+        (at_event[out_at], cnt[out_at]),  # checkouts
+        (at_event[in_at], -d[in_at]),  # checkins: what the INs released
+        (at_forced, f_amount),  # forced releases
+        (at_event[act == _DENIED], None),
+        (at_event[act == _QUEUED], None),
+        (at_event[orphan > 0], None),
+    ]
     # Licenses charged: as the count, or (a grouped pool) +1/-1 as a group starts/stops holding.
     e_ch = e_d
     grouped = grouped_est[est_of_pool][e_pool] & (e_at >= 0)
@@ -291,9 +297,11 @@ def _compute(ev: Events, use: Mask, restart: Mask, until_us: int, grouped_est: M
     return Rows(level, row_org, row_srv, row_feat, minute, metrics, rule_at[row_org * n_feat + row_feat], names)
 
 
-def _series(o: I64, key: I64, ts: I64, d: I64, dch: I64, counters: Any, until_us: int) -> dict[str, I64]:
+def _series(o: I64, key: I64, ts: I64, d: I64, dch: I64, counters: list[tuple[I64, I64 | None]],
+            until_us: int) -> dict[str, I64]:
     """Minute rows of the curves ``c`` (changes ``d``) and ``charged`` (changes ``dch``; the same
-    array where nothing is grouped) of every key; ``o`` orders the events by key, then time."""
+    array where nothing is grouped) of every key; ``o`` orders the events by key, then time.
+    ``counters``, in COUNTERS' order: the events each counts at and by how much (None: 1)."""
     alike = dch is d
     key, ts, d = key[o], ts[o], d[o]
     first_of_key = _firsts(key)
@@ -335,8 +343,13 @@ def _series(o: I64, key: I64, ts: I64, d: I64, dch: I64, counters: Any, until_us
             "charged_low": np.minimum(np.minimum.reduceat(ich, i_start), np.where(has_lead, ch_in, big)),
             "charged_license_us": np.add.reduceat(ich * span, i_start) + ch_in * lead,
         }
-    sums = np.add.reduceat(counters[:, o], g_start, axis=1)
-    out |= {name: sums[j] for j, name in enumerate(COUNTERS)}
+    # Each event's row group, to add up counters where they are (no reordering of them).
+    group = np.empty(len(o), dtype=np.int64)
+    group[o] = np.cumsum(g_first) - 1
+    for name, (where, by) in zip(COUNTERS, counters, strict=True):
+        # float weights add integers exactly below 2**53, beyond any minute's counts
+        total = np.bincount(group[where], weights=by, minlength=len(g_start))
+        out[name] = total.astype(np.int64) if by is not None else total
     # Minutes carried over: from a group's minute to the key's next group (or until_us), holding
     # the state at the group's end.
     end_v = iv[np.append(i_start[1:] - 1, len(inst) - 1)]
@@ -361,7 +374,7 @@ def _group_changes(ev: Events, at: I64, d: I64) -> I64:
     +1 where a group starts holding, -1 where it stops (every checkout of one license, so a group
     holding anything is charged 1)."""
     gkey = ev.group[at]
-    o = _stable_order(gkey)
+    o = _stable_order(_factorize(gkey))
     _check(gkey[o], ev.group_check[at[o]], at[o])
     first = _firsts(gkey[o])
     holding = (_group_cumsum(d[o], first) > 0).astype(np.int64)
@@ -432,6 +445,13 @@ def _dense(key: I64) -> tuple[I64, I64]:
         return code[key], values.astype(np.int64)
     values, codes = np.unique(key, return_inverse=True)
     return codes.astype(np.int64), values.astype(np.int64)
+
+
+def _factorize(key: Any) -> I64:
+    """Dense codes 0..n-1 for ``key``'s values, in order of first appearance (a hash table: no sort)."""
+    if not len(key):
+        return np.zeros(0, dtype=np.int64)
+    return pa.array(key).dictionary_encode().indices.to_numpy().astype(np.int64)
 
 
 def _stable_order(key: I64) -> I64:

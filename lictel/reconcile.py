@@ -119,7 +119,8 @@ def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | No
         rows = [r for r in compute_rows(events, until_us=end, sessions=sessions, rules=rules)
                 if (r.org, r.feature) in fast.declined
                 and start <= r.minute < ends.get((r.source, r.org, r.feature), start)]
-        table = pa.concat_tables([table, _engine_table(rows)])
+        # One dictionary per column (an Arrow stream may not replace one between batches).
+        table = pa.concat_tables([table, _engine_table(rows)]).unify_dictionaries().combine_chunks()
     # The stored rows of the range up to each key's end; one condition per distinct end (usually one).
     by_end: dict[int, list[tuple[str, str, str]]] = {}
     for key, key_end in ends.items():
@@ -167,9 +168,21 @@ def _compare(old: Any, new: Any) -> tuple[int, int, int, int]:
     old, new = old.combine_chunks(), new.combine_chunks()
     strings = {name: _codes(old.column(name).chunk(0), new.column(name).chunk(0)) for name in (*_KEY, "dup_group")}
     minutes = (old.column("minute_s").to_numpy().astype(np.int64), new.column("minute").to_numpy().astype(np.int64))
-    keys = [*(strings[name] for name in _KEY), minutes]
-    rank_old, rank_new = _ranks([k[0] for k in keys], [k[1] for k in keys])
-    _, at_old, at_new = np.intersect1d(rank_old, rank_new, assume_unique=True, return_indices=True)
+    # One integer per (key, minute), mixed radix over the codes and the minute's offset.
+    first = min(int(minutes[0].min()), int(minutes[1].min()))
+    keys = [np.zeros(len(minutes[side]), dtype=np.int64) for side in (0, 1)]
+    span = 1
+    for name in _KEY:
+        size = int(max(strings[name][0].max(), strings[name][1].max())) + 1
+        for side in (0, 1):
+            keys[side] = keys[side] * size + strings[name][side]
+        span *= size
+    width = (max(int(minutes[0].max()), int(minutes[1].max())) - first) // 60 + 1
+    if span * width >= 1 << 62:  # pragma: no cover - beyond any warehouse
+        raise ValueError("too many keys to compare in one recompute: give a shorter range or one --org")
+    for side in (0, 1):
+        keys[side] = keys[side] * width + (minutes[side] - first) // 60
+    _, at_old, at_new = np.intersect1d(keys[0], keys[1], assume_unique=True, return_indices=True)
     same = strings["dup_group"][0][at_old] == strings["dup_group"][1][at_new]
     for name in recompute.METRICS:
         same &= (old.column(name).to_numpy()[at_old].astype(np.int64)
@@ -189,21 +202,6 @@ def _codes(a: Any, b: Any) -> tuple[Any, Any]:
         mapped = np.array([labels.setdefault(x, len(labels)) for x in col.dictionary.to_pylist()], dtype=np.int64)
         out.append(mapped[col.indices.to_numpy()] if len(mapped) else np.zeros(len(col), dtype=np.int64))
     return out[0], out[1]
-
-
-def _ranks(old: list[Any], new: list[Any]) -> tuple[Any, Any]:
-    """One integer per row of two sides' composite keys (lists of columns), equal exactly when the
-    keys are."""
-    both = [np.concatenate([a, b]) for a, b in zip(old, new, strict=True)]
-    order = np.lexsort(both[::-1])
-    change = np.zeros(len(order), dtype=bool)
-    change[0] = True
-    for col in both:
-        s = col[order]
-        change[1:] |= s[1:] != s[:-1]
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.cumsum(change) - 1
-    return rank[:len(old[0])], rank[len(old[0]):]
 
 
 def read_events(client: Client, db: str, servers: list[tuple[str, str]], end: int,
