@@ -90,18 +90,21 @@ def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | No
     in_range_us = "ts >= fromUnixTimestamp64Micro({start:Int64}) AND ts < fromUnixTimestamp64Micro({end:Int64})"
     in_range_min = ("minute >= toDateTime(intDiv({start:Int64}, 1000000)) "
                     "AND minute < toDateTime(intDiv({end:Int64}, 1000000))")
-    features = client.query(
-        f"SELECT DISTINCT org, feature FROM {db}.raw_events WHERE {in_range_us} AND feature != '' {org_sql} "
-        f"UNION DISTINCT SELECT DISTINCT org, feature FROM {db}.usage_minute WHERE {in_range_min} {org_sql}",
-        parameters=params).result_rows
+    # One pass over the raw events: each (org, feature), the servers that ever served it, and
+    # whether it has events in the range; then the features with stored minutes in the range.
+    raw = client.query(
+        f"SELECT org, feature, groupUniqArray(server), countIf({in_range_us}) > 0 FROM {db}.raw_events "
+        f"WHERE feature != '' {org_sql} GROUP BY org, feature", parameters=params).result_rows
+    stored = client.query(f"SELECT DISTINCT org, feature FROM {db}.usage_minute WHERE {in_range_min} {org_sql}",
+                          parameters=params).result_rows
+    served = {(str(o), str(f)): list(s) for o, f, s, _ in raw}
+    features = sorted({(str(o), str(f)) for o, f, _, hit in raw if hit} | {(str(o), str(f)) for o, f in stored})
     if not features:
         return ReconcileResult(start, end, 0, 0, 0, 0)
     # Every server that ever served an affected feature: estate minutes sum all of them.
-    servers = [tuple(s) for s in client.query(
-        f"SELECT DISTINCT org, server FROM {db}.raw_events "
-        f"WHERE (org, feature) IN {{keys:Array(Tuple(String, String))}}",
-        parameters={"keys": [tuple(f) for f in features]}).result_rows]
-    cols = read_events(client, db, servers, end, [tuple(f) for f in features], rules)
+    servers = sorted({(o, s) for o, f in features for s in served.get((o, f), [])})
+    # Every feature of those servers is recomputed (only the affected are kept): each by its rule.
+    cols = read_events(client, db, servers, end, list(served), rules)
     fast = recompute.compute(cols, end, rules)
     limit = final_limits(client, db, partitions)
     # Each key's range ends where the stream's final minutes end: (source, org, feature) -> end.
@@ -141,8 +144,9 @@ def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | No
     before, after, changed, vanished = _compare(old, table)
     version = next_version(client, db)
     if table.num_rows:
+        # One row per key and minute: nothing for ClickHouse to collapse while it writes.
         client.insert_arrow(f"{db}.usage_minute", table.append_column("version", pa.array(
-            np.full(table.num_rows, version, dtype=np.uint64))))
+            np.full(table.num_rows, version, dtype=np.uint64))), settings={"optimize_on_insert": 0})
     if vanished:
         client.command(f"DELETE FROM {db}.usage_minute WHERE ({in_ranges}) AND version < {{v:UInt64}}",
                        parameters=range_params | {"v": version})
@@ -218,15 +222,15 @@ def read_events(client: Client, db: str, servers: list[tuple[str, str]], end: in
     cases = [(f"(org, feature) IN {{g_{name}:Array(Tuple(String, String))}}", cols)
              for name, cols in fields.items() if by.get(name)]
 
-    def group(fn: str) -> str:
-        if not cases:
-            return "toUInt64(0)"
-        return "multiIf(" + ", ".join(f"{cond}, {fn}({args})" for cond, args in cases) + ", toUInt64(0))"
+    def group(fn: str, name: str) -> str:
+        if not cases:  # no rule groups anything: nothing to send
+            return ""
+        return "multiIf(" + ", ".join(f"{cond}, {fn}({args})" for cond, args in cases) + f", toUInt64(0)) AS {name}, "
 
     table = client.query_arrow(
         f"SELECT toUnixTimestamp64Micro(ts) AS ts_us, seq, count, action, org, server, vendor, feature, "
         f"cityHash64({identity}) AS ident, xxHash64({identity}) AS ident_check, "
-        f"{group('cityHash64')} AS grp, {group('xxHash64')} AS grp_check, "
+        f"{group('cityHash64', 'grp')}{group('xxHash64', 'grp_check')}"
         f"cityHash64(event_id) AS id_hash FROM {db}.raw_events FINAL "
         f"WHERE (org, server) IN {{servers:Array(Tuple(String, String))}} "
         f"AND ts < fromUnixTimestamp64Micro({{end:Int64}})",
@@ -242,6 +246,8 @@ def read_events(client: Client, db: str, servers: list[tuple[str, str]], end: in
         return arr.indices.to_numpy().astype(np.int64), arr.dictionary.to_pylist()
 
     def number(name: str, dtype: Any) -> Any:
+        if name not in table.column_names:
+            return np.zeros(table.num_rows, dtype=dtype)
         col = table.column(name)
         return col.to_numpy().astype(dtype) if col.num_chunks else np.zeros(0, dtype=dtype)
 
