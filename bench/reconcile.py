@@ -27,8 +27,8 @@ from lictel.config import Settings
 from lictel.dupgroup import DupRules
 from lictel.engine import compute_rows
 from lictel.events import HEARTBEAT, Event
-from lictel.reconcile import read_events, reconcile
 from lictel.recompute import compute
+from lictel.reconcile import read_events, reconcile
 from lictel.timeutil import MINUTE_US, floor_minute
 from lictel.warehouse import connect, migrate
 from producers.simulate import SimSpec, simulate

@@ -32,6 +32,7 @@ damaged, reordered and concatenated histories.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -467,7 +468,7 @@ def _stable_order(key: I64) -> I64:
     return order
 
 
-def _firsts(*keys: I64) -> Mask:
+def _firsts(*keys: npt.NDArray[Any]) -> Mask:
     """Where a run of equal ``keys`` (already sorted) starts."""
     n = len(keys[0])
     first = np.zeros(n, dtype=bool)
@@ -496,7 +497,7 @@ def _group_cummin(x: I64, first: Mask) -> I64:
     if span * (int(group[-1]) + 1) >= 1 << 62:  # pragma: no cover - beyond any estate
         out = np.empty_like(x)
         starts = np.append(np.flatnonzero(first), len(x))
-        for a, b in zip(starts[:-1], starts[1:], strict=True):
+        for a, b in itertools.pairwise(starts.tolist()):
             out[a:b] = np.minimum.accumulate(x[a:b])
         return out
     shift = group * span
@@ -508,7 +509,7 @@ def events_of(events: Sequence[Any], rules: DupRules | None = None) -> Events:
     identities and groups coded exactly, so never two in one code."""
     rules = rules or DupRules()
     cols = list(zip(*events, strict=True)) if events else [()] * 14
-    event_id, ts, org, server, vendor, feature, action, user, host, handle, count, _, _, seq = cols
+    event_id, ts, org, server, vendor, feature, action, _, _, _, count, _, _, seq = cols
 
     def coded(values: Sequence[Any]) -> tuple[I64, list[Any]]:
         labels: dict[Any, int] = {}
@@ -542,8 +543,9 @@ def minute_rows(rows: Rows, ev: Events, source: str = LICENSE_SOURCE) -> list[An
     out = []
     for j, (lv, o, s, f, m) in enumerate(zip(rows.level.tolist(), rows.org.tolist(), rows.server.tolist(),
                                               rows.feature.tolist(), rows.minute.tolist(), strict=True)):
-        out.append(MinuteRow(ESTATE if lv else POOL, ev.orgs[o], ev.servers[s] if s >= 0 else "", ev.features[f], m,
-                             *(c[j] for c in cols), rows.rules[rows.rule[j]], source))
+        values: list[Any] = [ESTATE if lv else POOL, ev.orgs[o], ev.servers[s] if s >= 0 else "", ev.features[f], m,
+                             *(c[j] for c in cols), rows.rules[rows.rule[j]], source]
+        out.append(MinuteRow(*values))
     return out
 
 

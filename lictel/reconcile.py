@@ -129,7 +129,8 @@ def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | No
     for key, key_end in ends.items():
         if key_end > start:
             by_end.setdefault(key_end, []).append(key)
-    ranges, range_params = [], {}
+    ranges: list[str] = []
+    range_params: dict[str, Any] = {}
     for j, (key_end, keys) in enumerate(by_end.items()):
         ranges.append(f"(minute >= toDateTime({{start:Int64}}) AND minute < toDateTime({{end{j}:Int64}}) "
                       f"AND (source, org, feature) IN {{keys{j}:Array(Tuple(String, String, String))}})")
@@ -264,10 +265,11 @@ def read_events(client: Client, db: str, servers: list[tuple[str, str]], end: in
         mixed = [number(name, u64) + pool * u64(factor) for name, factor in
                  (("ident", 0x9E3779B97F4A7C15), ("ident_check", 0xC2B2AE3D27D4EB4F),
                   ("grp", 0x9E3779B97F4A7C15), ("grp_check", 0xC2B2AE3D27D4EB4F))]
+    ident, ident_check, grp, grp_check = mixed
     return recompute.Events(number("ts_us", np.int64), number("seq", u64), number("count", np.int64),
                             recompute.actions_of(actions)[action] if len(action) else action, org, server,
-                            vendor, feature, *mixed, number("id_hash", u64), orgs, server_names, vendors,
-                            feature_names)
+                            vendor, feature, ident, ident_check, grp, grp_check, number("id_hash", u64), orgs,
+                            server_names, vendors, feature_names)
 
 
 def _fast_table(rows: recompute.Rows, ev: recompute.Events, start: int, ends: dict[tuple[str, str, str], int]) -> Any:

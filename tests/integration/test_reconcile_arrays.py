@@ -16,8 +16,8 @@ from lictel.config import Settings
 from lictel.dupgroup import DupRules
 from lictel.engine import MinuteRow, compute_rows, sort_rows
 from lictel.events import HEARTBEAT, IN, LOGOFF, LOGON, OUT, RESTART, Event
-from lictel.reconcile import read_events, reconcile
 from lictel.recompute import compute
+from lictel.reconcile import read_events, reconcile
 from lictel.timeutil import MINUTE_US, US, floor_minute
 from producers.simulate import SimSpec, simulate
 from sinks.clickhouse import RAW_COLUMNS, STREAM_VERSION, USAGE_COLUMNS, write_minute_rows
