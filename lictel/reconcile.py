@@ -7,6 +7,12 @@ events from its beginning up to the end of the range; only minutes inside the ra
 Rows of the range that the recompute no longer produces are deleted, so a minute that should have
 no row loses it.
 
+The recompute runs on columns (:mod:`lictel.recompute`): raw events are read as Arrow columns
+(strings as dictionary codes, checkout identities as two independent hashes) and computed with
+arrays, the keys the arrays decline by the engine over the same events; the new rows go in as an
+Arrow table beside the old ones under a higher version, compared with them in numpy, and old rows
+are deleted only for minutes that have none now.
+
 Two rules keep a recompute from fighting the stream:
 
 - *Versions come from the data, never a clock.* Rows the stream computes are stored with

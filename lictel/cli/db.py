@@ -3,6 +3,7 @@ raw events)."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import typer
@@ -59,12 +60,12 @@ def reconcile(
     late: Annotated[bool, typer.Option("--late", help="The range of the stored late events.")] = False,
     dup_group: DupGroup = None,
 ) -> None:
-    """Recompute minutes from raw events with the same engine and overwrite them (after late data,
-    or to charge history under the current DUP_GROUP rules)."""
+    """Recompute minutes from raw events, exactly as the stream engine would, and overwrite them
+    (after late data, or to charge history under the current DUP_GROUP rules)."""
     from lictel.entitlements import license_rules
     from lictel.reconcile import late_range
     from lictel.reconcile import reconcile as run_reconcile
-    from lictel.timeutil import iso_s, parse_ts
+    from lictel.timeutil import DAY_US, MINUTE_US, US, floor_minute, iso_s, parse_ts
     from lictel.warehouse import open_warehouse
 
     settings = with_dup_group(settings_for(data_dir), dup_group)
@@ -85,6 +86,14 @@ def reconcile(
             raise LictelError(f"--from/--to: {exc}") from None
     if t2 <= t1:
         raise LictelError("--to must be after --from")
+    if settings.raw_ttl_days:
+        # Raw events older than the retention are gone: a recompute from what is left would replace
+        # right minutes with wrong ones, so it is refused.
+        horizon = floor_minute(int(time.time() * US) - settings.raw_ttl_days * DAY_US) + MINUTE_US
+        if t1 < horizon:
+            raise LictelError(f"raw events before about {iso_s(horizon)} have expired (LICTEL_RAW_TTL_DAYS="
+                              f"{settings.raw_ttl_days}); their minutes cannot be recomputed: give --from "
+                              f"{iso_s(horizon)} or later")
     res = run_reconcile(client, settings.clickhouse_database, t1, t2, org, settings.session_rule,
                         settings.dup_rules, settings.partitions)
     upto = ""

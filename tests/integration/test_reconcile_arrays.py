@@ -10,6 +10,10 @@ altered, extra). After the reconcile, the minutes read back (FINAL) are exactly 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from lictel.config import Settings
@@ -97,3 +101,22 @@ def test_reconcile_stores_exactly_the_engines_rows(warehouse: tuple[Settings, An
     assert sort_rows(MinuteRow(level, org, server, feature, minute, *metrics, dup_group, source)
                      for level, source, org, server, feature, minute, *metrics, dup_group in client.query(
                          f"SELECT {columns} FROM {db}.usage_minute FINAL").result_rows) == want
+
+
+def test_a_range_past_the_raw_retention_is_refused(tmp_path: Path) -> None:
+    # Raw events older than LICTEL_RAW_TTL_DAYS are gone: recomputing their minutes from what is
+    # left would overwrite right figures with wrong ones. (A process of its own: chDB serves one
+    # data directory per process.)
+    env = {**os.environ, "LICTEL_RAW_TTL_DAYS": "30", "COLUMNS": "200"}
+    args = [sys.executable, "-m", "lictel.cli", "reconcile", "--data-dir", str(tmp_path),
+            "--to", "2099-01-02T00:00:00Z"]
+    subprocess.run([sys.executable, "-m", "lictel.cli", "db", "migrate", "--data-dir", str(tmp_path)], env=env,
+                   check=True, capture_output=True, timeout=120)
+    refused = subprocess.run([*args, "--from", "2026-03-02T00:00:00Z"], env=env, capture_output=True, text=True,
+                             timeout=120)
+    said = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "LICTEL_RAW_TTL_DAYS=30" in said and "give --from" in said, said
+    assert "Traceback" not in said
+    taken = subprocess.run([*args, "--from", "2099-01-01T00:00:00Z"], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert taken.returncode == 0, taken.stdout + taken.stderr
