@@ -61,6 +61,8 @@ class Message:
                 shift += 7
                 if shift > 63:
                     raise ValueError(f"{what}: a number longer than 10 bytes")
+            if n >> 64:
+                raise ValueError(f"{what}: a number beyond 64 bits")
         except IndexError:
             raise ValueError(f"{what}: the message ends inside a number") from None
         self.pos = i
@@ -101,6 +103,8 @@ class Message:
             lengths = stops - firsts
             if int(lengths.max()) > 10:
                 raise ValueError(f"{what}: a number longer than 10 bytes")
+            if (raw[stops[lengths == 10] - 1] > 1).any():  # the tenth byte holds bit 63 only
+                raise ValueError(f"{what}: a number beyond 64 bits")
             shift = np.arange(width, dtype=np.uint64) - np.repeat(firsts, lengths).astype(np.uint64)
             parts = (raw & 0x7F).astype(np.uint64) << (shift * _SEVEN)
             u = np.add.reduceat(parts, firsts)

@@ -281,3 +281,29 @@ def test_small_batches_are_left_to_fastavro_and_read_alike(monkeypatch: pytest.M
         bounds: dict[str, tuple[int, int]] = {}
         assert SERDE.events.decode(data, bounds) == record
         assert bool(bounds) == (len(data) >= 4096)  # only the columnar reader finds them
+
+
+def test_a_number_beyond_64_bits_is_an_error() -> None:
+    # Ten bytes of varint carry 70 bits; an Avro long has 64. Found by the damaged-bytes test:
+    # fastavro returns a value no long can hold, which this reader refuses.
+    read = compile_reader(SERDE.events.schema)
+    assert read is not None
+    wide = b"\xff" * 9 + b"\x02"
+    for body in (wide, b"\x02" + wide + b"\x00"):
+        try:
+            _read_numbers_like(body)
+        except ValueError as exc:
+            assert "beyond 64 bits" in str(exc)
+        else:
+            raise AssertionError("a 65-bit number was read")
+
+
+def _read_numbers_like(body: bytes) -> None:
+    from lictel.avrocols import Message
+
+    msg = Message(body, 0, None)
+    if body[0] == 0x02:  # one number, then the wide one, read at once
+        msg.pos = 0
+        msg.numbers(3, "seq")
+    else:
+        msg.varint("seq")
