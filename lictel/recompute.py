@@ -58,7 +58,6 @@ from lictel.timeutil import MINUTE_US
 
 I64 = npt.NDArray[np.int64]
 Mask = npt.NDArray[np.bool_]
-_SEP = "\x1f"
 #: Action codes of :class:`Events` (an action not listed, e.g. REREAD, is code -1: recorded only).
 ACTION_CODES = (OUT, IN, DENIED, QUEUED, DEQUEUED, RESTART)
 _OUT, _IN, _DENIED, _QUEUED, _DEQUEUED, _RESTART = range(6)
