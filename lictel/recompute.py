@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -279,9 +280,13 @@ def _compute(ev: Events, use: Mask, restart: Mask, until_us: int, grouped_est: M
         e_ch = e_d.copy()
         e_ch[grouped] = _group_changes(ev, e_at[grouped], e_d[grouped])
 
-    pools = _series(_stable_order(e_pool), e_pool, e_ts, e_d, e_ch, counters, until_us)
+    # Pool and estate curves are independent: the estates' in a second thread (numpy lets go of the
+    # interpreter over whole arrays, so the two run on two cores).
     e_est = est_of_pool[e_pool]
-    estates = _series(_stable_order(e_est), e_est, e_ts, e_d, e_ch, counters, until_us)
+    with ThreadPoolExecutor(1, thread_name_prefix="recompute") as other:
+        estates_f = other.submit(lambda: _series(_stable_order(e_est), e_est, e_ts, e_d, e_ch, counters, until_us))
+        pools = _series(_stable_order(e_pool), e_pool, e_ts, e_d, e_ch, counters, until_us)
+        estates = estates_f.result()
 
     p_key, e_key = pool_keys[pools.pop("key")], estates.pop("key")
     level = np.concatenate([np.zeros(len(p_key), dtype=np.int64), np.ones(len(e_key), dtype=np.int64)])

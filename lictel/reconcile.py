@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
-from lictel import dupgroup, recompute, rollups
+from lictel import dupgroup, recompute, rollups, warehouse
 from lictel.dupgroup import DupRules
 from lictel.engine import ESTATE, POOL, MinuteRow, SessionRule, compute_rows
 from lictel.events import LICENSE_SOURCE, SOURCES, Event
@@ -111,11 +112,37 @@ def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | No
     servers = sorted({(o, s) for o, f in features for s in served.get((o, f), [])})
     # Every feature of those servers is recomputed (only the affected are kept): each by its rule.
     cols = read_events(client, db, servers, end, list(served), rules)
-    fast = recompute.compute(cols, end, rules)
     limit = final_limits(client, db, partitions)
     # Each key's range ends where the stream's final minutes end: (source, org, feature) -> end.
     ends = {(source, o, f): min(end, limit(source, o, f)) for o, f in features for source in SOURCES}
-    table = _fast_table(fast, cols, start, ends)
+    # The stored rows of the range up to each key's end; one condition per distinct end (usually one).
+    by_end: dict[int, list[tuple[str, str, str]]] = {}
+    for key, key_end in ends.items():
+        if key_end > start:
+            by_end.setdefault(key_end, []).append(key)
+    ranges: list[str] = []
+    range_params: dict[str, Any] = {}
+    for j, (key_end, keys) in enumerate(by_end.items()):
+        ranges.append(f"(minute >= toDateTime({{start:Int64}}) AND minute < toDateTime({{end{j}:Int64}}) "
+                      f"AND (source, org, feature) IN {{keys{j}:Array(Tuple(String, String, String))}})")
+        range_params |= {f"end{j}": key_end // US, f"keys{j}": keys}
+    range_params["start"] = start // US
+    in_ranges = " OR ".join(ranges) or "0"
+
+    def read_stored() -> tuple[Any, int]:
+        # The rows stored now (compared key by key with the new ones below) and the version above them.
+        rows = client.query_arrow(f"SELECT {_COLUMNS} FROM {db}.usage_minute FINAL WHERE {in_ranges}",
+                                  parameters=range_params, settings=_DICTIONARIES)
+        return rows, next_version(client, db)
+
+    # The warehouse reads the stored rows while the arrays compute (numpy and the engine both let go
+    # of the interpreter); nothing else uses the client meanwhile (a server session takes one query
+    # at a time).
+    with ThreadPoolExecutor(1, thread_name_prefix="reconcile-read") as reader:
+        reading = reader.submit(read_stored)
+        fast = recompute.compute(cols, end, rules)
+        table = _fast_table(fast, cols, start, ends)
+        old, version = reading.result()
     if fast.declined:
         # What arrays decline (sessions, multi-license checkouts under a rule, ...): the engine.
         result = client.query(
@@ -130,29 +157,13 @@ def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | No
                 and start <= r.minute < ends.get((r.source, r.org, r.feature), start)]
         # One dictionary per column (an Arrow stream may not replace one between batches).
         table = pa.concat_tables([table, _engine_table(rows)]).unify_dictionaries().combine_chunks()
-    # The stored rows of the range up to each key's end; one condition per distinct end (usually one).
-    by_end: dict[int, list[tuple[str, str, str]]] = {}
-    for key, key_end in ends.items():
-        if key_end > start:
-            by_end.setdefault(key_end, []).append(key)
-    ranges: list[str] = []
-    range_params: dict[str, Any] = {}
-    for j, (key_end, keys) in enumerate(by_end.items()):
-        ranges.append(f"(minute >= toDateTime({{start:Int64}}) AND minute < toDateTime({{end{j}:Int64}}) "
-                      f"AND (source, org, feature) IN {{keys{j}:Array(Tuple(String, String, String))}})")
-        range_params |= {f"end{j}": key_end // US, f"keys{j}": keys}
-    range_params["start"] = start // US
-    in_ranges = " OR ".join(ranges) or "0"
-    # The rows stored now, compared key by key with the new ones; the new go in beside them under a
-    # higher version (what FINAL and merges keep); the old rows of minutes that have no row now are
-    # deleted last. A reader sees the old minutes or the new, never a range without rows.
-    old = client.query_arrow(f"SELECT {_COLUMNS} FROM {db}.usage_minute FINAL WHERE {in_ranges}",
-                             parameters=range_params, settings=_DICTIONARIES)
+    # The new rows go in beside the old under a higher version (what FINAL and merges keep); the old
+    # rows of minutes that have no row now are deleted last. A reader sees the old minutes or the
+    # new, never a range without rows.
     before, after, changed, vanished = _compare(old, table)
-    version = next_version(client, db)
     if table.num_rows:
         # One row per key and minute: nothing for ClickHouse to collapse while it writes.
-        client.insert_arrow(f"{db}.usage_minute", table.append_column("version", pa.array(
+        warehouse.insert_arrow(client, f"{db}.usage_minute", table.append_column("version", pa.array(
             np.full(table.num_rows, version, dtype=np.uint64))), settings={"optimize_on_insert": 0})
     if vanished:
         client.command(f"DELETE FROM {db}.usage_minute WHERE ({in_ranges}) AND version < {{v:UInt64}}",

@@ -16,13 +16,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pytest
+
 from lictel.config import Settings
 from lictel.dupgroup import DupRules
 from lictel.engine import MinuteRow, compute_rows, sort_rows
+from lictel.errors import WarehouseError
 from lictel.events import HEARTBEAT, IN, LOGOFF, LOGON, OUT, RESTART, Event
 from lictel.recompute import compute
 from lictel.reconcile import read_events, reconcile
 from lictel.timeutil import MINUTE_US, US, floor_minute
+from lictel.warehouse import insert_arrow
 from producers.simulate import SimSpec, simulate
 from sinks.clickhouse import RAW_COLUMNS, STREAM_VERSION, USAGE_COLUMNS, write_minute_rows
 
@@ -120,3 +125,34 @@ def test_a_range_past_the_raw_retention_is_refused(tmp_path: Path) -> None:
     taken = subprocess.run([*args, "--from", "2099-01-01T00:00:00Z"], env=env, capture_output=True, text=True,
                            timeout=120)
     assert taken.returncode == 0, taken.stdout + taken.stderr
+
+
+def test_arrow_rows_go_in_alike_by_both_paths(warehouse: tuple[Settings, Any]) -> None:
+    # The embedded engine reads an Arrow table in place; a server gets the Arrow file. Both store the
+    # same rows (strings as dictionaries, minutes as seconds, the widest counters); a table that does
+    # not fit says which table and how many rows.
+    settings, client = warehouse
+    db = settings.clickhouse_database
+    n = 5000
+    rows = pa.table({
+        "level": pa.array(["pool", "estate"] * (n // 2)).dictionary_encode(),
+        "source": pa.array(["license"] * n).dictionary_encode(),
+        "org": pa.array(["acme"] * n), "server": pa.array(["lic01", ""] * (n // 2)).dictionary_encode(),
+        "feature": pa.array([f"F{i % 7}" for i in range(n)]).dictionary_encode(),
+        "minute": pa.array([1_772_409_600 + 60 * i for i in range(n)], pa.uint32()),
+        "peak": pa.array([i % 4_000_000_000 for i in range(n)], pa.uint32()),
+        "license_us": pa.array([(-1) ** i * 2**62 // (i + 1) for i in range(n)], pa.int64()),
+        "checkouts": pa.array([2**64 - 1 - i for i in range(n)], pa.uint64()),
+        "dup_group": pa.array(["UH", "NONE"] * (n // 2)).dictionary_encode(),
+        "version": pa.array([7] * n, pa.uint64()),
+    })
+    columns = ", ".join(rows.column_names)
+    client.command(f"CREATE TABLE {db}.by_server AS {db}.usage_minute")
+    insert_arrow(client, f"{db}.usage_minute", rows, settings={"optimize_on_insert": 0})  # in place
+    client.insert_arrow(f"{db}.by_server", rows)  # what a server gets
+    got = [client.query(f"SELECT {columns} FROM {db}.{t} ORDER BY minute").result_rows
+           for t in ("usage_minute", "by_server")]
+    assert len(got[0]) == n and got[0] == got[1]
+    assert got[0][1][7] == rows.column("license_us")[1].as_py() and got[0][0][8] == 2**64 - 1
+    with pytest.raises(WarehouseError, match=r"5,000 rows into .*usage_minute"):
+        insert_arrow(client, f"{db}.usage_minute", rows.append_column("nope", pa.array([1] * n)))
