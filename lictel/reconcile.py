@@ -243,6 +243,8 @@ def read_events(client: Client, db: str, servers: list[tuple[str, str]], end: in
     def group(fn: str, name: str) -> str:
         if not cases:  # no rule groups anything: nothing to send
             return ""
+        if len(cases) == 1:  # one way of grouping: every row's (only grouped features read theirs)
+            return f"{fn}({cases[0][1]}) AS {name}, "
         return "multiIf(" + ", ".join(f"{cond}, {fn}({args})" for cond, args in cases) + f", toUInt64(0)) AS {name}, "
 
     table = client.query_arrow(
@@ -252,7 +254,8 @@ def read_events(client: Client, db: str, servers: list[tuple[str, str]], end: in
         f"cityHash64(event_id) AS id_hash FROM {db}.raw_events FINAL "
         f"WHERE (org, server) IN {{servers:Array(Tuple(String, String))}} "
         f"AND ts < fromUnixTimestamp64Micro({{end:Int64}})",
-        parameters={"servers": servers, "end": end} | {f"g_{name}": by[name] for name in fields if by.get(name)},
+        parameters={"servers": servers, "end": end} | ({f"g_{name}": by[name] for name in fields if by.get(name)}
+                                                      if len(cases) > 1 else {}),
         settings=_DICTIONARIES)
     table = table.unify_dictionaries().combine_chunks()
 
