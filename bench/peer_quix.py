@@ -93,8 +93,8 @@ def main() -> None:
             started = time.monotonic()
             worker = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
             try:
-                first, done, rows = asyncio.run(watch(settings, broker.bootstrap, target, 900))
-            except TimeoutError:
+                first, done, rows = asyncio.run(watch(settings, broker.bootstrap, target, 900, worker))
+            except (TimeoutError, RuntimeError):
                 print((Path(tmp) / f"{prefix}.log").read_text()[-3000:])
                 raise
             finally:

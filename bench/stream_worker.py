@@ -61,7 +61,10 @@ def usage_head(data: bytes, fingerprint: bytes) -> tuple[int, int | None, int] |
     return partition, final, rows
 
 
-async def watch(settings: Settings, bootstrap: str, target: int, timeout: float) -> tuple[float, float, int]:
+async def watch(settings: Settings, bootstrap: str, target: int, timeout: float,
+                worker: subprocess.Popen[bytes] | None = None) -> tuple[float, float, int]:
+    """When the worker's output reaches ``target`` on every partition: (first output, done, rows).
+    A ``worker`` process that ends before that fails the run at once, not at the timeout."""
     serde = Serde()
     fingerprint = serde.usage.fingerprint
     consumer = AIOKafkaConsumer(settings.topic("usage"), bootstrap_servers=bootstrap,
@@ -87,6 +90,8 @@ async def watch(settings: Settings, bootstrap: str, target: int, timeout: float)
             if len(final) == settings.partitions and min(final.values()) >= target:
                 assert first is not None
                 return first, time.monotonic(), rows
+            if worker is not None and worker.poll() is not None:
+                raise RuntimeError(f"the worker ended (exit code {worker.returncode}) before its output was final")
     finally:
         await consumer.stop()
     raise TimeoutError("worker did not finish")
@@ -116,7 +121,7 @@ def main() -> None:
             worker = subprocess.Popen([sys.executable, "-m", "lictel.cli", "stream"], env=settings_env(settings),
                                       stdout=log, stderr=subprocess.STDOUT)
             try:
-                first, done, rows = asyncio.run(watch(settings, broker.bootstrap, target, 900))
+                first, done, rows = asyncio.run(watch(settings, broker.bootstrap, target, 900, worker))
             finally:
                 worker.terminate()
                 worker.wait(30)
