@@ -250,6 +250,8 @@ def _compute(ev: Events, use: Mask, restart: Mask, until_us: int, grouped_est: M
     forced_at, f_ts = forced_at[by_time], f_ts[by_time]
     f_amount = h[forced_at]
     f_pool, f_at = h_pool[forced_at], idx[hold_o[forced_at]]  # and the event of their identity
+    # What the walk needed is done with: let it go before the curves (memory at the peak).
+    del ikey, epoch, h_ts, h_pool, sv, hold_o, is_in, k, first, walk, h, h_prev, last, ended
 
     # ---- every event of a pool in time order, then the forced releases merged in -----------------
     e_pool, e_ts, e_d = pool, ts, d
@@ -319,7 +321,8 @@ def _series(o: I64, key: I64, ts: I64, d: I64, dch: I64, counters: list[tuple[I6
     i_last = np.append((key[1:] != key[:-1]) | (ts[1:] != ts[:-1]), True)
     inst = np.flatnonzero(i_last)
     iv, ich, its = v[inst], ch[inst], ts[inst]
-    i_group = np.cumsum(g_first)[inst] - 1
+    g_of = np.cumsum(g_first) - 1  # each event's row group
+    i_group = g_of[inst]
     i_first = np.append(True, i_group[1:] != i_group[:-1])
     i_start = np.flatnonzero(i_first)
     g_min = minute[g_start]
@@ -329,6 +332,7 @@ def _series(o: I64, key: I64, ts: I64, d: I64, dch: I64, counters: list[tuple[I6
     ch_in = np.where(first_of_key[g_start], 0, ch[g_start - 1])
     lead = ts[g_start] - g_min  # the carried state lasts until the first instant of the minute
     has_lead = lead > 0
+    del key, ts, d, v, ch, minute, first_of_key, i_last  # per event, no longer needed (memory at the peak)
     # Each instant's state lasts until the next instant of its group, or the end of the minute.
     nxt = np.append(its[1:], 0)
     nxt = np.where(np.append(i_first[1:], True), g_min[i_group] + MINUTE_US, nxt)
@@ -350,7 +354,8 @@ def _series(o: I64, key: I64, ts: I64, d: I64, dch: I64, counters: list[tuple[I6
         }
     # Each event's row group, to add up counters where they are (no reordering of them).
     group = np.empty(len(o), dtype=np.int64)
-    group[o] = np.cumsum(g_first) - 1
+    group[o] = g_of
+    del g_of
     for name, (where, by) in zip(COUNTERS, counters, strict=True):
         # float weights add integers exactly below 2**53, beyond any minute's counts
         total = np.bincount(group[where], weights=by, minlength=len(g_start))
