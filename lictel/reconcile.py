@@ -7,9 +7,10 @@ events from its beginning up to the end of the range; only minutes inside the ra
 Rows of the range that the recompute no longer produces are deleted, so a minute that should have
 no row loses it.
 
-The recompute runs on columns (:mod:`lictel.recompute`): raw events are read as Arrow columns
-(strings as dictionary codes, checkout identities as two independent hashes) and computed with
-arrays, the keys the arrays decline by the engine over the same events; the new rows go in as an
+The recompute runs on columns (:mod:`lictel.recompute`), one organisation at a time (memory holds
+the history of one): raw events are read as Arrow columns (strings as dictionary codes, checkout
+identities as two independent hashes) and computed with arrays, the keys the arrays decline by the
+engine over the same events; the new rows go in as an
 Arrow table beside the old ones under a higher version, compared with them in numpy, and old rows
 are deleted only for minutes that have none now.
 
@@ -110,8 +111,6 @@ def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | No
         return ReconcileResult(start, end, 0, 0, 0, 0)
     # Every server that ever served an affected feature: estate minutes sum all of them.
     servers = sorted({(o, s) for o, f in features for s in served.get((o, f), [])})
-    # Every feature of those servers is recomputed (only the affected are kept): each by its rule.
-    cols = read_events(client, db, servers, end, list(served), rules)
     limit = final_limits(client, db, partitions)
     # Each key's range ends where the stream's final minutes end: (source, org, feature) -> end.
     ends = {(source, o, f): min(end, limit(source, o, f)) for o, f in features for source in SOURCES}
@@ -135,27 +134,41 @@ def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | No
                                   parameters=range_params, settings=_DICTIONARIES)
         return rows, next_version(client, db)
 
-    # The warehouse reads the stored rows while the arrays compute (numpy and the engine both let go
-    # of the interpreter); nothing else uses the client meanwhile (a server session takes one query
-    # at a time).
+    # Organisation by organisation (no pool or estate spans two): memory holds one's history at a
+    # time. Every feature of its servers is recomputed (only the affected are kept), each by its rule.
+    by_org: dict[str, list[tuple[str, str]]] = {}
+    for o, srv in servers:
+        by_org.setdefault(o, []).append((o, srv))
+    tables, declined, n_events = [], set(), 0
+    # The warehouse reads the stored rows while the first organisation's arrays compute (numpy and
+    # the engine both let go of the interpreter); nothing else uses the client meanwhile (a server
+    # session takes one query at a time).
     with ThreadPoolExecutor(1, thread_name_prefix="reconcile-read") as reader:
-        reading = reader.submit(read_stored)
-        fast = recompute.compute(cols, end, rules)
-        table = _fast_table(fast, cols, start, ends)
-        old, version = reading.result()
-    if fast.declined:
+        # (No server at all: stored rows of features without raw events, to be deleted; one empty pass.)
+        for i, (o, org_servers) in enumerate(by_org.items() or [("", [])]):
+            cols = read_events(client, db, org_servers, end, [k for k in served if k[0] == o], rules)
+            reading = reader.submit(read_stored) if i == 0 else None
+            fast = recompute.compute(cols, end, rules)
+            tables.append(_fast_table(fast, cols, start, ends))
+            declined |= fast.declined
+            n_events += len(cols)
+            del cols, fast  # before the next organisation's are read
+            if reading is not None:
+                old, version = reading.result()
+    # One dictionary per column (an Arrow stream may not replace one between batches).
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables).unify_dictionaries().combine_chunks()
+    if declined:
         # What arrays decline (sessions, multi-license checkouts under a rule, ...): the engine.
         result = client.query(
             f"SELECT event_id, toUnixTimestamp64Micro(ts), org, server, vendor, feature, action, user, host, "
             f"handle, count, reason, source, seq FROM {db}.raw_events FINAL "
             f"WHERE (org, server) IN {{servers:Array(Tuple(String, String))}} "
             f"AND ts < fromUnixTimestamp64Micro({{end:Int64}}) ORDER BY ts, seq",
-            parameters={"servers": [s for s in servers if s[0] in {o for o, _ in fast.declined}], "end": end})
+            parameters={"servers": [s for s in servers if s[0] in {o for o, _ in declined}], "end": end})
         events = tuples_of(Event, result.result_columns) if result.row_count else []
         rows = [r for r in compute_rows(events, until_us=end, sessions=sessions, rules=rules)
-                if (r.org, r.feature) in fast.declined
+                if (r.org, r.feature) in declined
                 and start <= r.minute < ends.get((r.source, r.org, r.feature), start)]
-        # One dictionary per column (an Arrow stream may not replace one between batches).
         table = pa.concat_tables([table, _engine_table(rows)]).unify_dictionaries().combine_chunks()
     # The new rows go in beside the old under a higher version (what FINAL and merges keep); the old
     # rows of minutes that have no row now are deleted last. A reader sees the old minutes or the
@@ -174,7 +187,7 @@ def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | No
         # The day rollups of the days rewritten, where they are kept already.
         last = min(mark, rollups.day_of(final_end - 1) + dt.timedelta(days=1))
         rollups.recompute(client, db, rollups.days_from(rollups.day_of(start), last), replace=True)
-    return ReconcileResult(start, end, len(cols), int(before), int(after), int(changed), final_end)
+    return ReconcileResult(start, end, n_events, int(before), int(after), int(changed), final_end)
 
 
 _KEY = ("level", "source", "org", "server", "feature")

@@ -165,3 +165,54 @@ def test_arrow_rows_go_in_alike_by_both_paths(warehouse: tuple[Settings, Any]) -
     assert got[0][1][7] == rows.column("license_us")[1].as_py() and got[0][0][8] == 2**64 - 1
     with pytest.raises(WarehouseError, match=r"5,000 rows into .*usage_minute"):
         insert_arrow(client, f"{db}.usage_minute", rows.append_column("nope", pa.array([1] * n)))
+
+
+def test_organisations_are_recomputed_one_at_a_time_and_rows_without_events_go(
+        warehouse: tuple[Settings, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two organisations with servers of the same names, each read and computed on its own (memory
+    # holds one history at a time): the rows are the engine's over both; an organisation with stored
+    # minutes and no raw events left has its rows deleted.
+    settings, client = warehouse
+    db = settings.clickhouse_database
+    events = [e for org, seed in (("acme", 11), ("globex", 12))
+              for e in simulate(SimSpec(org=org, users=200, servers=2, days=1, seed=seed)) if e.action != HEARTBEAT]
+    end = floor_minute(max(e.ts for e in events)) + MINUTE_US
+    client.insert(f"{db}.raw_events", [list(c) for c in zip(*events, strict=True)], column_names=RAW_COLUMNS,
+                  column_oriented=True)
+    client.insert(f"{db}.pipeline_progress", [[p, "events", end + 3600 * US] for p in range(8)],
+                  column_names=["partition", "stream", "final_upto"])
+    want = sort_rows(compute_rows(events, until_us=end))
+    assert {r.org for r in want} == {"acme", "globex"}
+    ghost = [r._replace(org="initech") for r in want[:50]]  # minutes whose raw events are gone
+    write_minute_rows(client, db, [*want[::3], *ghost], version=STREAM_VERSION)
+
+    reads: list[set[str]] = []
+    real = read_events
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        reads.append({org for org, _ in args[2]})
+        return real(*args, **kw)
+
+    monkeypatch.setattr("lictel.reconcile.read_events", spy)
+    res = reconcile(client, db, BASE, end)
+    assert reads == [{"acme"}, {"globex"}]
+    assert res.events == len(events) and res.rows_after == len(want)
+    columns = ", ".join(c if c != "minute" else "toUnixTimestamp(minute) * 1000000" for c in USAGE_COLUMNS[:-1])
+    got = [MinuteRow(level, org, server, feature, minute, *metrics, dup_group, source)
+           for level, source, org, server, feature, minute, *metrics, dup_group in client.query(
+               f"SELECT {columns} FROM {db}.usage_minute FINAL").result_rows]
+    assert sort_rows(got) == want
+
+
+def test_minutes_without_any_raw_event_are_deleted(warehouse: tuple[Settings, Any]) -> None:
+    settings, client = warehouse
+    db = settings.clickhouse_database
+    end = BASE + 10 * MINUTE_US
+    client.insert(f"{db}.pipeline_progress", [[p, "events", end] for p in range(8)],
+                  column_names=["partition", "stream", "final_upto"])
+    rows = [MinuteRow("pool", "initech", "lic01", "CAD", BASE + i * MINUTE_US, 2, 1, 90 * US, 1, 0, 0, 0, 0, 0,
+                      2, 1, 90 * US, "NONE", "license") for i in range(5)]
+    write_minute_rows(client, db, rows, version=STREAM_VERSION)
+    res = reconcile(client, db, BASE, end)
+    assert (res.events, res.rows_before, res.rows_after, res.rows_changed) == (0, 5, 0, 5)
+    assert client.query(f"SELECT count() FROM {db}.usage_minute FINAL").result_rows[0][0] == 0
