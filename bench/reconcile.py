@@ -8,9 +8,8 @@ minute. The recompute (lictel.reconcile.reconcile, what the CLI calls) is timed 
 groups); then, on the largest, its parts one by one: the read of the raw events out of chDB, the
 column-at-a-time recompute (lictel.recompute), and the engine over the same events (what the
 recompute replaces, and what still computes the keys arrays decline: sessions, multi-license
-checkouts under a rule). Last, `lictel reconcile` itself runs over the largest history as a user
-runs it, in a process of its own on a warehouse another process prepared, for its peak resident
-memory.
+checkouts under a rule). Last, `lictel reconcile` itself runs over each history as a user runs
+it, in a process of its own on a warehouse another process prepared, for its peak resident memory.
 
 Run: .venv/bin/python bench/reconcile.py [--users N --servers N --days N [N ...] --runs N]
 """
@@ -150,8 +149,9 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         lines = [line for days in args.days for line in measure(days, Path(tmp), args)]
-    with tempfile.TemporaryDirectory() as tmp:
-        lines.append(command_memory(max(args.days), Path(tmp), args))
+    for days in args.days:
+        with tempfile.TemporaryDirectory() as tmp:
+            lines.append(command_memory(days, Path(tmp), args))
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     record("reconcile", "`lictel reconcile` from raw events", "bench/reconcile.py", [
         "Simulated events in embedded chDB, every partition final, the stream's rows stored; the whole "
