@@ -10,9 +10,9 @@ no row loses it.
 The recompute runs on columns (:mod:`lictel.recompute`), one organisation at a time (memory holds
 the history of one): raw events are read as Arrow columns (strings as dictionary codes, checkout
 identities as two independent hashes) and computed with arrays, the keys the arrays decline by the
-engine over the same events; the new rows go in as an
-Arrow table beside the old ones under a higher version, compared with them in numpy, and old rows
-are deleted only for minutes that have none now.
+engine over the same events; the new rows go in as an Arrow table beside the old ones under a
+higher version, compared with them in numpy, and old rows are deleted only for minutes that have
+none now.
 
 Two rules keep a recompute from fighting the stream:
 
