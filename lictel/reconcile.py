@@ -99,21 +99,36 @@ def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | No
     in_range_min = ("minute >= toDateTime(intDiv({start:Int64}, 1000000)) "
                     "AND minute < toDateTime(intDiv({end:Int64}, 1000000))")
     # One pass over the raw events: each (org, feature), the servers that ever served it, and
-    # whether it has events in the range; then the features with stored minutes in the range.
+    # whether it has events in the range; each server's newest event; then the features with stored
+    # minutes in the range.
     raw = client.query(
-        f"SELECT org, feature, groupUniqArray(server), countIf({in_range_us}) > 0 FROM {db}.raw_events "
-        f"WHERE feature != '' {org_sql} GROUP BY org, feature", parameters=params).result_rows
+        f"SELECT org, feature, server, toUnixTimestamp64Micro(max(ts)), countIf({in_range_us}) > 0 "
+        f"FROM {db}.raw_events WHERE 1 {org_sql} GROUP BY org, feature, server", parameters=params).result_rows
     stored = client.query(f"SELECT DISTINCT org, feature FROM {db}.usage_minute WHERE {in_range_min} {org_sql}",
                           parameters=params).result_rows
-    served = {(str(o), str(f)): list(s) for o, f, s, _ in raw}
-    features = sorted({(str(o), str(f)) for o, f, _, hit in raw if hit} | {(str(o), str(f)) for o, f in stored})
+    served: dict[tuple[str, str], list[str]] = {}
+    hit: set[tuple[str, str]] = set()
+    # A server's minutes end with the minute of its newest event: the stream never carries what it
+    # holds past its own clock (a partition made final further by other servers does not move it).
+    clock: dict[tuple[str, str], int] = {}
+    for o, f, srv, newest, in_range in raw:
+        o, f, srv = str(o), str(f), str(srv)
+        clock[(o, srv)] = max(clock.get((o, srv), 0), floor_minute(int(newest)) + MINUTE_US)
+        if f:  # (a RESTART has no feature: it moves its server's clock only)
+            served.setdefault((o, f), []).append(srv)
+            if in_range:
+                hit.add((o, f))
+    features = sorted(hit | {(str(o), str(f)) for o, f in stored})
     if not features:
         return ReconcileResult(start, end, 0, 0, 0, 0)
     # Every server that ever served an affected feature: estate minutes sum all of them.
     servers = sorted({(o, s) for o, f in features for s in served.get((o, f), [])})
     limit = final_limits(client, db, partitions)
-    # Each key's range ends where the stream's final minutes end: (source, org, feature) -> end.
-    ends = {(source, o, f): min(end, limit(source, o, f)) for o, f in features for source in SOURCES}
+    # Each key's range ends where the stream's final minutes end: (source, org, feature) -> end; an
+    # estate's no later than its newest server's clock, a pool's than its server's.
+    ends = {(source, o, f): min(end, limit(source, o, f), max((clock[(o, s)] for s in served.get((o, f), [])),
+                                                               default=end))
+            for o, f in features for source in SOURCES}
     # The stored rows of the range up to each key's end; one condition per distinct end (usually one).
     by_end: dict[int, list[tuple[str, str, str]]] = {}
     for key, key_end in ends.items():
@@ -126,7 +141,11 @@ def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | No
                       f"AND (source, org, feature) IN {{keys{j}:Array(Tuple(String, String, String))}})")
         range_params |= {f"end{j}": key_end // US, f"keys{j}": keys}
     range_params["start"] = start // US
-    in_ranges = " OR ".join(ranges) or "0"
+    # Pool rows only up to their server's clock (a server without raw events: its stored rows go).
+    at_server = "indexOf({clock_keys:Array(Tuple(String, String))}, (org, server))"
+    range_params |= {"clock_keys": list(clock), "clock_ends": [e // US for e in clock.values()]}
+    in_ranges = (f"({' OR '.join(ranges) or '0'}) AND (level != '{POOL}' OR {at_server} = 0 "
+                 f"OR toUnixTimestamp(minute) < arrayElement({{clock_ends:Array(Int64)}}, {at_server}))")
 
     def read_stored() -> tuple[Any, int]:
         # The rows stored now (compared key by key with the new ones below) and the version above them.
@@ -148,8 +167,11 @@ def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | No
         for i, (o, org_servers) in enumerate(by_org.items() or [("", [])]):
             cols = read_events(client, db, org_servers, end, [k for k in served if k[0] == o], rules)
             reading = reader.submit(read_stored) if i == 0 else None
-            fast = recompute.compute(cols, end, rules)
-            tables.append(_fast_table(fast, cols, start, ends))
+            # Computed up to the organisation's newest clock, not the range's end: nothing is kept past
+            # it, and a held license carried to a far ``--to`` would make a row of every minute between.
+            until = min(end, max((clock[k] for k in org_servers), default=end))
+            fast = recompute.compute(cols, until, rules)
+            tables.append(_fast_table(fast, cols, start, ends, clock))
             declined |= fast.declined
             n_events += len(cols)
             del cols, fast  # before the next organisation's are read
@@ -166,9 +188,11 @@ def reconcile(client: Client, db: str, start_us: int, end_us: int, org: str | No
             f"AND ts < fromUnixTimestamp64Micro({{end:Int64}}) ORDER BY ts, seq",
             parameters={"servers": [s for s in servers if s[0] in {o for o, _ in declined}], "end": end})
         events = tuples_of(Event, result.result_columns) if result.row_count else []
-        rows = [r for r in compute_rows(events, until_us=end, sessions=sessions, rules=rules)
+        until = min(end, max((clock[k] for k in servers if k[0] in {o for o, _ in declined}), default=end))
+        rows = [r for r in compute_rows(events, until_us=until, sessions=sessions, rules=rules)
                 if (r.org, r.feature) in declined
-                and start <= r.minute < ends.get((r.source, r.org, r.feature), start)]
+                and start <= r.minute < ends.get((r.source, r.org, r.feature), start)
+                and (r.level != POOL or r.minute < clock.get((r.org, r.server), end))]
         table = pa.concat_tables([table, _engine_table(rows)]).unify_dictionaries().combine_chunks()
     # The new rows go in beside the old under a higher version (what FINAL and merges keep); the old
     # rows of minutes that have no row now are deleted last. A reader sees the old minutes or the
@@ -305,14 +329,23 @@ def read_events(client: Client, db: str, servers: list[tuple[str, str]], end: in
                             server_names, vendors, feature_names)
 
 
-def _fast_table(rows: recompute.Rows, ev: recompute.Events, start: int, ends: dict[tuple[str, str, str], int]) -> Any:
-    """The rows arrays computed, each key up to its end, as an Arrow table of ``usage_minute``."""
-    n_feat = max(len(ev.features), 1)
+def _fast_table(rows: recompute.Rows, ev: recompute.Events, start: int, ends: dict[tuple[str, str, str], int],
+                clock: dict[tuple[str, str], int]) -> Any:
+    """The rows arrays computed, each key up to its end (a pool's also up to its server's ``clock``),
+    as an Arrow table of ``usage_minute``."""
+    n_feat, n_srv = max(len(ev.features), 1), max(len(ev.servers), 1)
     key_end = np.full(max(len(ev.orgs), 1) * n_feat, start, dtype=np.int64)
     for (source, o, f), e in ends.items():
         if source == LICENSE_SOURCE and o in ev.orgs and f in ev.features:
             key_end[ev.orgs.index(o) * n_feat + ev.features.index(f)] = e
-    keep = (rows.minute >= start) & (rows.minute < key_end[rows.org * n_feat + rows.feature])
+    srv_end = np.full(max(len(ev.orgs), 1) * n_srv, np.iinfo(np.int64).max, dtype=np.int64)
+    for (o, srv), e in clock.items():
+        if o in ev.orgs and srv in ev.servers:
+            srv_end[ev.orgs.index(o) * n_srv + ev.servers.index(srv)] = e
+    row_end = np.where(rows.server >= 0, np.minimum(key_end[rows.org * n_feat + rows.feature],
+                                                    srv_end[rows.org * n_srv + np.maximum(rows.server, 0)]),
+                       key_end[rows.org * n_feat + rows.feature])
+    keep = (rows.minute >= start) & (rows.minute < row_end)
     n = int(keep.sum())
 
     def dictionary(codes: Any, labels: list[str]) -> Any:

@@ -76,14 +76,29 @@ def test_reconcile_stores_exactly_the_engines_rows(warehouse: tuple[Settings, An
                                                for s in ("events", "sessions")],
                   column_names=["partition", "stream", "final_upto"])
     rules = DupRules(rule_of)
-    want = sort_rows(compute_rows([e for e in events if e.ts < end], until_us=end, rules=rules))
-    assert {r.source for r in want} == {"license", "sessions"}
-    # What the stream stored: the same minutes without rules, one in ten missing, one altered, one
-    # extra past the last event of its key.
+    # Reconcile goes as far as the stream makes minutes final: a pool to its server's clock (the
+    # minute of its newest event), an estate to its newest server's. Beyond, stored rows stay.
+    clock: dict[tuple[str, str], int] = {}
+    for e in events:
+        clock[(e.org, e.server)] = max(clock.get((e.org, e.server), 0), floor_minute(e.ts) + MINUTE_US)
+
+    def reach(r: MinuteRow) -> int:
+        if r.server:
+            return clock[(r.org, r.server)]
+        return max(clock[(e.org, e.server)] for e in events if (e.org, e.feature) == (r.org, r.feature))
+
+    engine = sort_rows(compute_rows([e for e in events if e.ts < end], until_us=end, rules=rules))
+    want = [r for r in engine if r.minute < reach(r)]
+    assert {r.source for r in want} == {"license", "sessions"} and len(want) < len(engine)
+    # What the stream stored: the same minutes without rules (carried to the end: rows past a
+    # server's clock), one in ten missing, one altered, one extra before the first event of its key.
     stored = [r for i, r in enumerate(compute_rows([e for e in events if e.ts < end], until_us=end)) if i % 10]
     stored[3] = stored[3]._replace(peak=stored[3].peak + 5)
-    stored.append(stored[0]._replace(minute=end - MINUTE_US, peak=9, low=9))
+    first = next(r for r in stored if r.minute > BASE + MINUTE_US)
+    stored.append(first._replace(minute=first.minute - MINUTE_US, peak=9, low=9))
     write_minute_rows(client, db, stored, version=STREAM_VERSION)
+    beyond = [r for r in stored if r.minute >= reach(r)]
+    assert beyond
 
     # What arrays leave to the engine here, read as reconcile reads it.
     servers = sorted({(e.org, e.server) for e in events})
@@ -98,11 +113,12 @@ def test_reconcile_stores_exactly_the_engines_rows(warehouse: tuple[Settings, An
     got = [MinuteRow(level, org, server, feature, minute, *metrics, dup_group, source)
            for level, source, org, server, feature, minute, *metrics, dup_group in client.query(
                f"SELECT {columns} FROM {db}.usage_minute FINAL").result_rows]
-    assert sort_rows(got) == want
+    assert sort_rows(got) == sort_rows(want + beyond)
+
     def keyed(rows: list[MinuteRow]) -> dict[tuple[Any, ...], MinuteRow]:
         return {(r.source, r.level, r.org, r.server, r.feature, r.minute): r for r in rows}
 
-    before, after = keyed(stored), keyed(want)
+    before, after = keyed([r for r in stored if r.minute < reach(r)]), keyed(want)
     assert res.rows_after == len(after) and res.rows_before == len(before)
     assert res.rows_changed == sum(before.get(k) != after.get(k) for k in before.keys() | after.keys())
     # Every row under a rule changed (the stream stored them without one: dup_group at least).
@@ -114,7 +130,7 @@ def test_reconcile_stores_exactly_the_engines_rows(warehouse: tuple[Settings, An
     assert again.rows_changed == 0 and again.rows_after == len(want)
     assert sort_rows(MinuteRow(level, org, server, feature, minute, *metrics, dup_group, source)
                      for level, source, org, server, feature, minute, *metrics, dup_group in client.query(
-                         f"SELECT {columns} FROM {db}.usage_minute FINAL").result_rows) == want
+                         f"SELECT {columns} FROM {db}.usage_minute FINAL").result_rows) == sort_rows(want + beyond)
 
 
 def test_a_range_past_the_raw_retention_is_refused(tmp_path: Path) -> None:
