@@ -342,9 +342,9 @@ def _fast_table(rows: recompute.Rows, ev: recompute.Events, start: int, ends: di
     for (o, srv), e in clock.items():
         if o in ev.orgs and srv in ev.servers:
             srv_end[ev.orgs.index(o) * n_srv + ev.servers.index(srv)] = e
-    row_end = np.where(rows.server >= 0, np.minimum(key_end[rows.org * n_feat + rows.feature],
-                                                    srv_end[rows.org * n_srv + np.maximum(rows.server, 0)]),
-                       key_end[rows.org * n_feat + rows.feature])
+    row_end = key_end[rows.org * n_feat + rows.feature]
+    pool = rows.server >= 0  # (estate rows have server -1)
+    row_end[pool] = np.minimum(row_end[pool], srv_end[rows.org[pool] * n_srv + rows.server[pool]])
     keep = (rows.minute >= start) & (rows.minute < row_end)
     n = int(keep.sum())
 

@@ -82,10 +82,12 @@ def test_reconcile_stores_exactly_the_engines_rows(warehouse: tuple[Settings, An
     for e in events:
         clock[(e.org, e.server)] = max(clock.get((e.org, e.server), 0), floor_minute(e.ts) + MINUTE_US)
 
+    newest: dict[tuple[str, str], int] = {}  # (org, feature) -> its newest server's clock
+    for e in events:
+        newest[(e.org, e.feature)] = max(newest.get((e.org, e.feature), 0), clock[(e.org, e.server)])
+
     def reach(r: MinuteRow) -> int:
-        if r.server:
-            return clock[(r.org, r.server)]
-        return max(clock[(e.org, e.server)] for e in events if (e.org, e.feature) == (r.org, r.feature))
+        return clock[(r.org, r.server)] if r.server else newest[(r.org, r.feature)]
 
     engine = sort_rows(compute_rows([e for e in events if e.ts < end], until_us=end, rules=rules))
     want = [r for r in engine if r.minute < reach(r)]
